@@ -1,0 +1,3 @@
+#!/bin/sh
+echo "coverage reports are not available in dcpp's offline build" >&2
+exit 1

@@ -1,0 +1,52 @@
+"""Repository rule that exposes an installed LibTorch as @torch.
+
+LibTorch is found, in order:
+  1. $DCPP_LIBTORCH: an unzipped libtorch folder (with include/ and lib/);
+  2. the `torch` package of $DCPP_PYTHON (default: python3 on PATH), i.e. the PyPI wheel that
+     scripts/setup.sh installs (torch==2.11.0).
+The repository symlinks include/ and lib/ and writes a BUILD file from BUILD.torch.tpl.
+"""
+
+def _fail_with(ctx, msg):
+    fail("dcpp: cannot find LibTorch: %s\nRun scripts/setup.sh, or point DCPP_LIBTORCH at an unzipped libtorch." % msg)
+
+def _torch_repository_impl(ctx):
+    root = ctx.os.environ.get("DCPP_LIBTORCH", "")
+    abi = ctx.os.environ.get("DCPP_TORCH_CXX11_ABI", "1")
+    version = "unknown"
+    if not root:
+        python = ctx.os.environ.get("DCPP_PYTHON", "python3")
+        script = "import os, torch; print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__)"
+        res = ctx.execute([python, "-c", script], quiet = True)
+        if res.return_code != 0:
+            _fail_with(ctx, "`%s -c 'import torch'` failed:\n%s" % (python, res.stderr))
+        lines = res.stdout.strip().split("\n")
+        root = lines[-3]
+        abi = lines[-2]
+        version = lines[-1]
+    if not ctx.path(root + "/include/c10").exists or not ctx.path(root + "/lib").exists:
+        _fail_with(ctx, "%s has no include/c10 or lib/" % root)
+
+    # Where the CUDA wheel keeps the libraries that libtorch_cpu/libtorch_cuda need at link time.
+    nvidia = ctx.path(root + "/../nvidia")
+    rpath_link = []
+    if nvidia.exists:
+        for d in nvidia.readdir():
+            if ctx.path(str(d) + "/lib").exists:
+                rpath_link.append(str(d) + "/lib")
+
+    ctx.symlink(root + "/include", "include")
+    ctx.symlink(root + "/lib", "lib")
+    ctx.template("BUILD", ctx.attr._build_tpl, {
+        "%{LIBDIR}": str(ctx.path(root + "/lib").realpath),
+        "%{ABI}": abi,
+        "%{RPATH_LINK}": repr(["-Wl,-rpath-link," + p for p in rpath_link]),
+        "%{VERSION}": version,
+    })
+
+torch_repository = repository_rule(
+    implementation = _torch_repository_impl,
+    environ = ["DCPP_LIBTORCH", "DCPP_PYTHON", "DCPP_TORCH_CXX11_ABI", "PATH"],
+    local = True,
+    attrs = {"_build_tpl": attr.label(default = "//third_party/torch:BUILD.torch.tpl")},
+)

@@ -8,7 +8,8 @@ _RPATH_LINK = %{RPATH_LINK}
 cc_library(
     name = "headers",
     hdrs = glob(["include/**/*.h", "include/**/*.hpp", "include/**/*.cuh", "include/**/*.inc"]),
-    defines = ["_GLIBCXX_USE_CXX11_ABI=%{ABI}"],
+    # The wheel is built with c10d and its gloo backend; their headers are gated on these.
+    defines = ["_GLIBCXX_USE_CXX11_ABI=%{ABI}", "USE_DISTRIBUTED", "USE_C10D_GLOO"],
     includes = ["include", "include/torch/csrc/api/include"],
 )
 

@@ -35,7 +35,11 @@ def _torch_repository_impl(ctx):
             if ctx.path(str(d) + "/lib").exists:
                 rpath_link.append(str(d) + "/lib")
 
-    ctx.symlink(root + "/include", "include")
+    # The wheel carries an old copy of protobuf's headers (include/google/protobuf) that would
+    # shadow the system protobuf our generated code is compiled against: leave it out.
+    for entry in ctx.path(root + "/include").readdir():
+        if entry.basename != "google":
+            ctx.symlink(entry, "include/" + entry.basename)
     ctx.symlink(root + "/lib", "lib")
     ctx.template("BUILD", ctx.attr._build_tpl, {
         "%{LIBDIR}": str(ctx.path(root + "/lib").realpath),

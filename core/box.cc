@@ -1,0 +1,122 @@
+#include "core/box.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace dcpp {
+
+int64_t Box::numel() const {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  return n;
+}
+
+std::string Box::ToString() const {
+  std::ostringstream os;
+  os << "[";
+  for (size_t d = 0; d < sizes.size(); ++d) {
+    os << (d ? ", " : "") << offsets[d] << ":" << offsets[d] + sizes[d];
+  }
+  os << "]";
+  return os.str();
+}
+
+Box WholeBox(const std::vector<int64_t>& shape) {
+  return Box{std::vector<int64_t>(shape.size(), 0), shape};
+}
+
+std::optional<Box> Intersect(const Box& a, const Box& b) {
+  DCPP_CHECK(a.sizes.size() == b.sizes.size(), "box rank mismatch: ", a.ToString(), " vs ",
+             b.ToString());
+  Box r;
+  r.offsets.resize(a.sizes.size());
+  r.sizes.resize(a.sizes.size());
+  for (size_t d = 0; d < a.sizes.size(); ++d) {
+    const int64_t lo = std::max(a.offsets[d], b.offsets[d]);
+    const int64_t hi = std::min(a.offsets[d] + a.sizes[d], b.offsets[d] + b.sizes[d]);
+    if (hi <= lo) return std::nullopt;
+    r.offsets[d] = lo;
+    r.sizes[d] = hi - lo;
+  }
+  return r;
+}
+
+bool Contains(const Box& outer, const Box& inner) {
+  if (outer.sizes.size() != inner.sizes.size()) return false;
+  for (size_t d = 0; d < outer.sizes.size(); ++d) {
+    if (inner.offsets[d] < outer.offsets[d] ||
+        inner.offsets[d] + inner.sizes[d] > outer.offsets[d] + outer.sizes[d]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+Box Relative(const Box& region, const Box& origin) {
+  Box r = region;
+  for (size_t d = 0; d < r.offsets.size(); ++d) r.offsets[d] -= origin.offsets[d];
+  return r;
+}
+
+std::vector<ByteRun> RunsOf(const Box& chunk, const Box& region, int64_t elem_size) {
+  const size_t nd = chunk.sizes.size();
+  if (region.numel() == 0) return {};
+  const Box rel = Relative(region, chunk);
+  // Row-major strides of the chunk, in elements.
+  std::vector<int64_t> stride(nd, 1);
+  for (size_t d = nd; d-- > 1;) stride[d - 1] = stride[d] * chunk.sizes[d];
+  // The innermost dimensions the region spans completely form one contiguous block together
+  // with the first dimension (from the inside) that it spans partially.
+  size_t split = nd;  // dims [split, nd) are contiguous within one run
+  int64_t run_elems = 1;
+  while (split > 0) {
+    const size_t d = split - 1;
+    run_elems *= rel.sizes[d];
+    --split;
+    if (rel.sizes[d] != chunk.sizes[d]) break;
+  }
+  std::vector<ByteRun> runs;
+  // Iterate over the outer index space [0, split).
+  std::vector<int64_t> idx(split, 0);
+  while (true) {
+    int64_t off = 0;
+    for (size_t d = 0; d < nd; ++d) {
+      off += (rel.offsets[d] + (d < split ? idx[d] : 0)) * stride[d];
+    }
+    const ByteRun run{off * elem_size, run_elems * elem_size};
+    if (!runs.empty() && runs.back().offset + runs.back().length == run.offset) {
+      runs.back().length += run.length;
+    } else {
+      runs.push_back(run);
+    }
+    size_t d = split;
+    while (d > 0) {
+      --d;
+      if (++idx[d] < rel.sizes[d]) break;
+      idx[d] = 0;
+      if (d == 0) return runs;
+    }
+    if (split == 0) return runs;
+  }
+}
+
+std::vector<ByteRun> CoalesceRuns(std::vector<ByteRun> runs, int64_t max_gap) {
+  std::vector<ByteRun> out;
+  for (const ByteRun& r : runs) {
+    if (!out.empty()) {
+      ByteRun& last = out.back();
+      const int64_t gap = r.offset - (last.offset + last.length);
+      const int64_t merged = r.offset + r.length - last.offset;
+      if (gap >= 0 && gap <= max_gap && gap * 20 <= merged) {
+        last.length = merged;
+        continue;
+      }
+    }
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace dcpp

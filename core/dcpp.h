@@ -1,0 +1,88 @@
+// dcpp's public API: save and load sharded state dicts, mirroring
+// torch.distributed.checkpoint (save, load, FileSystemWriter/Reader, planners, thread_count,
+// allow_partial_load).
+//
+//   dcpp::StateDict sd;
+//   sd.AddSharded("net1.weight", w, dcpp::Layout::Sharded(world, 0), rank);
+//   dcpp::save(sd, dcpp::FileSystemWriter("/ckpt"));
+//   dcpp::load(sd, dcpp::FileSystemReader("/ckpt"));   // in place, any layout
+//
+// save() and load() are collective when `comm` is set: every rank calls them with its own
+// state dict. Errors are dcpp::Error, raised on every rank when any rank fails; a failed save
+// leaves the previously committed checkpoint in the folder loadable.
+//
+// The caller keeps the state dict's tensors alive during the call. load() writes into the
+// caller's tensors in place and allocates chunks whose tensor is undefined or on the meta
+// device (the StateDict then holds the new tensors).
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "core/comm/comm.h"
+#include "core/error.h"
+#include "core/layout.h"
+#include "core/state_dict.h"
+#include "core/storage/filesystem.h"
+#include "core/storage/storage.h"
+
+namespace dcpp {
+
+struct SaveOptions {
+  // Writer threads per rank; the default planner also spreads a rank's data over this many
+  // files. Default: 1.
+  int thread_count = 1;
+  // Path of a Lua save planner. Default: "" = the embedded planners/default_save.lua.
+  std::string planner;
+  // Values the planner sees as ctx.options (e.g. from --set key=value). Default: empty.
+  std::map<std::string, std::string> planner_options;
+  // The ranks taking part. Default: nullptr = this process alone.
+  Comm* comm = nullptr;
+  // Host memory per thread for staging non-contiguous or CUDA chunks. Default: 64 MiB.
+  int64_t staging_bytes = 64 << 20;
+  // Recorded in the metadata. Default: "dcpp".
+  std::string creator = "dcpp";
+};
+
+struct LoadOptions {
+  // Reader threads per rank. Default: 1.
+  int thread_count = 1;
+  // Path of a Lua load planner. Default: "" = the embedded planners/default_load.lua.
+  std::string planner;
+  std::map<std::string, std::string> planner_options;
+  Comm* comm = nullptr;
+  // Keys of the state dict that the checkpoint lacks are left untouched instead of raising.
+  // Default: false.
+  bool allow_partial_load = false;
+  // Verify the XXH3 checksum of every chunk read whole. Default: true.
+  bool verify_checksums = true;
+  int64_t staging_bytes = 64 << 20;
+  // Where chunks that load() allocates live. Default: CPU.
+  c10::Device allocate_device = c10::Device(c10::kCPU);
+};
+
+struct SaveStats {
+  int64_t items_written = 0;  // chunks and blobs this rank wrote
+  int64_t bytes_written = 0;
+  int64_t files = 0;
+};
+
+struct LoadStats {
+  int64_t bytes_needed = 0;  // bytes the targets receive
+  int64_t bytes_read = 0;    // bytes read from storage (>= needed when reads are coalesced)
+  int64_t read_calls = 0;
+  int64_t checksums_verified = 0;
+};
+
+SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& options = {});
+SaveStats save(const StateDict& sd, StorageWriter&& writer, const SaveOptions& options = {});
+SaveStats save(const StateDict& sd, const std::string& dir, const SaveOptions& options = {});
+
+LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& options = {});
+LoadStats load(StateDict& sd, StorageReader&& reader, const LoadOptions& options = {});
+LoadStats load(StateDict& sd, const std::string& dir, const LoadOptions& options = {});
+
+}  // namespace dcpp

@@ -1,0 +1,169 @@
+// The engine in one process: the seeds' single-process scenarios (PyTorch's DCP tests).
+#include "core/dcpp.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/testing/temp_dir.h"
+
+namespace dcpp {
+namespace {
+
+using testing::TempDir;
+
+StateDict PlainStateDict(int64_t seed) {
+  at::manual_seed(seed);
+  StateDict sd;
+  sd.AddTensor("net1.weight", at::rand({16, 10}));
+  sd.AddTensor("net1.bias", at::rand({16}));
+  sd.AddTensor("net2.weight", at::rand({10, 16}));
+  sd.AddTensor("net2.bias", at::rand({10}));
+  sd.AddTensor("step", at::scalar_tensor(7, at::kLong));
+  return sd;
+}
+
+void ExpectSameValues(const StateDict& a, const StateDict& b) {
+  ASSERT_EQ(a.tensors().size(), b.tensors().size());
+  for (const TensorEntry& e : a.tensors()) {
+    const TensorEntry* f = b.FindTensor(e.fqn);
+    ASSERT_NE(f, nullptr) << e.fqn;
+    ASSERT_EQ(e.chunks.size(), f->chunks.size()) << e.fqn;
+    for (size_t i = 0; i < e.chunks.size(); ++i) {
+      EXPECT_TRUE(at::equal(e.chunks[i].tensor, f->chunks[i].tensor)) << e.fqn;
+    }
+  }
+}
+
+bool AnyDifferent(const StateDict& a, const StateDict& b) {
+  for (const TensorEntry& e : a.tensors()) {
+    if (!at::equal(e.chunks[0].tensor, b.FindTensor(e.fqn)->chunks[0].tensor)) return true;
+  }
+  return false;
+}
+
+class RoundTrip : public ::testing::TestWithParam<int> {};
+
+// test_file_system_checkpoint_cpu: a plain state dict with 1 and 2 writer threads.
+TEST_P(RoundTrip, ValuesDifferBeforeLoadAndAreEqualAfter) {
+  TempDir dir;
+  const StateDict saved = PlainStateDict(1);
+  SaveOptions so;
+  so.thread_count = GetParam();
+  const SaveStats st = save(saved, dir.path(), so);
+  EXPECT_EQ(st.items_written, 5);
+  EXPECT_EQ(st.files, std::min(GetParam(), 5));
+
+  StateDict loaded = PlainStateDict(2);
+  ASSERT_TRUE(AnyDifferent(saved, loaded));
+  // Keep the caller's storage: load must write in place.
+  const void* before = loaded.FindTensor("net1.weight")->chunks[0].tensor.data_ptr();
+  LoadOptions lo;
+  lo.thread_count = GetParam();
+  const LoadStats ls = load(loaded, dir.path(), lo);
+  ExpectSameValues(saved, loaded);
+  EXPECT_EQ(loaded.FindTensor("net1.weight")->chunks[0].tensor.data_ptr(), before);
+  EXPECT_EQ(ls.checksums_verified, 5);
+  EXPECT_EQ(ls.bytes_read, ls.bytes_needed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Threads, RoundTrip, ::testing::Values(1, 2));
+
+// test_file_system_checkpoint_cpu: row-wise (dim 0) shards resharded to column-wise (dim 1),
+// with all chunks of a tensor held by one process.
+TEST(Reshard, RowWiseToColumnWise) {
+  TempDir dir;
+  at::manual_seed(3);
+  const at::Tensor full = at::rand({8, 12});
+  StateDict rows;
+  for (int r = 0; r < 4; ++r) rows.AddSharded("t", full, Layout::Sharded(4, 0), r);
+  save(rows, dir.path());
+
+  StateDict cols;
+  std::vector<at::Tensor> targets;
+  for (int r = 0; r < 3; ++r) {
+    cols.AddUnallocated("t", at::kFloat, {8, 12}, Layout::Sharded(3, 1), r);
+  }
+  ASSERT_FALSE(cols.FindTensor("t")->chunks[0].tensor.defined());
+  load(cols, dir.path());
+  const TensorEntry* t = cols.FindTensor("t");
+  ASSERT_EQ(t->chunks.size(), 3u);
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_TRUE(at::equal(t->chunks[r].tensor, full.narrow(1, 4 * r, 4))) << "rank " << r;
+  }
+}
+
+// test_file_system_checkpoint_cpu: bytes entries ([1] and "string") next to tensors.
+TEST(Bytes, ObjectsRoundTrip) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddBytes("bytes0", std::string("[1]"));
+  sd.AddBytes("bytes1", "string");
+  sd.AddBytes("empty", "");
+  sd.AddTensor("w", at::arange(6, at::kFloat));
+  save(sd, dir.path());
+
+  StateDict back;
+  back.AddBytes("bytes0", "");
+  back.AddBytes("bytes1", "");
+  back.AddBytes("empty", "x");
+  back.AddTensor("w", at::zeros({6}));
+  load(back, dir.path());
+  EXPECT_EQ(back.FindBytes("bytes0")->data, "[1]");
+  EXPECT_EQ(back.FindBytes("bytes1")->data, "string");
+  EXPECT_EQ(back.FindBytes("empty")->data, "");
+  EXPECT_TRUE(at::equal(back.FindTensor("w")->chunks[0].tensor, at::arange(6, at::kFloat)));
+}
+
+// test_tp_checkpoint (meta device): uneven TP shards of the 5->10->15->1 model saved over
+// 3 ranks, loaded into targets that do not exist yet.
+TEST(UnevenShards, LoadIntoUnallocatedTargets) {
+  TempDir dir;
+  at::manual_seed(5);
+  struct P { const char* fqn; std::vector<int64_t> shape; int dim; };
+  const std::vector<P> params = {{"model.net1.weight", {10, 5}, 0}, {"model.net1.bias", {10}, 0},
+                                 {"model.net2.weight", {15, 10}, 1}, {"model.net2.bias", {15}, -1},
+                                 {"model.net3.weight", {1, 15}, 0}, {"model.net3.bias", {1}, 0}};
+  constexpr int kWorld = 3;  // 10, 15 and 1 do not divide evenly: some shards are empty
+  std::map<std::string, at::Tensor> full;
+  StateDict saved;
+  for (const P& p : params) {
+    full[p.fqn] = at::rand(p.shape);
+    const Layout l = p.dim < 0 ? Layout::Replicated(kWorld) : Layout::Sharded(kWorld, p.dim);
+    for (int r = 0; r < kWorld; ++r) saved.AddSharded(p.fqn, full[p.fqn], l, r);
+  }
+  save(saved, dir.path());
+
+  for (int r = 0; r < kWorld; ++r) {
+    StateDict target;
+    for (const P& p : params) {
+      const Layout l = p.dim < 0 ? Layout::Replicated(kWorld) : Layout::Sharded(kWorld, p.dim);
+      target.AddUnallocated(p.fqn, at::kFloat, p.shape, l, r);
+    }
+    load(target, dir.path());
+    for (const P& p : params) {
+      const LocalChunk& c = target.FindTensor(p.fqn)->chunks[0];
+      ASSERT_TRUE(c.tensor.defined() && !c.tensor.is_meta()) << p.fqn;
+      at::Tensor expect = full[p.fqn];
+      for (size_t d = 0; d < c.box.sizes.size(); ++d) {
+        expect = expect.narrow(d, c.box.offsets[d], c.box.sizes[d]);
+      }
+      EXPECT_TRUE(at::equal(c.tensor, expect)) << p.fqn << " rank " << r;
+    }
+  }
+}
+
+TEST(Layouts, NonContiguousSourcesAndTargets) {
+  TempDir dir;
+  const at::Tensor base = at::arange(24, at::kInt).reshape({4, 6});
+  StateDict sd;
+  sd.AddTensor("t", base.t());  // 6x4, transposed view
+  save(sd, dir.path());
+  at::Tensor storage = at::zeros({4, 6}, at::kInt);
+  StateDict back;
+  back.AddTensor("t", storage.t());
+  load(back, dir.path());
+  EXPECT_TRUE(at::equal(storage, base));
+}
+
+}  // namespace
+}  // namespace dcpp

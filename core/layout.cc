@@ -1,0 +1,63 @@
+#include "core/layout.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace dcpp {
+
+std::string Placement::ToString() const {
+  return kind == Kind::kShard ? StrCat("Shard(", dim, ")") : std::string("Replicate()");
+}
+
+int64_t Layout::world_size() const {
+  int64_t n = 1;
+  for (int64_t m : mesh) n *= m;
+  return n;
+}
+
+std::string Layout::ToString() const {
+  std::ostringstream os;
+  for (size_t i = 0; i < placements.size(); ++i) os << (i ? "x" : "") << placements[i].ToString();
+  os << "@[";
+  for (size_t i = 0; i < mesh.size(); ++i) os << (i ? "," : "") << mesh[i];
+  os << "]";
+  return os.str();
+}
+
+void ChunkRange(int64_t n, int64_t parts, int64_t index, int64_t* start, int64_t* size) {
+  const int64_t step = parts > 0 ? (n + parts - 1) / parts : n;
+  const int64_t lo = std::min(n, step * index);
+  const int64_t hi = std::min(n, step * (index + 1));
+  *start = lo;
+  *size = hi - lo;
+}
+
+Box BoxForRank(const std::vector<int64_t>& shape, const Layout& layout, int64_t rank) {
+  DCPP_CHECK(layout.mesh.size() == layout.placements.size(), "layout ", layout.ToString(),
+             ": one placement per mesh dimension is required");
+  const int64_t world = layout.world_size();
+  DCPP_CHECK(rank >= 0 && rank < world, "rank ", rank, " outside the mesh of ", world, " ranks");
+  Box box = WholeBox(shape);
+  // Coordinates of `rank` in the row-major mesh.
+  std::vector<int64_t> coord(layout.mesh.size());
+  int64_t r = rank;
+  for (size_t k = layout.mesh.size(); k-- > 0;) {
+    coord[k] = r % layout.mesh[k];
+    r /= layout.mesh[k];
+  }
+  for (size_t k = 0; k < layout.placements.size(); ++k) {
+    const Placement& p = layout.placements[k];
+    if (p.kind != Placement::Kind::kShard) continue;
+    DCPP_CHECK(p.dim >= 0 && p.dim < static_cast<int>(shape.size()), "placement ", p.ToString(),
+               " for a tensor with ", shape.size(), " dimensions");
+    int64_t start, size;
+    ChunkRange(box.sizes[p.dim], layout.mesh[k], coord[k], &start, &size);
+    box.offsets[p.dim] += start;
+    box.sizes[p.dim] = size;
+  }
+  return box;
+}
+
+}  // namespace dcpp

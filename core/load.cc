@@ -1,0 +1,386 @@
+// load(): read metadata -> each rank plans its reads (Lua: key remapping and sources; C++:
+// overlaps and validation) -> every rank reads the byte ranges it needs and copies them into
+// its tensors. No data moves between ranks.
+#include <ATen/ATen.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "core/dcpp.h"
+#include "core/dtype.h"
+#include "core/engine_util.h"
+#include "core/metadata.h"
+#include "core/planner/planner.h"
+
+namespace dcpp {
+namespace {
+
+using internal::OnEveryRank;
+using internal::ViewOf;
+
+Box ChunkBox(const proto::ChunkMeta& c) {
+  return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
+}
+
+// A target region fed by one saved chunk.
+struct Piece {
+  LocalChunk* target;
+  Box overlap;  // global coordinates
+};
+
+// Everything read from one saved chunk.
+struct Unit {
+  const proto::TensorMeta* meta;
+  const proto::ChunkMeta* chunk;
+  Box box;
+  std::vector<Piece> pieces;
+};
+
+struct Counters {
+  std::atomic<int64_t> bytes_read{0}, read_calls{0}, verified{0};
+};
+
+class ChunkReader {
+ public:
+  ChunkReader(StorageReader& reader, const LoadOptions& opt, Counters& counters)
+      : reader_(reader), opt_(opt), counters_(counters) {}
+
+  void Read(const Unit& u) {
+    FileSource& src = Source(u.chunk->file());
+    const int64_t es = ElementSize(DtypeFromName(u.meta->dtype()));
+    // Distinct overlaps (replicated targets may ask for the same region twice).
+    std::set<Box> distinct;
+    int64_t covered = 0;
+    for (const Piece& p : u.pieces) {
+      if (distinct.insert(p.overlap).second) covered += p.overlap.numel();
+    }
+    if (covered >= u.box.numel()) {
+      ReadWhole(u, src, es);
+    } else {
+      for (const Piece& p : u.pieces) ReadPart(u, p, src, es);
+    }
+  }
+
+ private:
+  FileSource& Source(const std::string& file) {
+    auto& s = sources_[file];
+    if (!s) s = reader_.Open(file);
+    return *s;
+  }
+
+  void Pread(FileSource& src, uint64_t off, void* dst, int64_t n) {
+    if (n == 0) return;
+    src.ReadAt(off, dst, static_cast<size_t>(n));
+    counters_.bytes_read += n;
+    counters_.read_calls += 1;
+  }
+
+  uint8_t* Staging(int64_t bytes) {
+    if (static_cast<int64_t>(staging_.size()) < bytes) staging_.resize(static_cast<size_t>(bytes));
+    return staging_.data();
+  }
+
+  void CheckSum(const Unit& u, uint64_t got) {
+    if (!opt_.verify_checksums) return;
+    DCPP_CHECK(got == u.chunk->checksum(), "checksum mismatch for key '", u.meta->fqn(),
+               "' chunk ", u.box.ToString(), " in ", reader_.Describe(), "/", u.chunk->file(),
+               " (bytes ", u.chunk->offset(), "..", u.chunk->offset() + u.chunk->length(),
+               "): the data file is corrupt");
+    counters_.verified += 1;
+  }
+
+  // The whole chunk is needed: read it once, sequentially, verifying its checksum, and copy
+  // each block into every target that overlaps it.
+  void ReadWhole(const Unit& u, FileSource& src, int64_t es) {
+    const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
+    const int64_t nbytes = static_cast<int64_t>(u.chunk->length());
+    if (u.pieces.size() == 1 && u.pieces[0].overlap == u.box) {
+      at::Tensor dst = ViewOf(u.pieces[0].target->tensor, u.pieces[0].target->box, u.box);
+      if (dst.device().is_cpu() && dst.is_contiguous()) {  // straight into the target
+        Pread(src, u.chunk->offset(), dst.mutable_data_ptr(), nbytes);
+        CheckSum(u, XXH3_64bits(dst.const_data_ptr(), static_cast<size_t>(nbytes)));
+        return;
+      }
+    }
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    const size_t nd = u.box.sizes.size();
+    const int64_t rows = nd == 0 ? 1 : u.box.sizes[0];
+    const int64_t row_bytes = rows == 0 ? 0 : nbytes / rows;
+    const int64_t per = std::max<int64_t>(1, opt_.staging_bytes / std::max<int64_t>(row_bytes, 1));
+    for (int64_t r = 0; r < rows; r += per) {
+      const int64_t k = std::min(per, rows - r);
+      Box block = u.box;
+      if (nd > 0) {
+        block.offsets[0] += r;
+        block.sizes[0] = k;
+      }
+      uint8_t* buf = Staging(k * row_bytes);
+      Pread(src, u.chunk->offset() + static_cast<uint64_t>(r * row_bytes), buf, k * row_bytes);
+      XXH3_64bits_update(st, buf, static_cast<size_t>(k * row_bytes));
+      const at::Tensor staged = at::from_blob(buf, block.sizes, at::TensorOptions().dtype(dtype));
+      for (const Piece& p : u.pieces) {
+        const auto part = Intersect(block, p.overlap);
+        if (part) ViewOf(p.target->tensor, p.target->box, *part).copy_(ViewOf(staged, block, *part));
+      }
+    }
+    const uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    CheckSum(u, h);
+  }
+
+  // Only part of the chunk is needed: read just the byte runs of the overlap (coalesced when
+  // the gaps are small), in blocks of rows bounded by the staging budget.
+  void ReadPart(const Unit& u, const Piece& p, FileSource& src, int64_t es) {
+    const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
+    const Box& o = p.overlap;
+    const int64_t rows = o.sizes[0];
+    const int64_t row_bytes = o.numel() / std::max<int64_t>(rows, 1) * es;
+    const int64_t per = std::max<int64_t>(1, opt_.staging_bytes / std::max<int64_t>(row_bytes, 1));
+    for (int64_t r = 0; r < rows; r += per) {
+      Box block = o;
+      block.offsets[0] += r;
+      block.sizes[0] = std::min(per, rows - r);
+      const int64_t block_bytes = block.numel() * es;
+      at::Tensor dst = ViewOf(p.target->tensor, p.target->box, block);
+      const bool direct = dst.device().is_cpu() && dst.is_contiguous();
+      uint8_t* out = direct ? static_cast<uint8_t*>(dst.mutable_data_ptr()) : Staging(block_bytes);
+      const std::vector<ByteRun> runs = RunsOf(u.box, block, es);
+      const std::vector<ByteRun> reads = CoalesceRuns(runs, 4096);
+      size_t ri = 0;
+      int64_t pos = 0;  // bytes of `out` filled
+      for (const ByteRun& rd : reads) {
+        if (ri < runs.size() && runs[ri].offset == rd.offset && runs[ri].length == rd.length) {
+          Pread(src, u.chunk->offset() + rd.offset, out + pos, rd.length);
+          pos += rd.length;
+          ++ri;
+          continue;
+        }
+        // A coalesced read spanning several runs and the gaps between them.
+        if (scratch_.size() < static_cast<size_t>(rd.length)) scratch_.resize(rd.length);
+        Pread(src, u.chunk->offset() + rd.offset, scratch_.data(), rd.length);
+        while (ri < runs.size() && runs[ri].offset < rd.offset + rd.length) {
+          std::memcpy(out + pos, scratch_.data() + (runs[ri].offset - rd.offset), runs[ri].length);
+          pos += runs[ri].length;
+          ++ri;
+        }
+      }
+      if (!direct) {
+        dst.copy_(at::from_blob(out, block.sizes, at::TensorOptions().dtype(dtype)));
+      }
+    }
+  }
+
+  StorageReader& reader_;
+  const LoadOptions& opt_;
+  Counters& counters_;
+  std::map<std::string, std::unique_ptr<FileSource>> sources_;
+  std::vector<uint8_t> staging_;
+  std::vector<uint8_t> scratch_;
+};
+
+struct Plan {
+  std::vector<Unit> units;
+  std::vector<std::pair<BytesEntry*, const proto::BytesMeta*>> blobs;
+  std::vector<LocalChunk*> to_allocate;
+  std::vector<c10::ScalarType> allocate_dtype;
+  int64_t bytes_needed = 0;
+};
+
+Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
+              const PlanContext& ctx, const std::string& where) {
+  std::vector<LoadTarget> targets;
+  std::vector<std::pair<TensorEntry*, LocalChunk*>> tensor_of;  // per target
+  std::vector<BytesEntry*> bytes_of;
+  for (TensorEntry& e : sd.tensors()) {
+    const std::string dtype = DtypeName(e.dtype);
+    for (LocalChunk& c : e.chunks) {
+      targets.push_back({e.fqn, false, dtype, e.shape, c.box});
+      tensor_of.emplace_back(&e, &c);
+      bytes_of.push_back(nullptr);
+    }
+  }
+  for (BytesEntry& b : sd.bytes()) {
+    targets.push_back({b.fqn, true, "", {}, {}});
+    tensor_of.emplace_back(nullptr, nullptr);
+    bytes_of.push_back(&b);
+  }
+  auto planner = LoadPlanner::Create(opt.planner);
+  std::vector<int> missing;
+  const std::vector<LoadRead> reads = planner->Local(ctx, targets, md, &missing);
+  const std::string who = "planner " + planner->script_name() + " load_local";
+
+  if (!missing.empty() && !opt.allow_partial_load) {
+    std::string names;
+    std::set<std::string> seen;
+    for (int m : missing) {
+      if (seen.insert(targets[m].fqn).second && seen.size() <= 5) names += " '" + targets[m].fqn + "'";
+    }
+    throw Error(StrCat("checkpoint ", where, " has no key", names,
+                       seen.size() > 5 ? StrCat(" (and ", seen.size() - 5, " more)") : "",
+                       "; pass allow_partial_load to load the rest"));
+  }
+
+  std::map<std::string, const proto::TensorMeta*> tensors;
+  for (const auto& t : md.tensors()) tensors[t.fqn()] = &t;
+  std::map<std::string, const proto::BytesMeta*> blobs;
+  for (const auto& b : md.bytes()) blobs[b.fqn()] = &b;
+
+  Plan plan;
+  std::map<std::pair<const proto::TensorMeta*, int>, size_t> unit_of;
+  std::vector<int64_t> covered(targets.size(), 0);
+  std::vector<std::set<int>> chunks_of(targets.size());
+  for (const LoadRead& r : reads) {
+    const LoadTarget& t = targets[r.target];
+    if (t.is_bytes) {
+      auto it = blobs.find(r.key);
+      DCPP_CHECK(it != blobs.end(), who, ": bytes key '", t.fqn, "' reads '", r.key,
+                 "', which checkpoint ", where, " does not have as bytes");
+      plan.blobs.emplace_back(bytes_of[r.target], it->second);
+      plan.bytes_needed += static_cast<int64_t>(it->second->length());
+      covered[r.target] = 1;
+      continue;
+    }
+    auto it = tensors.find(r.key);
+    DCPP_CHECK(it != tensors.end(), who, ": key '", t.fqn, "' reads '", r.key,
+               "', which checkpoint ", where, " does not have as a tensor");
+    const proto::TensorMeta& m = *it->second;
+    DCPP_CHECK(m.dtype() == t.dtype, "key '", t.fqn, "': dtype mismatch: checkpoint ", where,
+               " has ", m.dtype(), " for '", r.key, "', the target is ", t.dtype);
+    DCPP_CHECK(std::equal(m.shape().begin(), m.shape().end(), t.shape.begin(), t.shape.end()),
+               "key '", t.fqn, "': shape mismatch: checkpoint ", where, " has ",
+               WholeBox({m.shape().begin(), m.shape().end()}).ToString(), ", the target is ",
+               WholeBox(t.shape).ToString());
+    DCPP_CHECK(r.chunk >= 0 && r.chunk < m.chunks_size(), who, ": key '", t.fqn,
+               "' reads chunk ", r.chunk + 1, " of '", r.key, "', which has ", m.chunks_size());
+    const Box saved = ChunkBox(m.chunks(r.chunk));
+    const auto overlap = Intersect(saved, t.box);
+    if (!overlap) continue;  // nothing to copy; harmless
+    if (!chunks_of[r.target].insert(r.chunk).second) continue;
+    covered[r.target] += overlap->numel();
+    auto [pos, inserted] = unit_of.emplace(std::make_pair(&m, r.chunk), plan.units.size());
+    if (inserted) plan.units.push_back({&m, &m.chunks(r.chunk), saved, {}});
+    plan.units[pos->second].pieces.push_back({tensor_of[r.target].second, *overlap});
+    plan.bytes_needed += overlap->numel() * ElementSize(tensor_of[r.target].first->dtype);
+  }
+  const std::set<int> missing_set(missing.begin(), missing.end());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (missing_set.count(static_cast<int>(i))) continue;
+    if (targets[i].is_bytes) {
+      DCPP_CHECK(covered[i] > 0, who, ": bytes key '", targets[i].fqn, "' has no source");
+      continue;
+    }
+    DCPP_CHECK(covered[i] >= targets[i].box.numel(), "key '", targets[i].fqn, "': checkpoint ",
+               where, " covers only ", covered[i], " of the ", targets[i].box.numel(),
+               " elements of chunk ", targets[i].box.ToString());
+    LocalChunk* c = tensor_of[i].second;
+    if (!c->tensor.defined() || c->tensor.is_meta()) {
+      plan.to_allocate.push_back(c);
+      plan.allocate_dtype.push_back(tensor_of[i].first->dtype);
+    }
+  }
+  return plan;
+}
+
+void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters& counters) {
+  for (size_t i = 0; i < plan.to_allocate.size(); ++i) {
+    LocalChunk* c = plan.to_allocate[i];
+    c->tensor = at::empty(c->box.sizes,
+                          at::TensorOptions().dtype(plan.allocate_dtype[i]).device(opt.allocate_device));
+  }
+  // Spread the chunks over the threads by bytes, largest first.
+  std::vector<const Unit*> order;
+  for (const Unit& u : plan.units) order.push_back(&u);
+  std::sort(order.begin(), order.end(),
+            [](const Unit* a, const Unit* b) { return a->chunk->length() > b->chunk->length(); });
+  const int threads = std::max(1, std::min<int>(opt.thread_count, static_cast<int>(order.size())));
+  std::vector<std::vector<const Unit*>> share(threads);
+  std::vector<uint64_t> load(threads, 0);
+  for (const Unit* u : order) {
+    const size_t t = std::min_element(load.begin(), load.end()) - load.begin();
+    share[t].push_back(u);
+    load[t] += u->chunk->length();
+  }
+  std::vector<std::function<void()>> jobs;
+  for (int t = 0; t < threads; ++t) {
+    jobs.push_back([&, t] {
+      ChunkReader cr(reader, opt, counters);
+      for (const Unit* u : share[t]) {
+        try {
+          cr.Read(*u);
+        } catch (const std::exception& e) {
+          const std::string msg = internal::Describe(e);
+          // Messages from the reader name the key already; others get it added.
+          if (msg.find("'" + u->meta->fqn() + "'") != std::string::npos) throw;
+          throw Error(StrCat("key '", u->meta->fqn(), "' chunk ", u->box.ToString(), ": ", msg));
+        }
+      }
+    });
+  }
+  internal::ForkJoin(jobs);
+  std::map<std::string, std::unique_ptr<FileSource>> sources;
+  for (auto& [entry, meta] : plan.blobs) {
+    auto& src = sources[meta->file()];
+    if (!src) src = reader.Open(meta->file());
+    std::string data(meta->length(), '\0');
+    src->ReadAt(meta->offset(), data.data(), data.size());
+    counters.bytes_read += static_cast<int64_t>(data.size());
+    counters.read_calls += 1;
+    if (opt.verify_checksums) {
+      DCPP_CHECK(XXH3_64bits(data.data(), data.size()) == meta->checksum(),
+                 "checksum mismatch for bytes key '", meta->fqn(), "' in ", reader.Describe(),
+                 "/", meta->file(), ": the data file is corrupt");
+      counters.verified += 1;
+    }
+    entry->data = std::move(data);
+  }
+}
+
+}  // namespace
+
+LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
+  LocalComm local;
+  Comm& comm = opt.comm != nullptr ? *opt.comm : static_cast<Comm&>(local);
+  PlanContext ctx;
+  ctx.rank = comm.rank();
+  ctx.world_size = comm.size();
+  ctx.thread_count = std::max(1, opt.thread_count);
+  ctx.allow_partial_load = opt.allow_partial_load;
+  ctx.options = opt.planner_options;
+
+  // The coordinator reads the metadata once; every rank gets the same bytes.
+  std::string md_bytes;
+  OnEveryRank(comm, "load: read metadata", [&] {
+    if (comm.rank() == 0) md_bytes = reader.ReadMetadata();
+  });
+  md_bytes = comm.Broadcast(md_bytes, 0);
+
+  Counters counters;
+  LoadStats stats;
+  OnEveryRank(comm, "load", [&] {
+    const proto::Metadata md = ParseMetadata(md_bytes, reader.Describe());
+    ctx.mesh.assign(md.mesh_shape().begin(), md.mesh_shape().end());
+    Plan plan = MakePlan(sd, md, opt, ctx, reader.Describe());
+    stats.bytes_needed = plan.bytes_needed;
+    Execute(plan, reader, opt, counters);
+  });
+  stats.bytes_read = counters.bytes_read;
+  stats.read_calls = counters.read_calls;
+  stats.checksums_verified = counters.verified;
+  return stats;
+}
+
+LoadStats load(StateDict& sd, StorageReader&& reader, const LoadOptions& opt) {
+  return load(sd, reader, opt);
+}
+
+LoadStats load(StateDict& sd, const std::string& dir, const LoadOptions& opt) {
+  FileSystemReader reader(dir);
+  return load(sd, reader, opt);
+}
+
+}  // namespace dcpp

@@ -1,0 +1,410 @@
+#include "core/planner/planner.h"
+
+#include <lua.hpp>
+
+#include <fstream>
+#include <sstream>
+#include <string_view>
+#include <utility>
+
+#include "core/error.h"
+#include "core/planner/lua_vm.h"
+
+namespace dcpp {
+
+// Defined by the embed_files() rule in planners/BUILD.
+const std::vector<std::pair<std::string_view, std::string_view>>& EmbeddedPlanners();
+
+namespace {
+
+// ---- Lua <-> C++ conversion helpers ----
+
+void PushInts(lua_State* L, const std::vector<int64_t>& v) {
+  lua_createtable(L, static_cast<int>(v.size()), 0);
+  for (size_t i = 0; i < v.size(); ++i) {
+    lua_pushnumber(L, static_cast<lua_Number>(v[i]));
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+}
+
+template <typename Repeated>
+void PushIntsR(lua_State* L, const Repeated& v) {
+  lua_createtable(L, v.size(), 0);
+  for (int i = 0; i < v.size(); ++i) {
+    lua_pushnumber(L, static_cast<lua_Number>(v.Get(i)));
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+std::vector<int64_t> ReadInts(lua_State* L, int idx) {
+  std::vector<int64_t> out;
+  if (!lua_istable(L, idx)) return out;
+  const int n = static_cast<int>(lua_objlen(L, idx));
+  out.reserve(n);
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, idx, i);
+    out.push_back(static_cast<int64_t>(lua_tonumber(L, -1)));
+    lua_pop(L, 1);
+  }
+  return out;
+}
+
+void SetStr(lua_State* L, const char* k, const std::string& v) {
+  lua_pushlstring(L, v.data(), v.size());
+  lua_setfield(L, -2, k);
+}
+void SetNum(lua_State* L, const char* k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+// ---- the `dcpp` helper table ----
+
+int LuaOverlap(lua_State* L) {
+  const Box a{ReadInts(L, 1), ReadInts(L, 2)};
+  const Box b{ReadInts(L, 3), ReadInts(L, 4)};
+  if (a.sizes.size() != b.sizes.size() || a.offsets.size() != a.sizes.size() ||
+      b.offsets.size() != b.sizes.size()) {
+    return luaL_error(L, "dcpp.overlap: boxes of different ranks");
+  }
+  const auto r = Intersect(a, b);
+  if (!r) return 0;
+  PushInts(L, r->offsets);
+  PushInts(L, r->sizes);
+  return 2;
+}
+
+int LuaBoxKey(lua_State* L) {
+  std::string key;
+  for (int arg = 1; arg <= 2; ++arg) {
+    for (int64_t v : ReadInts(L, arg)) key += std::to_string(v) + ",";
+    key += ":";
+  }
+  lua_pushlstring(L, key.data(), key.size());
+  return 1;
+}
+
+int LuaNumel(lua_State* L) {
+  double n = 1;
+  for (int64_t v : ReadInts(L, 1)) n *= static_cast<double>(v);
+  lua_pushnumber(L, n);
+  return 1;
+}
+
+void InstallHelpers(lua_State* L) {
+  lua_newtable(L);
+  lua_pushcfunction(L, LuaOverlap);
+  lua_setfield(L, -2, "overlap");
+  lua_pushcfunction(L, LuaBoxKey);
+  lua_setfield(L, -2, "box_key");
+  lua_pushcfunction(L, LuaNumel);
+  lua_setfield(L, -2, "numel");
+  lua_setglobal(L, "dcpp");
+}
+
+void PushContext(lua_State* L, const PlanContext& ctx) {
+  lua_newtable(L);
+  SetNum(L, "rank", ctx.rank);
+  SetNum(L, "world_size", ctx.world_size);
+  PushInts(L, ctx.mesh.empty() ? std::vector<int64_t>{ctx.world_size} : ctx.mesh);
+  lua_setfield(L, -2, "mesh");
+  SetNum(L, "thread_count", ctx.thread_count);
+  lua_pushboolean(L, ctx.allow_partial_load);
+  lua_setfield(L, -2, "allow_partial_load");
+  SetNum(L, "first_file_index", ctx.first_file_index);
+  lua_newtable(L);
+  for (const auto& [k, v] : ctx.options) SetStr(L, k.c_str(), v);
+  lua_setfield(L, -2, "options");
+  lua_getglobal(L, "dcpp");
+  lua_getfield(L, -1, "overlap");
+  lua_setfield(L, -3, "overlap");
+  lua_pop(L, 1);
+}
+
+void PushItem(lua_State* L, const proto::PlanItem& it) {
+  lua_createtable(L, 0, 10);
+  SetStr(L, "fqn", it.fqn());
+  SetStr(L, "kind", it.is_bytes() ? "bytes" : "tensor");
+  if (!it.is_bytes()) {
+    SetStr(L, "dtype", it.dtype());
+    PushIntsR(L, it.shape());
+    lua_setfield(L, -2, "shape");
+    PushIntsR(L, it.offsets());
+    lua_setfield(L, -2, "offsets");
+    PushIntsR(L, it.sizes());
+    lua_setfield(L, -2, "sizes");
+  }
+  SetNum(L, "nbytes", static_cast<double>(it.nbytes()));
+  SetNum(L, "index", it.index() + 1);
+  if (!it.file().empty()) SetStr(L, "file", it.file());
+}
+
+void PushItems(lua_State* L, const proto::SavePlan& plan) {
+  lua_createtable(L, plan.items_size(), 0);
+  for (int i = 0; i < plan.items_size(); ++i) {
+    PushItem(L, plan.items(i));
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+std::string FieldString(lua_State* L, int idx, const char* k, bool* present) {
+  lua_getfield(L, idx, k);
+  *present = lua_type(L, -1) == LUA_TSTRING;
+  std::string s;
+  if (*present) {
+    size_t n;
+    const char* p = lua_tolstring(L, -1, &n);
+    s.assign(p, n);
+  }
+  lua_pop(L, 1);
+  return s;
+}
+
+bool FieldInt(lua_State* L, int idx, const char* k, int64_t* out) {
+  lua_getfield(L, idx, k);
+  const bool ok = lua_type(L, -1) == LUA_TNUMBER;
+  if (ok) *out = static_cast<int64_t>(lua_tonumber(L, -1));
+  lua_pop(L, 1);
+  return ok;
+}
+
+// Reads back a list of items returned by a planner; each must carry a valid `index` into
+// `source` (the items the planner was given), which supplies every field the planner may not
+// change. `fqn` and `file` are taken from the planner.
+proto::SavePlan ReadItems(lua_State* L, int idx, const proto::SavePlan& source,
+                          const std::string& where, bool need_file) {
+  if (!lua_istable(L, idx)) throw Error(where + ": expected a list of items");
+  proto::SavePlan out;
+  out.set_rank(source.rank());
+  const int n = static_cast<int>(lua_objlen(L, idx));
+  std::vector<bool> seen(source.items_size(), false);
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, idx, i);
+    const int it = lua_gettop(L);
+    if (!lua_istable(L, it)) throw Error(StrCat(where, ": item ", i, " is not a table"));
+    int64_t index = 0;
+    if (!FieldInt(L, it, "index", &index) || index < 1 || index > source.items_size()) {
+      throw Error(StrCat(where, ": item ", i, " has no valid `index` (1..", source.items_size(), ")"));
+    }
+    if (seen[index - 1]) throw Error(StrCat(where, ": item index ", index, " appears twice"));
+    seen[index - 1] = true;
+    proto::PlanItem item = source.items(static_cast<int>(index - 1));
+    bool has_fqn = false, has_file = false;
+    const std::string fqn = FieldString(L, it, "fqn", &has_fqn);
+    if (!has_fqn || fqn.empty()) throw Error(StrCat(where, ": item ", i, " has no `fqn` string"));
+    item.set_fqn(fqn);
+    const std::string file = FieldString(L, it, "file", &has_file);
+    if (need_file && !has_file) {
+      throw Error(StrCat(where, ": item '", fqn, "' has no `file`"));
+    }
+    if (has_file) item.set_file(file);
+    *out.add_items() = std::move(item);
+    lua_pop(L, 1);
+  }
+  return out;
+}
+
+std::pair<std::string, std::string> ReadScript(const std::string& path, const char* embedded) {
+  if (path.empty()) return {embedded, EmbeddedPlanner(embedded)};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read planner script " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return {path, ss.str()};
+}
+
+// Loads a planner script and leaves its module table in the registry under "dcpp.planner".
+std::unique_ptr<LuaVm> LoadModule(const std::string& name, const std::string& source,
+                                  const std::vector<const char*>& required) {
+  auto vm = std::make_unique<LuaVm>();
+  lua_State* L = vm->state();
+  InstallHelpers(L);
+  vm->Run(source, name, 1);
+  if (!lua_istable(L, -1)) {
+    throw Error("Lua planner " + name + " must return a table of functions (got " +
+                luaL_typename(L, -1) + ")");
+  }
+  for (const char* fn : required) {
+    lua_getfield(L, -1, fn);
+    const bool ok = lua_isfunction(L, -1);
+    lua_pop(L, 1);
+    if (!ok) throw Error(StrCat("Lua planner ", name, " has no function ", fn));
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, "dcpp.planner");
+  return vm;
+}
+
+void PushMethod(lua_State* L, const char* fn) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "dcpp.planner");
+  lua_getfield(L, -1, fn);
+  lua_remove(L, -2);
+}
+
+}  // namespace
+
+std::string EmbeddedPlanner(const std::string& name) {
+  for (const auto& [n, text] : EmbeddedPlanners()) {
+    if (n == name) return std::string(text);
+  }
+  throw Error("no embedded planner named " + name);
+}
+
+// ---- SavePlanner ----
+
+SavePlanner::SavePlanner(std::unique_ptr<LuaVm> vm, std::string name)
+    : vm_(std::move(vm)), name_(std::move(name)) {}
+SavePlanner::~SavePlanner() = default;
+
+std::unique_ptr<SavePlanner> SavePlanner::Create(const std::string& script_path) {
+  auto [name, source] = ReadScript(script_path, "planners/default_save.lua");
+  auto vm = LoadModule(name, source, {"save_local", "save_global"});
+  return std::unique_ptr<SavePlanner>(new SavePlanner(std::move(vm), name));
+}
+
+proto::SavePlan SavePlanner::Local(const PlanContext& ctx, const proto::SavePlan& plan) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  PushMethod(L, "save_local");
+  PushContext(L, ctx);
+  PushItems(L, plan);
+  vm_->Call(2, 1, "planner " + name_ + " save_local");
+  proto::SavePlan out = ReadItems(L, -1, plan, "planner " + name_ + " save_local", false);
+  lua_settop(L, top);
+  return out;
+}
+
+std::vector<proto::SavePlan> SavePlanner::Global(const PlanContext& ctx,
+                                                 const std::vector<proto::SavePlan>& plans,
+                                                 std::map<std::string, std::string>* data) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  const std::string where = "planner " + name_ + " save_global";
+  PushMethod(L, "save_global");
+  PushContext(L, ctx);
+  lua_createtable(L, static_cast<int>(plans.size()), 0);
+  for (size_t r = 0; r < plans.size(); ++r) {
+    PushItems(L, plans[r]);
+    lua_rawseti(L, -2, static_cast<int>(r + 1));
+  }
+  vm_->Call(2, 2, where);
+  if (!lua_istable(L, -2) || lua_objlen(L, -2) != plans.size()) {
+    throw Error(StrCat(where, ": must return one plan per rank (", plans.size(), ")"));
+  }
+  std::vector<proto::SavePlan> out;
+  for (size_t r = 0; r < plans.size(); ++r) {
+    lua_rawgeti(L, -2, static_cast<int>(r + 1));
+    out.push_back(ReadItems(L, lua_gettop(L), plans[r], StrCat(where, " (rank ", r, ")"), true));
+    lua_pop(L, 1);
+  }
+  if (data != nullptr && lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        (*data)[lua_tostring(L, -2)] = lua_tostring(L, -1) ? lua_tostring(L, -1) : "";
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  return out;
+}
+
+// ---- LoadPlanner ----
+
+LoadPlanner::LoadPlanner(std::unique_ptr<LuaVm> vm, std::string name)
+    : vm_(std::move(vm)), name_(std::move(name)) {}
+LoadPlanner::~LoadPlanner() = default;
+
+std::unique_ptr<LoadPlanner> LoadPlanner::Create(const std::string& script_path) {
+  auto [name, source] = ReadScript(script_path, "planners/default_load.lua");
+  auto vm = LoadModule(name, source, {"load_local"});
+  return std::unique_ptr<LoadPlanner>(new LoadPlanner(std::move(vm), name));
+}
+
+std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
+                                         const std::vector<LoadTarget>& targets,
+                                         const proto::Metadata& md, std::vector<int>* missing) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  const std::string where = "planner " + name_ + " load_local";
+  PushMethod(L, "load_local");
+  PushContext(L, ctx);
+  lua_createtable(L, static_cast<int>(targets.size()), 0);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    const LoadTarget& t = targets[i];
+    lua_createtable(L, 0, 6);
+    SetStr(L, "fqn", t.fqn);
+    SetStr(L, "kind", t.is_bytes ? "bytes" : "tensor");
+    if (!t.is_bytes) {
+      SetStr(L, "dtype", t.dtype);
+      PushInts(L, t.shape);
+      lua_setfield(L, -2, "shape");
+      PushInts(L, t.box.offsets);
+      lua_setfield(L, -2, "offsets");
+      PushInts(L, t.box.sizes);
+      lua_setfield(L, -2, "sizes");
+    }
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+  // md = {tensors = {[fqn] = {dtype, shape, chunks}}, bytes = {[fqn] = {length}}}
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, 0, md.tensors_size());
+  for (const auto& t : md.tensors()) {
+    lua_createtable(L, 0, 3);
+    SetStr(L, "dtype", t.dtype());
+    PushIntsR(L, t.shape());
+    lua_setfield(L, -2, "shape");
+    lua_createtable(L, t.chunks_size(), 0);
+    for (int j = 0; j < t.chunks_size(); ++j) {
+      lua_createtable(L, 0, 2);
+      PushIntsR(L, t.chunks(j).offsets());
+      lua_setfield(L, -2, "offsets");
+      PushIntsR(L, t.chunks(j).sizes());
+      lua_setfield(L, -2, "sizes");
+      lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "chunks");
+    lua_setfield(L, -2, t.fqn().c_str());
+  }
+  lua_setfield(L, -2, "tensors");
+  lua_createtable(L, 0, md.bytes_size());
+  for (const auto& b : md.bytes()) {
+    lua_createtable(L, 0, 1);
+    SetNum(L, "length", static_cast<double>(b.length()));
+    lua_setfield(L, -2, b.fqn().c_str());
+  }
+  lua_setfield(L, -2, "bytes");
+  vm_->Call(3, 2, where);
+
+  if (!lua_istable(L, -2)) throw Error(where + ": must return a list of reads");
+  std::vector<LoadRead> reads;
+  const int rd = lua_gettop(L) - 1;
+  const int n = static_cast<int>(lua_objlen(L, rd));
+  reads.reserve(n);
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, rd, i);
+    const int it = lua_gettop(L);
+    if (!lua_istable(L, it)) throw Error(StrCat(where, ": read ", i, " is not a table"));
+    LoadRead r;
+    int64_t target = 0, chunk = 0;
+    bool has_key = false;
+    if (!FieldInt(L, it, "target", &target) || target < 1 ||
+        target > static_cast<int64_t>(targets.size())) {
+      throw Error(StrCat(where, ": read ", i, " has no valid `target` (1..", targets.size(), ")"));
+    }
+    r.target = static_cast<int>(target - 1);
+    r.key = FieldString(L, it, "key", &has_key);
+    if (!has_key) throw Error(StrCat(where, ": read ", i, " has no `key` string"));
+    if (FieldInt(L, it, "chunk", &chunk)) r.chunk = static_cast<int>(chunk - 1);
+    reads.push_back(std::move(r));
+    lua_pop(L, 1);
+  }
+  if (missing != nullptr) {
+    missing->clear();
+    for (int64_t m : ReadInts(L, rd + 1)) missing->push_back(static_cast<int>(m - 1));
+  }
+  lua_settop(L, top);
+  return reads;
+}
+
+}  // namespace dcpp

@@ -1,0 +1,90 @@
+// The Lua planners: every policy decision of a save or load, made by a script.
+//
+// SavePlanner and LoadPlanner each own a sandboxed LuaVm running one script: the embedded
+// default (planners/default_save.lua, planners/default_load.lua) or a user's file. The engine
+// calls them at the points of DESIGN.md §2 and validates what they return; a Lua error or a
+// malformed answer becomes a dcpp::Error naming the script (and line, for Lua errors).
+//
+// Scripts see a global `dcpp` table of geometry helpers (overlap, box_key, numel) and a `ctx`
+// table per call (rank, world_size, mesh, thread_count, allow_partial_load, first_file_index,
+// options). Not thread-safe: one planner per thread.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/box.h"
+#include "core/proto/metadata.pb.h"
+
+namespace dcpp {
+
+class LuaVm;
+
+struct PlanContext {
+  int rank = 0;
+  int world_size = 1;
+  std::vector<int64_t> mesh;
+  int thread_count = 1;
+  bool allow_partial_load = false;
+  int first_file_index = 0;                   // save: data file numbers start here
+  std::map<std::string, std::string> options; // free-form, e.g. from --set key=value
+};
+
+// The text of an embedded planner ("planners/default_save.lua"); throws if unknown.
+std::string EmbeddedPlanner(const std::string& name);
+
+class SavePlanner {
+ public:
+  // `script_path` empty: the embedded planners/default_save.lua.
+  static std::unique_ptr<SavePlanner> Create(const std::string& script_path = "");
+  ~SavePlanner();
+
+  // Each rank: keeps, drops or renames items. Returns the items kept.
+  proto::SavePlan Local(const PlanContext& ctx, const proto::SavePlan& plan);
+  // Coordinator: decides the writer and file of every item. `plans[r]` is rank r's local
+  // plan; returns one plan per rank with `file` set, plus planner data for the metadata.
+  std::vector<proto::SavePlan> Global(const PlanContext& ctx,
+                                      const std::vector<proto::SavePlan>& plans,
+                                      std::map<std::string, std::string>* planner_data);
+  const std::string& script_name() const { return name_; }
+
+ private:
+  SavePlanner(std::unique_ptr<LuaVm> vm, std::string name);
+  std::unique_ptr<LuaVm> vm_;
+  std::string name_;
+};
+
+struct LoadTarget {
+  std::string fqn;
+  bool is_bytes = false;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  Box box;
+};
+
+struct LoadRead {
+  int target = 0;   // index into the targets
+  std::string key;  // saved key
+  int chunk = -1;   // index into the saved key's chunks; -1 for bytes
+};
+
+class LoadPlanner {
+ public:
+  static std::unique_ptr<LoadPlanner> Create(const std::string& script_path = "");
+  ~LoadPlanner();
+
+  // Chooses the saved sources of every target. Targets with no source go to `missing`.
+  std::vector<LoadRead> Local(const PlanContext& ctx, const std::vector<LoadTarget>& targets,
+                              const proto::Metadata& md, std::vector<int>* missing);
+  const std::string& script_name() const { return name_; }
+
+ private:
+  LoadPlanner(std::unique_ptr<LuaVm> vm, std::string name);
+  std::unique_ptr<LuaVm> vm_;
+  std::string name_;
+};
+
+}  // namespace dcpp

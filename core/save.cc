@@ -1,0 +1,343 @@
+// save(): local plan -> (gather) -> global plan on the coordinator -> (scatter) -> every rank
+// writes its items -> (gather results) -> the coordinator commits the metadata.
+#include <ATen/ATen.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "core/dcpp.h"
+#include "core/dtype.h"
+#include "core/engine_util.h"
+#include "core/metadata.h"
+#include "core/planner/planner.h"
+
+namespace dcpp {
+namespace {
+
+using internal::OnEveryRank;
+
+// One thing this rank can write: a tensor chunk or a blob, found by its plan item's index.
+struct Source {
+  const TensorEntry* tensor = nullptr;
+  const LocalChunk* chunk = nullptr;
+  const BytesEntry* bytes = nullptr;
+};
+
+proto::SavePlan LocalItems(const StateDict& sd, int rank, std::vector<Source>* sources) {
+  proto::SavePlan plan;
+  plan.set_rank(rank);
+  for (const TensorEntry& e : sd.tensors()) {
+    const std::string dtype = DtypeName(e.dtype);
+    for (const LocalChunk& c : e.chunks) {
+      DCPP_CHECK(c.tensor.defined() && !c.tensor.is_meta(), "key '", e.fqn, "' chunk ",
+                 c.box.ToString(), " has no data to save");
+      proto::PlanItem* it = plan.add_items();
+      it->set_fqn(e.fqn);
+      it->set_dtype(dtype);
+      for (int64_t s : e.shape) it->add_shape(s);
+      for (int64_t o : c.box.offsets) it->add_offsets(o);
+      for (int64_t s : c.box.sizes) it->add_sizes(s);
+      it->set_nbytes(static_cast<uint64_t>(c.box.numel() * ElementSize(e.dtype)));
+      it->set_index(static_cast<int32_t>(sources->size()));
+      sources->push_back({&e, &c, nullptr});
+    }
+  }
+  for (const BytesEntry& b : sd.bytes()) {
+    proto::PlanItem* it = plan.add_items();
+    it->set_fqn(b.fqn);
+    it->set_is_bytes(true);
+    it->set_nbytes(b.data.size());
+    it->set_index(static_cast<int32_t>(sources->size()));
+    sources->push_back({nullptr, nullptr, &b});
+  }
+  return plan;
+}
+
+std::string ItemKey(const proto::PlanItem& it) {
+  std::string k = it.fqn() + (it.is_bytes() ? "|b|" : "|t|");
+  for (int64_t o : it.offsets()) k += std::to_string(o) + ",";
+  k += ":";
+  for (int64_t s : it.sizes()) k += std::to_string(s) + ",";
+  return k;
+}
+
+// Checks the planner's global plan against the local plans, then places every item in its
+// file at a 4 KiB-aligned offset.
+void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<proto::SavePlan>& global,
+                      const std::vector<std::string>& committed, const std::string& planner) {
+  const std::string where = "planner " + planner + " save_global";
+  // Every key must agree on dtype and shape across ranks.
+  std::map<std::string, const proto::PlanItem*> first;
+  std::set<std::string> wanted;
+  for (const auto& plan : local) {
+    for (const auto& it : plan.items()) {
+      auto [pos, inserted] = first.emplace(it.fqn(), &it);
+      if (!inserted) {
+        const proto::PlanItem& a = *pos->second;
+        DCPP_CHECK(a.is_bytes() == it.is_bytes() && a.dtype() == it.dtype() &&
+                       std::equal(a.shape().begin(), a.shape().end(), it.shape().begin(),
+                                  it.shape().end()),
+                   "key '", it.fqn(), "' differs between ranks (dtype, shape or kind)");
+      }
+      wanted.insert(ItemKey(it));
+    }
+  }
+  std::set<std::string> written;
+  std::map<std::string, int> file_rank;
+  const std::set<std::string> old(committed.begin(), committed.end());
+  for (size_t r = 0; r < global.size(); ++r) {
+    std::map<std::string, uint64_t> file_end;
+    for (auto& it : *global[r].mutable_items()) {
+      DCPP_CHECK(written.insert(ItemKey(it)).second, where, ": key '", it.fqn(),
+                 "' is written twice (the same chunk by two ranks or twice by one)");
+      DCPP_CHECK(IsPlainFileName(it.file()), where, ": key '", it.fqn(), "' placed in '",
+                 it.file(), "', which is not a plain file name");
+      DCPP_CHECK(!old.count(it.file()), where, ": file ", it.file(),
+                 " belongs to the checkpoint already committed there; a new save must use new files");
+      auto [pos, inserted] = file_rank.emplace(it.file(), static_cast<int>(r));
+      DCPP_CHECK(inserted || pos->second == static_cast<int>(r), where, ": file ", it.file(),
+                 " is given to ranks ", pos->second, " and ", r);
+      uint64_t& end = file_end[it.file()];
+      const uint64_t off = it.nbytes() ? internal::AlignUp(end, kChunkAlignment) : end;
+      it.set_file_offset(off);
+      end = off + it.nbytes();
+    }
+  }
+  for (const std::string& k : wanted) {
+    DCPP_CHECK(written.count(k), where, ": dropped '", k.substr(0, k.find('|')),
+               "' (the global step may deduplicate, not drop; drop keys in save_local)");
+  }
+}
+
+class ChunkWriter {
+ public:
+  explicit ChunkWriter(int64_t staging_bytes) : staging_bytes_(staging_bytes) {}
+
+  // Writes `t` (sizes = box) row-major at `offset`; returns its XXH3-64.
+  uint64_t Write(FileSink& sink, uint64_t offset, const at::Tensor& t) {
+    const int64_t nbytes = t.numel() * static_cast<int64_t>(t.element_size());
+    if (nbytes == 0) return XXH3_64bits(nullptr, 0);
+    if (t.device().is_cpu() && t.is_contiguous()) {
+      sink.WriteAt(offset, t.const_data_ptr(), static_cast<size_t>(nbytes));
+      return XXH3_64bits(t.const_data_ptr(), static_cast<size_t>(nbytes));
+    }
+    // Non-contiguous or device memory: stage blocks of whole rows through host memory.
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
+    const int64_t row_bytes = t.dim() == 0 ? nbytes : nbytes / std::max<int64_t>(rows, 1);
+    const int64_t per = std::max<int64_t>(1, staging_bytes_ / std::max<int64_t>(row_bytes, 1));
+    for (int64_t r = 0; r < rows; r += per) {
+      const int64_t k = std::min(per, rows - r);
+      at::Tensor src = t.dim() == 0 ? t : t.narrow(0, r, k);
+      at::Tensor dst = Staging(k * row_bytes, t.scalar_type(), src.sizes());
+      dst.copy_(src);
+      sink.WriteAt(offset + static_cast<uint64_t>(r * row_bytes), dst.const_data_ptr(),
+                   static_cast<size_t>(k * row_bytes));
+      XXH3_64bits_update(st, dst.const_data_ptr(), static_cast<size_t>(k * row_bytes));
+    }
+    const uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    return h;
+  }
+
+ private:
+  at::Tensor Staging(int64_t bytes, c10::ScalarType dtype, at::IntArrayRef sizes) {
+    if (!buffer_.defined() || buffer_.numel() < bytes) {
+      buffer_ = at::empty({std::max(bytes, std::min<int64_t>(staging_bytes_, 1 << 20))}, at::kByte);
+    }
+    return buffer_.narrow(0, 0, bytes).view(dtype).view(sizes);
+  }
+
+  int64_t staging_bytes_;
+  at::Tensor buffer_;
+};
+
+// Writes this rank's items, one thread per group of files. Returns the chunk records.
+proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<Source>& sources,
+                               StorageWriter& writer, const SaveOptions& opt, SaveStats* stats,
+                               std::vector<std::string>* created) {
+  std::map<std::string, std::vector<const proto::PlanItem*>> by_file;
+  for (const auto& it : mine.items()) by_file[it.file()].push_back(&it);
+  std::vector<std::string> files;
+  for (const auto& kv : by_file) files.push_back(kv.first);
+  *created = files;
+
+  const int threads = std::max(1, std::min<int>(opt.thread_count, static_cast<int>(files.size())));
+  std::vector<proto::WriteResults> results(threads);
+  std::vector<std::function<void()>> jobs;
+  for (int t = 0; t < threads; ++t) {
+    jobs.push_back([&, t] {
+      ChunkWriter cw(opt.staging_bytes);
+      for (size_t f = t; f < files.size(); f += threads) {
+        auto sink = writer.Open(files[f]);
+        for (const proto::PlanItem* it : by_file[files[f]]) {
+          const Source& src = sources.at(it->index());
+          if (src.bytes != nullptr) {
+            sink->WriteAt(it->file_offset(), src.bytes->data.data(), src.bytes->data.size());
+            proto::BytesMeta* b = results[t].add_bytes();
+            b->set_fqn(it->fqn());
+            b->set_file(files[f]);
+            b->set_offset(it->file_offset());
+            b->set_length(src.bytes->data.size());
+            b->set_checksum(XXH3_64bits(src.bytes->data.data(), src.bytes->data.size()));
+            continue;
+          }
+          uint64_t checksum;
+          try {
+            checksum = cw.Write(*sink, it->file_offset(), src.chunk->tensor);
+          } catch (const std::exception& e) {
+            throw Error(StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString(), ": ",
+                               internal::Describe(e)));
+          }
+          proto::TensorMeta* tm = results[t].add_tensors();
+          tm->set_fqn(it->fqn());
+          tm->set_dtype(it->dtype());
+          *tm->mutable_shape() = it->shape();
+          proto::ChunkMeta* c = tm->add_chunks();
+          *c->mutable_offsets() = it->offsets();
+          *c->mutable_sizes() = it->sizes();
+          c->set_file(files[f]);
+          c->set_offset(it->file_offset());
+          c->set_length(it->nbytes());
+          c->set_checksum(checksum);
+        }
+        sink->Finish();
+      }
+    });
+  }
+  internal::ForkJoin(jobs);
+  proto::WriteResults all;
+  for (auto& r : results) {
+    for (auto& t : *r.mutable_tensors()) *all.add_tensors() = std::move(t);
+    for (auto& b : *r.mutable_bytes()) *all.add_bytes() = std::move(b);
+  }
+  stats->items_written = mine.items_size();
+  for (const auto& it : mine.items()) stats->bytes_written += static_cast<int64_t>(it.nbytes());
+  stats->files = static_cast<int64_t>(files.size());
+  return all;
+}
+
+proto::Metadata BuildMetadata(const std::vector<std::string>& results, const SaveOptions& opt,
+                              int world, const std::map<std::string, std::string>& data,
+                              std::vector<std::string>* files) {
+  proto::Metadata md;
+  md.set_format_major(kFormatMajor);
+  md.set_format_minor(kFormatMinor);
+  md.set_creator(opt.creator);
+  md.set_world_size(world);
+  md.set_checksum_algorithm(kChecksumAlgorithm);
+  for (const auto& [k, v] : data) (*md.mutable_planner_data())[k] = v;
+  std::map<std::string, proto::TensorMeta> tensors;
+  std::set<std::string> file_set;
+  for (const std::string& bytes : results) {
+    proto::WriteResults r;
+    DCPP_CHECK(r.ParseFromString(bytes), "corrupt write results from a rank");
+    for (auto& t : *r.mutable_tensors()) {
+      auto [pos, inserted] = tensors.emplace(t.fqn(), t);
+      if (!inserted) {
+        for (auto& c : *t.mutable_chunks()) *pos->second.add_chunks() = c;
+      }
+      for (const auto& c : t.chunks()) file_set.insert(c.file());
+    }
+    for (auto& b : *r.mutable_bytes()) {
+      file_set.insert(b.file());
+      *md.add_bytes() = std::move(b);
+    }
+  }
+  for (auto& [fqn, t] : tensors) {
+    std::sort(t.mutable_chunks()->begin(), t.mutable_chunks()->end(),
+              [](const proto::ChunkMeta& a, const proto::ChunkMeta& b) {
+                return std::lexicographical_compare(a.offsets().begin(), a.offsets().end(),
+                                                    b.offsets().begin(), b.offsets().end());
+              });
+    *md.add_tensors() = std::move(t);
+  }
+  files->assign(file_set.begin(), file_set.end());
+  return md;
+}
+
+}  // namespace
+
+SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& opt) {
+  LocalComm local;
+  Comm& comm = opt.comm != nullptr ? *opt.comm : static_cast<Comm&>(local);
+  const bool coordinator = comm.rank() == 0;
+  PlanContext ctx;
+  ctx.rank = comm.rank();
+  ctx.world_size = comm.size();
+  ctx.thread_count = std::max(1, opt.thread_count);
+  ctx.options = opt.planner_options;
+
+  std::unique_ptr<SavePlanner> planner;
+  std::vector<std::string> committed;
+  OnEveryRank(comm, "save: prepare", [&] {
+    planner = SavePlanner::Create(opt.planner);
+    if (coordinator) {
+      writer.Begin();
+      ctx.first_file_index = writer.FirstFreeFileIndex();
+      committed = writer.CommittedFiles();
+    }
+  });
+  ctx.first_file_index = std::stoi(comm.Broadcast(std::to_string(ctx.first_file_index), 0));
+
+  // Local step (every rank), then the global step on the coordinator.
+  std::vector<Source> sources;
+  std::string local_bytes;
+  OnEveryRank(comm, "save: local plan", [&] {
+    proto::SavePlan plan = planner->Local(ctx, LocalItems(sd, ctx.rank, &sources));
+    plan.SerializeToString(&local_bytes);
+  });
+  const std::vector<std::string> gathered = comm.Gather(local_bytes, 0);
+  std::vector<std::string> scattered(comm.size());
+  std::map<std::string, std::string> planner_data;
+  OnEveryRank(comm, "save: global plan", [&] {
+    if (!coordinator) return;
+    std::vector<proto::SavePlan> plans(gathered.size());
+    for (size_t r = 0; r < gathered.size(); ++r) plans[r].ParseFromString(gathered[r]);
+    std::vector<proto::SavePlan> global = planner->Global(ctx, plans, &planner_data);
+    ValidateAndPlace(plans, global, committed, planner->script_name());
+    for (size_t r = 0; r < global.size(); ++r) global[r].SerializeToString(&scattered[r]);
+  });
+  proto::SavePlan mine;
+  mine.ParseFromString(comm.Scatter(scattered, 0));
+
+  // Every rank writes its items; on any failure every rank removes what it wrote.
+  SaveStats stats;
+  std::vector<std::string> created;
+  std::string results;
+  try {
+    OnEveryRank(comm, "save: write", [&] {
+      WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
+    });
+  } catch (...) {
+    writer.Abort(created);
+    throw;
+  }
+  const std::vector<std::string> all_results = comm.Gather(results, 0);
+  try {
+    OnEveryRank(comm, "save: commit", [&] {
+      if (!coordinator) return;
+      std::vector<std::string> files;
+      const proto::Metadata md = BuildMetadata(all_results, opt, comm.size(), planner_data, &files);
+      writer.Commit(SerializeMetadata(md), files);
+    });
+  } catch (...) {
+    writer.Abort(created);
+    throw;
+  }
+  return stats;
+}
+
+SaveStats save(const StateDict& sd, StorageWriter&& writer, const SaveOptions& opt) {
+  return save(sd, writer, opt);
+}
+
+SaveStats save(const StateDict& sd, const std::string& dir, const SaveOptions& opt) {
+  FileSystemWriter writer(dir);
+  return save(sd, writer, opt);
+}
+
+}  // namespace dcpp

@@ -1,0 +1,64 @@
+// Storage interfaces: where a checkpoint's bytes live. The engine decides what to write where
+// (file names, byte offsets, checksums); a backend only moves bytes and commits.
+//
+// Reference implementation to copy for a new backend: core/storage/filesystem.{h,cc}.
+//
+// Thread-safety: Open() and the FileSink/FileSource it returns may be used from several
+// threads at once as long as each sink/source is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace dcpp {
+
+// A data file being written. WriteAt may be called in any order; Finish makes the bytes
+// durable (fsync) and closes. A sink destroyed without Finish leaves a file that no
+// committed metadata references.
+class FileSink {
+ public:
+  virtual ~FileSink() = default;
+  virtual void WriteAt(uint64_t offset, const void* data, size_t length) = 0;
+  virtual void Finish() = 0;
+};
+
+class FileSource {
+ public:
+  virtual ~FileSource() = default;
+  // Reads exactly `length` bytes or throws dcpp::Error naming the file (e.g. truncated).
+  virtual void ReadAt(uint64_t offset, void* data, size_t length) = 0;
+  virtual uint64_t Size() = 0;
+};
+
+class StorageWriter {
+ public:
+  virtual ~StorageWriter() = default;
+  // Coordinator only, before any rank writes: prepares the destination.
+  virtual void Begin() = 0;
+  // Coordinator only, after Begin: data file numbers from here on are unused in the folder,
+  // so a new save never overwrites a file that the committed checkpoint uses.
+  virtual int FirstFreeFileIndex() = 0;
+  // Data files that the committed checkpoint in the destination uses (empty if none).
+  virtual std::vector<std::string> CommittedFiles() = 0;
+  // Any rank: creates (or truncates) a data file. `name` is a plain file name.
+  virtual std::unique_ptr<FileSink> Open(const std::string& name) = 0;
+  // Coordinator only, after every rank finished its files: atomically publishes `metadata`.
+  // Data files not in `keep` are then removed (older generations, debris of failed saves).
+  virtual void Commit(const std::string& metadata, const std::vector<std::string>& keep) = 0;
+  // Any rank, after a failed save: removes the data files it created in this save.
+  virtual void Abort(const std::vector<std::string>& created) = 0;
+  virtual std::string Describe() const = 0;  // for messages, e.g. the folder
+};
+
+class StorageReader {
+ public:
+  virtual ~StorageReader() = default;
+  // The committed metadata bytes; throws dcpp::Error if there is no checkpoint.
+  virtual std::string ReadMetadata() = 0;
+  virtual std::unique_ptr<FileSource> Open(const std::string& name) = 0;
+  virtual std::string Describe() const = 0;
+};
+
+}  // namespace dcpp

@@ -52,8 +52,9 @@ LuaVm::LuaVm() : L_(luaL_newstate()) {
 LuaVm::~LuaVm() { lua_close(L_); }
 
 void LuaVm::Run(std::string_view source, const std::string& chunk_name, int nresults) {
-  // "=" makes Lua print the chunk name verbatim in messages ("planners/x.lua:12: ...").
-  const std::string name = "=" + chunk_name;
+  // "@" marks a file name: Lua prints it in messages ("planners/x.lua:12: ...") and, past
+  // LUA_IDSIZE characters, keeps its end ("...dir/x.lua:12:"). Callers name the full path.
+  const std::string name = "@" + chunk_name;
   // Text mode only ("t"): a precompiled bytecode chunk could break the sandbox.
   if (luaL_loadbufferx(L_, source.data(), source.size(), name.c_str(), "t") != 0) {
     std::string msg = lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "(unknown)";

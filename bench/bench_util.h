@@ -1,0 +1,147 @@
+// Small helpers shared by the benchmarks: wall-clock timing, plain POSIX file I/O for the raw
+// baselines, /proc/self/status readings, scratch folders on /dev/shm. Header-only.
+#pragma once
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace dcpp_bench {
+
+inline double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// Seconds `fn` takes.
+inline double Time(const std::function<void()>& fn) {
+  const double t0 = Now();
+  fn();
+  return Now() - t0;
+}
+
+// The best (smallest) of `reps` timings of `fn`; `before` runs untimed ahead of each one.
+inline double BestOf(int reps, const std::function<void()>& before, const std::function<void()>& fn) {
+  double best = 1e300;
+  for (int i = 0; i < reps; ++i) {
+    if (before) before();
+    best = std::min(best, Time(fn));
+  }
+  return best;
+}
+
+inline double GBps(int64_t bytes, double seconds) { return static_cast<double>(bytes) / seconds / 1e9; }
+inline double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+[[noreturn]] inline void Fail(const std::string& what) {
+  throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+inline void WriteAll(int fd, const void* data, size_t n) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t k = ::write(fd, p, n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) Fail("write");
+    p += k;
+    n -= static_cast<size_t>(k);
+  }
+}
+
+inline void ReadAll(int fd, void* data, size_t n) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t k = ::read(fd, p, n);
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) Fail("read");
+    p += k;
+    n -= static_cast<size_t>(k);
+  }
+}
+
+// Runs jobs[t] on its own thread (job 0 on the calling thread) and waits for all of them.
+inline void RunParallel(const std::vector<std::function<void()>>& jobs) {
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < jobs.size(); ++t) threads.emplace_back(jobs[t]);
+  if (!jobs.empty()) jobs[0]();
+  for (auto& th : threads) th.join();
+}
+
+// Splits items of the given sizes into `parts` groups balanced by size: largest first to the
+// lightest group, then each group back in item order (what dcpp's default planner does).
+inline std::vector<std::vector<size_t>> Balance(const std::vector<int64_t>& sizes, int parts) {
+  std::vector<size_t> order(sizes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return sizes[a] > sizes[b]; });
+  std::vector<std::vector<size_t>> groups(static_cast<size_t>(std::max(parts, 1)));
+  std::vector<int64_t> load(groups.size(), 0);
+  for (size_t i : order) {
+    const size_t g = static_cast<size_t>(std::min_element(load.begin(), load.end()) - load.begin());
+    groups[g].push_back(i);
+    load[g] += sizes[i];
+  }
+  for (auto& g : groups) std::sort(g.begin(), g.end());
+  return groups;
+}
+
+// A value in kB from /proc/self/status ("VmRSS", "VmHWM"), in bytes; -1 if absent.
+inline int64_t StatusBytes(const std::string& field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.compare(0, field.size() + 1, field + ":") == 0) {
+      return std::stoll(line.substr(field.size() + 1)) * 1024;
+    }
+  }
+  return -1;
+}
+
+// Resets VmHWM to the current RSS (Linux >= 4.0). Returns false where that is not allowed.
+inline bool ResetPeakRss() {
+  std::ofstream out("/proc/self/clear_refs");
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
+}
+
+// A fresh scratch folder under /dev/shm (falling back to /tmp), removed by the destructor.
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& tag) {
+    const std::string base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+    path_ = base + "/dcpp_bench_" + tag + "_" + std::to_string(::getpid());
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string Sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+// Empties (or creates) a folder.
+inline void ResetDir(const std::string& dir) {
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+}
+
+}  // namespace dcpp_bench

@@ -1,0 +1,73 @@
+"""PyTorch DCP baseline for //bench:save_load.
+
+    python3 dcp_baseline.py SPEC_JSON DIR REPS THREAD_COUNTS
+
+SPEC_JSON lists the tensors ([{"name", "dtype", "shape"}, ...]) that save_load.cc builds.
+This script builds the same shapes and dtypes (random content), then times, best of REPS,
+torch.distributed.checkpoint.save into DIR with FileSystemWriter(thread_count=T) for each T in
+THREAD_COUNTS (comma-separated; DIR is emptied before each save, outside the timing), and
+torch.distributed.checkpoint.load in place into preallocated tensors. Single process, no
+process group (no_dist=True). The last stdout line is
+    DCP_RESULT {"save": {"T": seconds, ...}, "load": seconds, "bytes": total}
+DIR is removed at the end.
+"""
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def best_of(reps, fn, before=None):
+    best = float("inf")
+    for _ in range(reps):
+        if before is not None:
+            before()
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main():
+    spec_path, ckpt, reps, thread_counts = sys.argv[1:5]
+    reps = int(reps)
+    thread_counts = [int(t) for t in thread_counts.split(",")]
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    with open(spec_path) as f:
+        specs = json.load(f)
+
+    torch.manual_seed(0)
+    src = {s["name"]: torch.rand(s["shape"], dtype=DTYPES[s["dtype"]]) for s in specs}
+    dst = {k: torch.zeros_like(v) for k, v in src.items()}
+    nbytes = sum(t.numel() * t.element_size() for t in src.values())
+    print(f"dcp_baseline: torch {torch.__version__}, {len(src)} tensors, {nbytes / 2**20:.0f} MiB",
+          flush=True)
+
+    def fresh():
+        shutil.rmtree(ckpt, ignore_errors=True)
+
+    save = {}
+    for t in thread_counts:
+        writer = lambda: dcp.FileSystemWriter(ckpt, thread_count=t)  # noqa: E731
+        save[str(t)] = best_of(reps, lambda: dcp.save(src, storage_writer=writer(), no_dist=True), fresh)
+        print(f"dcp save thread_count={t}: {save[str(t)]:.3f} s", flush=True)
+
+    load = best_of(reps, lambda: dcp.load(dst, checkpoint_id=ckpt, no_dist=True))
+    print(f"dcp load: {load:.3f} s", flush=True)
+    for k, v in src.items():
+        if not torch.equal(v, dst[k]):
+            raise SystemExit(f"DCP load gave wrong data for {k}")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    print("DCP_RESULT " + json.dumps({"save": save, "load": load, "bytes": nbytes}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

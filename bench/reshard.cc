@@ -1,0 +1,175 @@
+// reshard: load a checkpoint saved row-wise into a column-wise layout, on /dev/shm.
+//
+// One process saves 8 float32 tensors of 4096 x 4096 (512 MiB) as row-wise shards over 4
+// ranks (Layout::Sharded(4, 0), all four ranks' chunks in one StateDict). Then, for each rank r
+// of a column-wise layout (Layout::Sharded(4, 1)), it loads a StateDict holding only rank r's
+// column chunk of every tensor. Every saved chunk feeds every target, each with a strided
+// region (one 4 KiB run per row), so the loads exercise partial reads.
+//
+//   bazel run -c opt //bench:reshard [-- --tensors=8 --dim=4096 --reps=3]
+//
+// Figures (best of --reps, best over thread counts 1 and 2, ratios within this run):
+//   reshard_read_amplification  sum(bytes_read) / sum(bytes_needed) over the 4 loads; target <= 1.05
+//   reshard_load_vs_raw         dcpp throughput (bytes_needed / time of the 4 loads) over plain
+//                               sequential read() throughput of the checkpoint's data files into a
+//                               preallocated buffer (one thread per file group); informational
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "core/dcpp.h"
+
+namespace {
+
+using namespace dcpp_bench;
+
+constexpr int kRanks = 4;
+constexpr int kThreadCounts[] = {1, 2};
+
+std::string Name(int i) { return "layers." + std::to_string(i) + ".weight"; }
+
+// Rank r's column-chunk targets: preallocated (touched) tensors, or unallocated ones that
+// load() allocates.
+dcpp::StateDict Targets(int tensors, int64_t dim, int rank, bool preallocate) {
+  dcpp::StateDict sd;
+  for (int i = 0; i < tensors; ++i) {
+    sd.AddUnallocated(Name(i), at::kFloat, {dim, dim}, dcpp::Layout::Sharded(kRanks, 1), rank);
+    if (preallocate) {
+      dcpp::LocalChunk& c = sd.FindTensor(Name(i))->chunks.at(0);
+      c.tensor = at::zeros(c.box.sizes, at::kFloat);
+    }
+  }
+  return sd;
+}
+
+int Main(int argc, char** argv) {
+  int tensors = 8;
+  int64_t dim = 4096;
+  int reps = 3;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--tensors=", 0) == 0) {
+      tensors = std::stoi(a.substr(10));
+    } else if (a.rfind("--dim=", 0) == 0) {
+      dim = std::stoll(a.substr(6));
+    } else if (a.rfind("--reps=", 0) == 0) {
+      reps = std::stoi(a.substr(7));
+    } else {
+      std::cerr << "usage: reshard [--tensors=N] [--dim=N] [--reps=N]\n";
+      return 2;
+    }
+  }
+  at::set_num_threads(1);  // the benchmark's parallelism is the engine's thread_count
+
+  ScratchDir scratch("reshard");
+  const std::string ckpt = scratch.Sub("ckpt");
+  const int64_t total = static_cast<int64_t>(tensors) * dim * dim * 4;
+  std::cout << "reshard: " << tensors << " x [" << dim << ", " << dim << "] float32 (" << MiB(total)
+            << " MiB), saved as Shard(0)@[4], loaded as Shard(1)@[4], in " << scratch.path()
+            << ", best of " << reps << "\n";
+
+  // Save: every rank's row chunk in one state dict, two writer threads (two files).
+  at::manual_seed(7);
+  std::vector<at::Tensor> full;
+  dcpp::StateDict src;
+  for (int i = 0; i < tensors; ++i) {
+    full.push_back(at::rand({dim, dim}, at::kFloat));
+    for (int r = 0; r < kRanks; ++r) src.AddSharded(Name(i), full[i], dcpp::Layout::Sharded(kRanks, 0), r);
+  }
+  dcpp::SaveOptions so;
+  so.thread_count = 2;
+  const dcpp::SaveStats ss = dcpp::save(src, ckpt, so);
+  std::cout << "saved " << ss.items_written << " chunks into " << ss.files << " files\n";
+
+  // Correctness and byte counts, loading into unallocated targets.
+  int64_t needed = 0, read = 0, calls = 0;
+  for (int r = 0; r < kRanks; ++r) {
+    dcpp::StateDict sd = Targets(tensors, dim, r, /*preallocate=*/false);
+    const dcpp::LoadStats st = dcpp::load(sd, ckpt);
+    needed += st.bytes_needed;
+    read += st.bytes_read;
+    calls += st.read_calls;
+    for (int i = 0; i < tensors; ++i) {
+      const dcpp::LocalChunk& c = sd.FindTensor(Name(i))->chunks.at(0);
+      if (!at::equal(c.tensor, full[i].narrow(1, c.box.offsets[1], c.box.sizes[1]))) {
+        throw std::runtime_error("rank " + std::to_string(r) + " got wrong data for " + Name(i));
+      }
+    }
+  }
+  if (needed != total) throw std::runtime_error("bytes_needed does not add up to the tensors' bytes");
+  std::printf("4 loads: needed %.1f MiB, read %.1f MiB in %lld read calls (%.1f KiB each)\n", MiB(needed),
+              MiB(read), static_cast<long long>(calls), static_cast<double>(read) / calls / 1024);
+
+  // Raw baseline: the data files, read sequentially with read() into a preallocated buffer.
+  std::vector<std::string> files;
+  std::vector<int64_t> file_bytes;
+  int64_t raw_bytes = 0;
+  for (const auto& e : std::filesystem::directory_iterator(ckpt)) {
+    if (e.path().extension() == ".distcp") {
+      files.push_back(e.path().string());
+      file_bytes.push_back(static_cast<int64_t>(e.file_size()));
+      raw_bytes += file_bytes.back();
+    }
+  }
+  at::Tensor buffer = at::zeros({raw_bytes}, at::kByte);
+  std::vector<int64_t> file_offset(files.size(), 0);
+  for (size_t f = 1; f < files.size(); ++f) file_offset[f] = file_offset[f - 1] + file_bytes[f - 1];
+
+  std::map<int, double> raw, dc;
+  for (int threads : kThreadCounts) {
+    const auto groups = Balance(file_bytes, threads);
+    raw[threads] = BestOf(reps, nullptr, [&] {
+      std::vector<std::function<void()>> jobs;
+      for (const auto& g : groups) {
+        jobs.push_back([&, g] {
+          for (size_t f : g) {
+            const int fd = ::open(files[f].c_str(), O_RDONLY | O_CLOEXEC);
+            if (fd < 0) Fail("open " + files[f]);
+            ReadAll(fd, buffer.data_ptr<uint8_t>() + file_offset[f], static_cast<size_t>(file_bytes[f]));
+            ::close(fd);
+          }
+        });
+      }
+      RunParallel(jobs);
+    });
+
+    std::vector<dcpp::StateDict> targets;
+    for (int r = 0; r < kRanks; ++r) targets.push_back(Targets(tensors, dim, r, /*preallocate=*/true));
+    dcpp::LoadOptions lo;
+    lo.thread_count = threads;
+    dc[threads] = BestOf(reps, nullptr, [&] {
+      for (int r = 0; r < kRanks; ++r) dcpp::load(targets[r], ckpt, lo);
+    });
+    std::printf("threads=%d  raw read %.3f s %.2f GB/s   dcpp 4 loads %.3f s %.2f GB/s (of bytes needed)\n",
+                threads, raw[threads], GBps(raw_bytes, raw[threads]), dc[threads], GBps(needed, dc[threads]));
+  }
+
+  auto best = [](const std::map<int, double>& m) {
+    double b = 1e300;
+    for (const auto& kv : m) b = std::min(b, kv.second);
+    return b;
+  };
+  const double raw_gbps = GBps(raw_bytes, best(raw));
+  const double dcpp_gbps = GBps(needed, best(dc));
+  std::printf("BENCH reshard_read_amplification %.4f ratio\n", static_cast<double>(read) / needed);
+  std::printf("BENCH reshard_load_vs_raw %.3f ratio\n", dcpp_gbps / raw_gbps);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "reshard failed: " << e.what() << "\n";
+    return 1;
+  }
+}

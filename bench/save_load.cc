@@ -1,0 +1,405 @@
+// save_load: dcpp save/load throughput of a ~2 GiB state dict on /dev/shm against
+//   (a) plain sequential write()/read() of the same bytes (one file per thread), and
+//   (b) PyTorch DCP (torch.distributed.checkpoint.save/load, single process, no process
+//       group), run in a Python subprocess (bench/dcp_baseline.py) on the same shapes/dtypes,
+// and the peak extra host memory of a load into non-contiguous targets (which must be staged).
+//
+//   bazel run -c opt //bench:save_load [-- --total_mib=2048 --reps=3 --skip_dcp]
+//
+// Every timing is the best of --reps runs; the figures are ratios against baselines measured
+// in the same run. Targets:
+//   save_vs_raw, load_vs_raw  >= 0.8   (dcpp throughput / raw write() or read() throughput)
+//   save_vs_dcp, load_vs_dcp  >= 3     (DCP time / dcpp time)
+//   load_peak_extra_mib       <= staging_budget_mib + 64   (budget = thread_count * staging_bytes)
+//
+// The Python interpreter is $DCPP_PYTHON, else python3 on the PATH.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench/bench_util.h"
+#include "core/dcpp.h"
+
+namespace {
+
+using namespace dcpp_bench;
+
+constexpr uint64_t kSeed = 20240601;
+constexpr int kThreadCounts[] = {1, 2};
+
+struct Spec {
+  std::string name;
+  c10::ScalarType dtype;
+  std::vector<int64_t> shape;
+  int64_t nbytes() const {
+    int64_t n = c10::elementSize(dtype);
+    for (int64_t s : shape) n *= s;
+    return n;
+  }
+};
+
+// A mix like a model's state dict, ~total_mib in all: per layer one 16 MiB tensor, one 4 MiB
+// tensor and one small tensor (1 KiB .. 1 MiB, 1-D or 2-D), float32 and bfloat16 alternating.
+// 2048 MiB gives 100 layers, 300 tensors, ~2014 MiB.
+std::vector<Spec> MakeSpecs(int64_t total_mib) {
+  const int64_t layers = std::max<int64_t>(1, total_mib * 100 / 2048);
+  std::vector<Spec> specs;
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string p = "layers." + std::to_string(i) + ".";
+    const bool f32 = i % 2 == 0;
+    const c10::ScalarType big = f32 ? at::kFloat : at::kBFloat16;
+    const c10::ScalarType other = f32 ? at::kBFloat16 : at::kFloat;
+    specs.push_back({p + "mlp.weight", big, {f32 ? 2048 : 4096, 2048}});
+    specs.push_back({p + "attn.weight", other, {f32 ? 2048 : 1024, 1024}});
+    const int64_t numel = int64_t{256} << (i % 11);
+    if (i % 3 == 0) {
+      specs.push_back({p + "norm.bias", big, {numel}});
+    } else {
+      specs.push_back({p + "norm.weight", big, {numel / 64, 64}});
+    }
+  }
+  return specs;
+}
+
+int64_t TotalBytes(const std::vector<Spec>& specs) {
+  int64_t n = 0;
+  for (const Spec& s : specs) n += s.nbytes();
+  return n;
+}
+
+// Tensor i is seeded with kSeed + i, so any one can be regenerated alone.
+at::Tensor Generate(const Spec& s, size_t i) {
+  at::manual_seed(kSeed + i);
+  return at::rand(s.shape, at::TensorOptions().dtype(s.dtype));
+}
+
+// Contiguous targets, touched so that their pages exist before anything is timed.
+std::vector<at::Tensor> Preallocate(const std::vector<Spec>& specs) {
+  std::vector<at::Tensor> out;
+  for (const Spec& s : specs) out.push_back(at::zeros(s.shape, at::TensorOptions().dtype(s.dtype)));
+  return out;
+}
+
+dcpp::StateDict MakeStateDict(const std::vector<Spec>& specs, const std::vector<at::Tensor>& ts) {
+  dcpp::StateDict sd;
+  for (size_t i = 0; i < specs.size(); ++i) sd.AddTensor(specs[i].name, ts[i]);
+  return sd;
+}
+
+// ---- raw baseline: one file per thread, plain sequential write()/read() ----
+
+std::vector<std::vector<size_t>> RawGroups(const std::vector<at::Tensor>& ts, int threads) {
+  std::vector<int64_t> sizes;
+  for (const at::Tensor& t : ts) sizes.push_back(static_cast<int64_t>(t.nbytes()));
+  return Balance(sizes, threads);
+}
+
+void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads) {
+  const auto groups = RawGroups(ts, threads);
+  std::vector<std::function<void()>> jobs;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    jobs.push_back([&, g] {
+      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) Fail("open " + path);
+      for (size_t i : groups[g]) WriteAll(fd, ts[i].const_data_ptr(), ts[i].nbytes());
+      if (::fsync(fd) != 0) Fail("fsync " + path);  // as dcpp does
+      ::close(fd);
+    });
+  }
+  RunParallel(jobs);
+}
+
+void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads) {
+  const auto groups = RawGroups(ts, threads);
+  std::vector<std::function<void()>> jobs;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    jobs.push_back([&, g] {
+      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) Fail("open " + path);
+      for (size_t i : groups[g]) ReadAll(fd, ts[i].mutable_data_ptr(), ts[i].nbytes());
+      ::close(fd);
+    });
+  }
+  RunParallel(jobs);
+}
+
+bool AllEqual(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!at::equal(a[i], b[i])) return false;
+  }
+  return true;
+}
+
+// ---- peak memory of a load into non-contiguous targets (run in a fresh child process) ----
+
+constexpr const char* kMemChildFlag = "--mem-child";
+
+// argv: --mem-child DIR TOTAL_MIB THREADS STAGING_BYTES. Prints one line "MEMCHILD {json}".
+int MemChild(int argc, char** argv) {
+  if (argc != 6) {
+    std::cerr << "usage: save_load --mem-child DIR TOTAL_MIB THREADS STAGING_BYTES\n";
+    return 2;
+  }
+  const std::string dir = argv[2];
+  const std::vector<Spec> specs = MakeSpecs(std::stoll(argv[3]));
+  dcpp::LoadOptions opt;
+  opt.thread_count = std::stoi(argv[4]);
+  opt.staging_bytes = std::stoll(argv[5]);
+
+  // Targets: 2-D tensors as transposed views of [cols, rows] buffers (non-contiguous, so
+  // every chunk goes through the staging buffers); 1-D tensors contiguous.
+  std::vector<at::Tensor> targets;
+  int64_t tensor_bytes = 0, staged_bytes = 0;
+  for (const Spec& s : specs) {
+    const auto o = at::TensorOptions().dtype(s.dtype);
+    at::Tensor t = s.shape.size() == 2 ? at::zeros({s.shape[1], s.shape[0]}, o).t() : at::zeros(s.shape, o);
+    tensor_bytes += s.nbytes();
+    if (!t.is_contiguous()) staged_bytes += s.nbytes();
+    targets.push_back(t);
+  }
+  dcpp::StateDict sd = MakeStateDict(specs, targets);
+
+  const int64_t rss_before = StatusBytes("VmRSS");
+  const bool reset = ResetPeakRss();
+  const int64_t hwm_reset = StatusBytes("VmHWM");
+  const double t0 = Now();
+  const dcpp::LoadStats st = dcpp::load(sd, dir, opt);
+  const double secs = Now() - t0;
+  const int64_t hwm_after = StatusBytes("VmHWM");
+  const int64_t rss_after = StatusBytes("VmRSS");
+
+  // Check a sample of the loaded tensors against regenerated sources (after the measurement).
+  bool ok = st.bytes_needed == tensor_bytes;
+  for (size_t i = 0; i < specs.size() && ok; i += 7) ok = at::equal(targets[i], Generate(specs[i], i));
+
+  nlohmann::json j;
+  j["reset_ok"] = reset && hwm_reset <= rss_before + (16 << 20);
+  j["rss_before"] = rss_before;
+  j["hwm_after_reset"] = hwm_reset;
+  j["hwm_after"] = hwm_after;
+  j["rss_after"] = rss_after;
+  j["tensor_bytes"] = tensor_bytes;
+  j["staged_bytes"] = staged_bytes;
+  j["seconds"] = secs;
+  j["correct"] = ok;
+  std::cout << "MEMCHILD " << j.dump() << std::endl;
+  return 0;
+}
+
+// Runs `cmd`, echoing its stdout, and returns the JSON of the last line starting with `tag`.
+nlohmann::json RunAndParse(const std::string& cmd, const std::string& tag) {
+  std::cout << "  $ " << cmd << std::endl;
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) Fail("popen");
+  std::string line, last;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) {
+    line += buf;
+    if (!line.empty() && line.back() == '\n') {
+      if (line.compare(0, tag.size(), tag) == 0) {
+        last = line.substr(tag.size());
+      } else {
+        std::cout << "  | " << line << std::flush;
+      }
+      line.clear();
+    }
+  }
+  const int rc = ::pclose(p);
+  if (rc != 0 || last.empty()) {
+    throw std::runtime_error("command failed (status " + std::to_string(rc) + "): " + cmd);
+  }
+  return nlohmann::json::parse(last);
+}
+
+std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// The DCP script: as given (relative to the working directory, which is the runfiles tree
+// under `bazel run`), else next to the workspace named by BUILD_WORKSPACE_DIRECTORY.
+std::string FindScript(const std::string& arg) {
+  if (std::filesystem::exists(arg)) return std::filesystem::absolute(arg).string();
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
+    const std::string p = std::string(ws) + "/" + arg;
+    if (std::filesystem::exists(p)) return p;
+  }
+  throw std::runtime_error("cannot find the DCP baseline script '" + arg + "'");
+}
+
+void WriteSpecJson(const std::string& path, const std::vector<Spec>& specs) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const Spec& s : specs) {
+    j.push_back({{"name", s.name},
+                 {"dtype", s.dtype == at::kFloat ? "float32" : "bfloat16"},
+                 {"shape", s.shape}});
+  }
+  std::ofstream(path) << j.dump();
+}
+
+int Main(int argc, char** argv) {
+  std::string script = "bench/dcp_baseline.py";
+  int64_t total_mib = 2048;
+  int reps = 3;
+  bool skip_dcp = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a.rfind("--total_mib=", 0) == 0) {
+      total_mib = std::stoll(a.substr(12));
+    } else if (a.rfind("--reps=", 0) == 0) {
+      reps = std::stoi(a.substr(7));
+    } else if (a == "--skip_dcp") {
+      skip_dcp = true;
+    } else if (a.rfind("--", 0) != 0) {
+      script = a;
+    } else {
+      std::cerr << "usage: save_load [DCP_SCRIPT] [--total_mib=N] [--reps=N] [--skip_dcp]\n";
+      return 2;
+    }
+  }
+  at::set_num_threads(1);  // the benchmark's parallelism is the engine's thread_count
+
+  ScratchDir scratch("save_load");
+  const std::vector<Spec> specs = MakeSpecs(total_mib);
+  const int64_t bytes = TotalBytes(specs);
+  std::cout << "save_load: " << specs.size() << " tensors, " << MiB(bytes) << " MiB, in "
+            << scratch.path() << ", best of " << reps << "\n";
+
+  double t0 = Now();
+  std::vector<at::Tensor> src;
+  for (size_t i = 0; i < specs.size(); ++i) src.push_back(Generate(specs[i], i));
+  std::vector<at::Tensor> dst = Preallocate(specs);
+  std::cout << "generated sources and targets in " << Now() - t0 << " s\n";
+  const dcpp::StateDict src_sd = MakeStateDict(specs, src);
+  dcpp::StateDict dst_sd = MakeStateDict(specs, dst);
+  auto zero_dst = [&] {
+    for (at::Tensor& t : dst) t.zero_();
+  };
+
+  std::map<int, double> raw_w, raw_r, dcpp_w, dcpp_r;
+
+  // Raw baseline.
+  const std::string raw_dir = scratch.Sub("raw");
+  for (int threads : kThreadCounts) {
+    raw_w[threads] = BestOf(reps, [&] { ResetDir(raw_dir); }, [&] { RawWrite(raw_dir, src, threads); });
+    zero_dst();
+    raw_r[threads] = BestOf(reps, nullptr, [&] { RawRead(raw_dir, dst, threads); });
+    if (!AllEqual(src, dst)) throw std::runtime_error("raw read-back differs from the source");
+    std::printf("raw  threads=%d  write %6.3f s %6.2f GB/s   read %6.3f s %6.2f GB/s\n", threads,
+                raw_w[threads], GBps(bytes, raw_w[threads]), raw_r[threads], GBps(bytes, raw_r[threads]));
+  }
+  std::filesystem::remove_all(raw_dir);
+
+  // dcpp, saving into an empty folder every time (as the raw baseline does).
+  const std::string ckpt = scratch.Sub("dcpp");
+  for (int threads : kThreadCounts) {
+    dcpp::SaveOptions so;
+    so.thread_count = threads;
+    dcpp::LoadOptions lo;
+    lo.thread_count = threads;
+    dcpp::SaveStats ss;
+    dcpp_w[threads] = BestOf(reps, [&] { std::filesystem::remove_all(ckpt); },
+                             [&] { ss = dcpp::save(src_sd, ckpt, so); });
+    if (ss.bytes_written != bytes) throw std::runtime_error("dcpp save wrote an unexpected byte count");
+    zero_dst();
+    dcpp::LoadStats ls;
+    dcpp_r[threads] = BestOf(reps, nullptr, [&] { ls = dcpp::load(dst_sd, ckpt, lo); });
+    if (!AllEqual(src, dst)) throw std::runtime_error("dcpp load differs from the source");
+    if (ls.bytes_read != bytes || ls.bytes_needed != bytes) {
+      throw std::runtime_error("dcpp load read an unexpected byte count");
+    }
+    std::printf("dcpp threads=%d  save  %6.3f s %6.2f GB/s   load %6.3f s %6.2f GB/s  (%lld files, %lld reads)\n",
+                threads, dcpp_w[threads], GBps(bytes, dcpp_w[threads]), dcpp_r[threads],
+                GBps(bytes, dcpp_r[threads]), static_cast<long long>(ss.files),
+                static_cast<long long>(ls.read_calls));
+  }
+
+  // Peak memory of a load into transposed views, in a fresh process (the last checkpoint has
+  // as many files as the largest thread count).
+  const int mem_threads = kThreadCounts[std::size(kThreadCounts) - 1];
+  const int64_t staging = dcpp::LoadOptions().staging_bytes;
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const nlohmann::json mem =
+      RunAndParse(Quote(self) + " " + kMemChildFlag + " " + Quote(ckpt) + " " + std::to_string(total_mib) +
+                      " " + std::to_string(mem_threads) + " " + std::to_string(staging),
+                  "MEMCHILD ");
+  if (!mem["correct"].get<bool>()) throw std::runtime_error("non-contiguous load gave wrong data");
+  if (!mem["reset_ok"].get<bool>()) std::cout << "warning: could not reset VmHWM; the peak is an upper bound\n";
+  const int64_t extra = mem["hwm_after"].get<int64_t>() - mem["rss_before"].get<int64_t>();
+  const int64_t budget = mem_threads * staging;
+  std::printf("non-contiguous load (threads=%d, %.0f of %.0f MiB staged) %.3f s: RSS before %.0f MiB "
+              "(targets %.0f MiB), peak %.0f MiB, extra %.1f MiB, budget %.0f MiB\n",
+              mem_threads, MiB(mem["staged_bytes"].get<int64_t>()), MiB(mem["tensor_bytes"].get<int64_t>()),
+              mem["seconds"].get<double>(), MiB(mem["rss_before"].get<int64_t>()),
+              MiB(mem["tensor_bytes"].get<int64_t>()), MiB(mem["hwm_after"].get<int64_t>()), MiB(extra),
+              MiB(budget));
+  std::filesystem::remove_all(ckpt);
+
+  // PyTorch DCP in a subprocess.
+  double dcp_w = 0, dcp_r = 0;
+  if (!skip_dcp) {
+    const std::string spec_path = scratch.Sub("spec.json");
+    WriteSpecJson(spec_path, specs);
+    const char* py = std::getenv("DCPP_PYTHON");
+    std::ostringstream threads_arg;
+    for (size_t i = 0; i < std::size(kThreadCounts); ++i) threads_arg << (i ? "," : "") << kThreadCounts[i];
+    const std::string cmd = Quote(py != nullptr && *py ? py : "python3") + " " + Quote(FindScript(script)) +
+                            " " + Quote(spec_path) + " " + Quote(scratch.Sub("dcp")) + " " +
+                            std::to_string(reps) + " " + threads_arg.str();
+    const nlohmann::json r = RunAndParse(cmd, "DCP_RESULT ");
+    if (r["bytes"].get<int64_t>() != bytes) throw std::runtime_error("the DCP script built other tensors");
+    dcp_w = 1e300;
+    for (auto& [k, v] : r["save"].items()) {
+      dcp_w = std::min(dcp_w, v.get<double>());
+      std::printf("dcp  threads=%s  save  %6.3f s %6.2f GB/s\n", k.c_str(), v.get<double>(),
+                  GBps(bytes, v.get<double>()));
+    }
+    dcp_r = r["load"].get<double>();
+    std::printf("dcp             load  %6.3f s %6.2f GB/s (FileSystemReader is single-threaded)\n", dcp_r,
+                GBps(bytes, dcp_r));
+  }
+
+  // Best against best over the thread counts tried.
+  auto best = [](const std::map<int, double>& m) {
+    double b = 1e300;
+    for (const auto& kv : m) b = std::min(b, kv.second);
+    return b;
+  };
+  std::printf("best: raw write %.3f s, raw read %.3f s, dcpp save %.3f s, dcpp load %.3f s\n", best(raw_w),
+              best(raw_r), best(dcpp_w), best(dcpp_r));
+  std::printf("BENCH save_vs_raw %.3f ratio\n", best(raw_w) / best(dcpp_w));
+  std::printf("BENCH load_vs_raw %.3f ratio\n", best(raw_r) / best(dcpp_r));
+  if (!skip_dcp) {
+    std::printf("BENCH save_vs_dcp %.3f ratio\n", dcp_w / best(dcpp_w));
+    std::printf("BENCH load_vs_dcp %.3f ratio\n", dcp_r / best(dcpp_r));
+  }
+  std::printf("BENCH load_peak_extra_mib %.1f MiB\n", MiB(extra));
+  std::printf("BENCH staging_budget_mib %.1f MiB\n", MiB(budget));
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    if (argc >= 2 && std::string(argv[1]) == kMemChildFlag) return MemChild(argc, argv);
+    return Main(argc, argv);
+  } catch (const std::exception& e) {
+    std::cerr << "save_load failed: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,134 @@
+#include "core/comm/c10d_comm.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace dcpp {
+namespace {
+
+std::string Message(const std::exception& e) {
+  std::string m = e.what();
+  const size_t cut = m.find("\nException raised from");
+  return cut == std::string::npos ? m : m.substr(0, cut);
+}
+
+}  // namespace
+
+C10dComm::C10dComm(c10::intrusive_ptr<c10d::ProcessGroup> pg, c10::Device device,
+                   std::chrono::milliseconds timeout)
+    : C10dComm(pg->getBackend(device.type()), device, timeout) {}
+
+C10dComm::C10dComm(c10::intrusive_ptr<c10d::Backend> backend, c10::Device device,
+                   std::chrono::milliseconds timeout)
+    : backend_(std::move(backend)), device_(device), timeout_(timeout) {
+  DCPP_CHECK(backend_, "C10dComm: no process group");
+  rank_ = backend_->getRank();
+  size_ = backend_->getSize();
+}
+
+C10dComm::~C10dComm() = default;
+
+namespace {
+
+// Runs a c10d collective and waits for it, turning failures and timeouts into dcpp::Error.
+template <typename F>
+void Collective(const char* what, int rank, std::chrono::milliseconds timeout, F&& start) {
+  try {
+    c10::intrusive_ptr<c10d::Work> work = start();
+    work->wait(timeout);
+  } catch (const std::exception& e) {
+    throw Error(StrCat("collective ", what, " failed on rank ", rank,
+                       " (a peer may have died or timed out): ", Message(e)));
+  }
+}
+
+at::Tensor ToTensor(const std::string& s, int64_t padded, c10::Device device) {
+  at::Tensor t = at::zeros({padded}, at::kByte);
+  if (!s.empty()) std::memcpy(t.data_ptr(), s.data(), s.size());
+  return t.to(device);
+}
+
+std::string FromTensor(const at::Tensor& t, int64_t len) {
+  const at::Tensor c = t.cpu();
+  return std::string(static_cast<const char*>(c.const_data_ptr()), static_cast<size_t>(len));
+}
+
+}  // namespace
+
+std::vector<std::string> C10dComm::AllGather(const std::string& mine) {
+  std::vector<at::Tensor> in = {at::full({1}, static_cast<int64_t>(mine.size()), at::kLong).to(device_)};
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int r = 0; r < size_; ++r) out[0].push_back(at::empty({1}, at::kLong).to(device_));
+  Collective("allgather(lengths)", rank_, timeout_, [&] { return backend_->allgather(out, in); });
+  std::vector<int64_t> lens(size_);
+  int64_t longest = 1;
+  for (int r = 0; r < size_; ++r) longest = std::max(longest, lens[r] = out[0][r].cpu().item<int64_t>());
+  std::vector<at::Tensor> pin = {ToTensor(mine, longest, device_)};
+  std::vector<std::vector<at::Tensor>> pout(1);
+  for (int r = 0; r < size_; ++r) pout[0].push_back(at::empty({longest}, at::kByte).to(device_));
+  Collective("allgather", rank_, timeout_, [&] { return backend_->allgather(pout, pin); });
+  std::vector<std::string> result(size_);
+  for (int r = 0; r < size_; ++r) result[r] = FromTensor(pout[0][r], lens[r]);
+  return result;
+}
+
+std::vector<std::string> C10dComm::Gather(const std::string& mine, int root) {
+  // Plans are small next to the data; an all-gather keeps every backend (gloo, NCCL) on the
+  // same well-supported collective.
+  std::vector<std::string> all = AllGather(mine);
+  if (rank_ != root) all.clear();
+  return all;
+}
+
+std::string C10dComm::Broadcast(const std::string& data, int root) {
+  std::vector<at::Tensor> len = {at::full({1}, static_cast<int64_t>(data.size()), at::kLong).to(device_)};
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  opts.timeout = timeout_;
+  Collective("broadcast(length)", rank_, timeout_, [&] { return backend_->broadcast(len, opts); });
+  const int64_t n = len[0].cpu().item<int64_t>();
+  if (n == 0) return "";
+  std::vector<at::Tensor> payload = {ToTensor(rank_ == root ? data : std::string(), n, device_)};
+  Collective("broadcast", rank_, timeout_, [&] { return backend_->broadcast(payload, opts); });
+  return FromTensor(payload[0], n);
+}
+
+std::string C10dComm::Scatter(const std::vector<std::string>& parts, int root) {
+  // Lengths from the root, then one broadcast of all parts; each rank keeps its own. Global
+  // plans are scattered once per save, so simplicity wins over the extra bytes.
+  std::string packed;
+  if (rank_ == root) {
+    DCPP_CHECK(static_cast<int>(parts.size()) == size_, "scatter: ", parts.size(), " parts for ", size_, " ranks");
+    for (const std::string& p : parts) {
+      const uint64_t n = p.size();
+      packed.append(reinterpret_cast<const char*>(&n), sizeof(n));
+      packed += p;
+    }
+  }
+  packed = Broadcast(packed, root);
+  size_t pos = 0;
+  for (int r = 0; r < size_; ++r) {
+    uint64_t n = 0;
+    DCPP_CHECK(pos + sizeof(n) <= packed.size(), "scatter: malformed payload");
+    std::memcpy(&n, packed.data() + pos, sizeof(n));
+    pos += sizeof(n);
+    if (r == rank_) return packed.substr(pos, n);
+    pos += n;
+  }
+  throw Error("scatter: rank outside the group");
+}
+
+std::string C10dComm::AllReduceError(const std::string& error) {
+  for (const std::string& e : AllGather(error)) {
+    if (!e.empty()) return e;
+  }
+  return "";
+}
+
+}  // namespace dcpp

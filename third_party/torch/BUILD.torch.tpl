@@ -3,6 +3,8 @@ package(default_visibility = ["//visibility:public"])
 
 _RPATH_LINK = %{RPATH_LINK}
 
+exports_files(["python.txt"])
+
 # All LibTorch headers (ATen, c10, torch/csrc including c10d). They are included as system
 # headers so that our -Wall -Wextra does not report warnings from inside LibTorch.
 cc_library(

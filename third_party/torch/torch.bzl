@@ -14,13 +14,15 @@ def _torch_repository_impl(ctx):
     root = ctx.os.environ.get("DCPP_LIBTORCH", "")
     abi = ctx.os.environ.get("DCPP_TORCH_CXX11_ABI", "1")
     version = "unknown"
+    python_exe = ""
     if not root:
         python = ctx.os.environ.get("DCPP_PYTHON", "python3")
-        script = "import os, torch; print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__)"
+        script = "import os, sys, torch; print(sys.executable); print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__)"
         res = ctx.execute([python, "-c", script], quiet = True)
         if res.return_code != 0:
             _fail_with(ctx, "`%s -c 'import torch'` failed:\n%s" % (python, res.stderr))
         lines = res.stdout.strip().split("\n")
+        python_exe = lines[-4]
         root = lines[-3]
         abi = lines[-2]
         version = lines[-1]
@@ -41,6 +43,9 @@ def _torch_repository_impl(ctx):
         if entry.basename != "google":
             ctx.symlink(entry, "include/" + entry.basename)
     ctx.symlink(root + "/lib", "lib")
+    # The Python that has this torch (for interop tests and torchrun launches); empty when
+    # LibTorch came from DCPP_LIBTORCH.
+    ctx.file("python.txt", python_exe + "\n")
     ctx.template("BUILD", ctx.attr._build_tpl, {
         "%{LIBDIR}": str(ctx.path(root + "/lib").realpath),
         "%{ABI}": abi,

@@ -38,6 +38,8 @@ cc_library(
         "-lc10_cuda",
         "-Wl,--as-needed",
     ],
+    # c10d's NCCL headers are gated on this.
+    defines = ["USE_C10D_NCCL"],
     deps = [
         ":torch_cpu",
         "@cuda//:cudart",

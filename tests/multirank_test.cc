@@ -100,19 +100,20 @@ TEST(MultiRank, RowWiseToColumnWiseOverTwoRanks) {
 // test_fsdp_tp_checkpoint_conversion: FSDP(2) saved, loaded into TP(2).
 TEST(MultiRank, FsdpToTensorParallel) {
   TempDir dir;
+  // Models are built before the ranks start: the global RNG is not for concurrent seeding.
+  torch::manual_seed(0);
+  MLP fsdp;  // the full model every FSDP rank starts from
+  std::vector<std::shared_ptr<MLP>> tp;
+  for (int r = 0; r < 2; ++r) tp.push_back(std::make_shared<MLP>());
   const auto errors = RunRanks(2, [&](int rank, Comm& comm) {
-    torch::manual_seed(0);
-    MLP fsdp;  // same seed on every rank: the same full model, as FSDP starts from
     StateDict saved;
     AddModule(saved, fsdp, "", Fsdp, rank);
     SaveOptions so;
     so.comm = &comm;
     save(saved, dir.path(), so);
 
-    torch::manual_seed(100 + rank);
-    MLP tp;
     StateDict target;
-    AddModule(target, tp, "", Tp, rank);
+    AddModule(target, *tp[rank], "", Tp, rank);
     for (const TensorEntry& e : target.tensors()) {
       const LocalChunk& c = e.chunks[0];
       at::Tensor orig = fsdp.named_parameters()[e.fqn];
@@ -144,12 +145,28 @@ void AddAdamState(StateDict& sd, torch::optim::Adam& opt, MLP& model, int rank) 
 
 TEST(MultiRank, AdamOptimizerState) {
   TempDir dir;
-  const auto errors = RunRanks(2, [&](int rank, Comm& comm) {
+  // Every rank's model, optimizer and input are built up front (the global RNG is not for
+  // concurrent seeding); each rank then steps its own copy identically, as data-parallel
+  // ranks would after an all-reduce.
+  struct Rank {
+    std::shared_ptr<MLP> model, fresh;
+    std::unique_ptr<torch::optim::Adam> adam, adam2;
+  };
+  std::vector<Rank> ranks(2);
+  torch::manual_seed(1);
+  const at::Tensor input = torch::rand({20, 10});
+  for (Rank& r : ranks) {
     torch::manual_seed(0);
-    MLP model;
-    torch::optim::Adam adam(model.parameters(), torch::optim::AdamOptions(0.1));
-    torch::manual_seed(1);
-    model.forward(torch::rand({20, 10})).sum().backward();
+    r.model = std::make_shared<MLP>();
+    r.adam = std::make_unique<torch::optim::Adam>(r.model->parameters(), torch::optim::AdamOptions(0.1));
+    torch::manual_seed(7);
+    r.fresh = std::make_shared<MLP>();
+    r.adam2 = std::make_unique<torch::optim::Adam>(r.fresh->parameters(), torch::optim::AdamOptions(0.1));
+  }
+  const auto errors = RunRanks(2, [&](int rank, Comm& comm) {
+    MLP& model = *ranks[rank].model;
+    torch::optim::Adam& adam = *ranks[rank].adam;
+    model.forward(input).sum().backward();
     adam.step();
     StateDict saved;
     AddModule(saved, model, "model.", Fsdp, rank);
@@ -162,9 +179,8 @@ TEST(MultiRank, AdamOptimizerState) {
     save(saved, dir.path(), so);
 
     // A fresh model and optimizer whose state exists but holds other values.
-    torch::manual_seed(7);
-    MLP fresh;
-    torch::optim::Adam adam2(fresh.parameters(), torch::optim::AdamOptions(0.1));
+    MLP& fresh = *ranks[rank].fresh;
+    torch::optim::Adam& adam2 = *ranks[rank].adam2;
     for (const auto& p : fresh.parameters()) {
       auto st = std::make_unique<torch::optim::AdamParamState>();
       st->exp_avg(torch::full_like(p, 9));
@@ -192,6 +208,7 @@ TEST(MultiRank, AdamOptimizerState) {
           *adam2.state().at(fresh.named_parameters()[p.key()].unsafeGetTensorImpl()));
       DCPP_CHECK(at::equal(shard(a.exp_avg()), shard(b.exp_avg())), p.key(), ".exp_avg");
       DCPP_CHECK(at::equal(shard(a.exp_avg_sq()), shard(b.exp_avg_sq())), p.key(), ".exp_avg_sq");
+      DCPP_CHECK(!at::equal(shard(b.exp_avg()), at::full_like(shard(b.exp_avg()), 9)), "unchanged");
     }
   });
   EXPECT_EQ(Joined(errors), "");

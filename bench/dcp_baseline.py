@@ -3,7 +3,7 @@
     python3 dcp_baseline.py SPEC_JSON DIR REPS THREAD_COUNTS
 
 SPEC_JSON lists the tensors ([{"name", "dtype", "shape"}, ...]) that save_load.cc builds.
-This script builds the same shapes and dtypes (random content), then times, best of REPS,
+This script builds the same tensors (same shapes, dtypes and content), then times, best of REPS,
 torch.distributed.checkpoint.save into DIR with FileSystemWriter(thread_count=T) for each T in
 THREAD_COUNTS (comma-separated; DIR is emptied before each save, outside the timing), and
 torch.distributed.checkpoint.load in place into preallocated tensors. Single process, no
@@ -22,6 +22,15 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def generate(spec, i):
+    """The content save_load.cc gives tensor i: frac(k * golden + i * 0.37), k = element."""
+    numel = 1
+    for d in spec["shape"]:
+        numel *= d
+    t = torch.arange(numel, dtype=torch.float32).mul_(0.6180339887).add_(0.37 * i).frac_()
+    return t.to(DTYPES[spec["dtype"]]).reshape(spec["shape"]).contiguous()
 
 
 def best_of(reps, fn, before=None):
@@ -44,8 +53,7 @@ def main():
     with open(spec_path) as f:
         specs = json.load(f)
 
-    torch.manual_seed(0)
-    src = {s["name"]: torch.rand(s["shape"], dtype=DTYPES[s["dtype"]]) for s in specs}
+    src = {s["name"]: generate(s, i) for i, s in enumerate(specs)}
     dst = {k: torch.zeros_like(v) for k, v in src.items()}
     nbytes = sum(t.numel() * t.element_size() for t in src.values())
     print(f"dcp_baseline: torch {torch.__version__}, {len(src)} tensors, {nbytes / 2**20:.0f} MiB",

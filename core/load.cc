@@ -22,6 +22,9 @@ namespace {
 using internal::OnEveryRank;
 using internal::ViewOf;
 
+// Direct reads go in blocks this size, each hashed while it is in cache.
+constexpr int64_t kBlockBytes = 1 << 20;
+
 Box ChunkBox(const proto::ChunkMeta& c) {
   return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
 }
@@ -101,8 +104,20 @@ class ChunkReader {
     if (u.pieces.size() == 1 && u.pieces[0].overlap == u.box) {
       at::Tensor dst = ViewOf(u.pieces[0].target->tensor, u.pieces[0].target->box, u.box);
       if (dst.device().is_cpu() && dst.is_contiguous()) {  // straight into the target
-        Pread(src, u.chunk->offset(), dst.mutable_data_ptr(), nbytes);
-        CheckSum(u, XXH3_64bits(dst.const_data_ptr(), static_cast<size_t>(nbytes)));
+        // Read in blocks and hash each one while it is in cache: one pass over memory.
+        char* p = static_cast<char*>(dst.mutable_data_ptr());
+        XXH3_state_t* st = opt_.verify_checksums ? XXH3_createState() : nullptr;
+        if (st) XXH3_64bits_reset(st);
+        for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
+          const int64_t len = std::min(kBlockBytes, nbytes - off);
+          Pread(src, u.chunk->offset() + static_cast<uint64_t>(off), p + off, len);
+          if (st) XXH3_64bits_update(st, p + off, static_cast<size_t>(len));
+        }
+        if (st) {
+          const uint64_t h = XXH3_64bits_digest(st);
+          XXH3_freeState(st);
+          CheckSum(u, h);
+        }
         return;
       }
     }
@@ -121,7 +136,7 @@ class ChunkReader {
       }
       uint8_t* buf = Staging(k * row_bytes);
       Pread(src, u.chunk->offset() + static_cast<uint64_t>(r * row_bytes), buf, k * row_bytes);
-      XXH3_64bits_update(st, buf, static_cast<size_t>(k * row_bytes));
+      if (opt_.verify_checksums) XXH3_64bits_update(st, buf, static_cast<size_t>(k * row_bytes));
       const at::Tensor staged = at::from_blob(buf, block.sizes, at::TensorOptions().dtype(dtype));
       for (const Piece& p : u.pieces) {
         const auto part = Intersect(block, p.overlap);

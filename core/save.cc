@@ -18,6 +18,9 @@ namespace {
 
 using internal::OnEveryRank;
 
+// Writes and hashes go in blocks this size, so each block is hashed while it is in cache.
+constexpr int64_t kBlockBytes = 1 << 20;
+
 // One thing this rank can write: a tensor chunk or a blob, found by its plan item's index.
 struct Source {
   const TensorEntry* tensor = nullptr;
@@ -120,8 +123,18 @@ class ChunkWriter {
     const int64_t nbytes = t.numel() * static_cast<int64_t>(t.element_size());
     if (nbytes == 0) return XXH3_64bits(nullptr, 0);
     if (t.device().is_cpu() && t.is_contiguous()) {
-      sink.WriteAt(offset, t.const_data_ptr(), static_cast<size_t>(nbytes));
-      return XXH3_64bits(t.const_data_ptr(), static_cast<size_t>(nbytes));
+      // Hash each block right before writing it, while it is in cache: one pass over memory.
+      const char* p = static_cast<const char*>(t.const_data_ptr());
+      XXH3_state_t* st = XXH3_createState();
+      XXH3_64bits_reset(st);
+      for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
+        const size_t len = static_cast<size_t>(std::min(kBlockBytes, nbytes - off));
+        XXH3_64bits_update(st, p + off, len);
+        sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
+      }
+      const uint64_t h = XXH3_64bits_digest(st);
+      XXH3_freeState(st);
+      return h;
     }
     // Non-contiguous or device memory: stage blocks of whole rows through host memory.
     XXH3_state_t* st = XXH3_createState();

@@ -2,7 +2,6 @@
 // overlaps and validation) -> every rank reads the byte ranges it needs and copies them into
 // its tensors. No data moves between ranks.
 #include <ATen/ATen.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <atomic>
@@ -10,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "core/checksum.h"
 #include "core/dcpp.h"
 #include "core/dtype.h"
 #include "core/engine_util.h"
@@ -106,23 +106,17 @@ class ChunkReader {
       if (dst.device().is_cpu() && dst.is_contiguous()) {  // straight into the target
         // Read in blocks and hash each one while it is in cache: one pass over memory.
         char* p = static_cast<char*>(dst.mutable_data_ptr());
-        XXH3_state_t* st = opt_.verify_checksums ? XXH3_createState() : nullptr;
-        if (st) XXH3_64bits_reset(st);
+        Checksum sum;
         for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
           const int64_t len = std::min(kBlockBytes, nbytes - off);
           Pread(src, u.chunk->offset() + static_cast<uint64_t>(off), p + off, len);
-          if (st) XXH3_64bits_update(st, p + off, static_cast<size_t>(len));
+          if (opt_.verify_checksums) sum.Update(p + off, static_cast<size_t>(len));
         }
-        if (st) {
-          const uint64_t h = XXH3_64bits_digest(st);
-          XXH3_freeState(st);
-          CheckSum(u, h);
-        }
+        CheckSum(u, sum.Digest());
         return;
       }
     }
-    XXH3_state_t* st = XXH3_createState();
-    XXH3_64bits_reset(st);
+    Checksum sum;
     const size_t nd = u.box.sizes.size();
     const int64_t rows = nd == 0 ? 1 : u.box.sizes[0];
     const int64_t row_bytes = rows == 0 ? 0 : nbytes / rows;
@@ -136,16 +130,14 @@ class ChunkReader {
       }
       uint8_t* buf = Staging(k * row_bytes);
       Pread(src, u.chunk->offset() + static_cast<uint64_t>(r * row_bytes), buf, k * row_bytes);
-      if (opt_.verify_checksums) XXH3_64bits_update(st, buf, static_cast<size_t>(k * row_bytes));
+      if (opt_.verify_checksums) sum.Update(buf, static_cast<size_t>(k * row_bytes));
       const at::Tensor staged = at::from_blob(buf, block.sizes, at::TensorOptions().dtype(dtype));
       for (const Piece& p : u.pieces) {
         const auto part = Intersect(block, p.overlap);
         if (part) ViewOf(p.target->tensor, p.target->box, *part).copy_(ViewOf(staged, block, *part));
       }
     }
-    const uint64_t h = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    CheckSum(u, h);
+    CheckSum(u, sum.Digest());
   }
 
   // Only part of the chunk is needed: read just the byte runs of the overlap (coalesced when
@@ -346,7 +338,7 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
     counters.bytes_read += static_cast<int64_t>(data.size());
     counters.read_calls += 1;
     if (opt.verify_checksums) {
-      DCPP_CHECK(XXH3_64bits(data.data(), data.size()) == meta->checksum(),
+      DCPP_CHECK(Checksum::Of(data.data(), data.size()) == meta->checksum(),
                  "checksum mismatch for bytes key '", meta->fqn(), "' in ", reader.Describe(),
                  "/", meta->file(), ": the data file is corrupt");
       counters.verified += 1;

@@ -1,12 +1,12 @@
 // save(): local plan -> (gather) -> global plan on the coordinator -> (scatter) -> every rank
 // writes its items -> (gather results) -> the coordinator commits the metadata.
 #include <ATen/ATen.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <map>
 #include <set>
 
+#include "core/checksum.h"
 #include "core/dcpp.h"
 #include "core/dtype.h"
 #include "core/engine_util.h"
@@ -121,24 +121,20 @@ class ChunkWriter {
   // Writes `t` (sizes = box) row-major at `offset`; returns its XXH3-64.
   uint64_t Write(FileSink& sink, uint64_t offset, const at::Tensor& t) {
     const int64_t nbytes = t.numel() * static_cast<int64_t>(t.element_size());
-    if (nbytes == 0) return XXH3_64bits(nullptr, 0);
+    if (nbytes == 0) return Checksum::Of(nullptr, 0);
     if (t.device().is_cpu() && t.is_contiguous()) {
       // Hash each block right before writing it, while it is in cache: one pass over memory.
       const char* p = static_cast<const char*>(t.const_data_ptr());
-      XXH3_state_t* st = XXH3_createState();
-      XXH3_64bits_reset(st);
+      Checksum sum;
       for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
         const size_t len = static_cast<size_t>(std::min(kBlockBytes, nbytes - off));
-        XXH3_64bits_update(st, p + off, len);
+        sum.Update(p + off, len);
         sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
       }
-      const uint64_t h = XXH3_64bits_digest(st);
-      XXH3_freeState(st);
-      return h;
+      return sum.Digest();
     }
     // Non-contiguous or device memory: stage blocks of whole rows through host memory.
-    XXH3_state_t* st = XXH3_createState();
-    XXH3_64bits_reset(st);
+    Checksum sum;
     const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
     const int64_t row_bytes = t.dim() == 0 ? nbytes : nbytes / std::max<int64_t>(rows, 1);
     const int64_t per = std::max<int64_t>(1, staging_bytes_ / std::max<int64_t>(row_bytes, 1));
@@ -149,11 +145,9 @@ class ChunkWriter {
       dst.copy_(src);
       sink.WriteAt(offset + static_cast<uint64_t>(r * row_bytes), dst.const_data_ptr(),
                    static_cast<size_t>(k * row_bytes));
-      XXH3_64bits_update(st, dst.const_data_ptr(), static_cast<size_t>(k * row_bytes));
+      sum.Update(dst.const_data_ptr(), static_cast<size_t>(k * row_bytes));
     }
-    const uint64_t h = XXH3_64bits_digest(st);
-    XXH3_freeState(st);
-    return h;
+    return sum.Digest();
   }
 
  private:
@@ -195,7 +189,7 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
             b->set_file(files[f]);
             b->set_offset(it->file_offset());
             b->set_length(src.bytes->data.size());
-            b->set_checksum(XXH3_64bits(src.bytes->data.data(), src.bytes->data.size()));
+            b->set_checksum(Checksum::Of(src.bytes->data.data(), src.bytes->data.size()));
             continue;
           }
           uint64_t checksum;

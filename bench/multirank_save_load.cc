@@ -42,6 +42,7 @@
 #include "bench/bench_util.h"
 #include "core/comm/gloo.h"
 #include "core/dcpp.h"
+#include "tests/multirank/ranks.h"
 
 namespace {
 
@@ -49,34 +50,9 @@ using namespace dcpp_bench;
 
 constexpr int kRanks = 4;
 
-// Runs fn on `world` ranks, one thread each, joined by a gloo process group over a HashStore
-// (tests/multirank/ranks.h's RunRanks). Returns each rank's error message ("" on success).
-std::vector<std::string> RunRanks(int world, const std::function<void(int rank, dcpp::Comm& comm)>& fn,
-                                  std::chrono::milliseconds timeout = std::chrono::seconds(120)) {
-  auto store = c10::make_intrusive<c10d::HashStore>();
-  std::vector<std::string> errors(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        dcpp::C10dComm comm(dcpp::MakeGlooBackend(store, r, world, timeout), c10::Device(c10::kCPU), timeout);
-        fn(r, comm);
-      } catch (const std::exception& e) {
-        errors[r] = e.what();
-        if (errors[r].empty()) errors[r] = "(empty error)";
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
-}
-
 void CheckRanks(const std::vector<std::string>& errors, const std::string& what) {
-  std::string s;
-  for (size_t r = 0; r < errors.size(); ++r) {
-    if (!errors[r].empty()) s += "\n  rank " + std::to_string(r) + ": " + errors[r];
-  }
-  if (!s.empty()) throw std::runtime_error(what + " failed:" + s);
+  const std::string s = dcpp::testing::Joined(errors);
+  if (!s.empty()) throw std::runtime_error(what + " failed:\n" + s);
 }
 
 std::string Name(int i) { return "layers." + std::to_string(i) + ".weight"; }
@@ -175,7 +151,7 @@ int Main(int argc, char** argv) {
   const double multi_save = BestOf(
       reps, [&] { ResetDir(multi_dir); },
       [&] {
-        CheckRanks(RunRanks(kRanks,
+        CheckRanks(dcpp::testing::RunRanks(kRanks,
                             [&](int rank, dcpp::Comm& comm) {
                               dcpp::SaveOptions so;
                               so.comm = &comm;
@@ -193,7 +169,7 @@ int Main(int argc, char** argv) {
   const double multi_load = BestOf(
       reps, [&] { Zero(full); },
       [&] {
-        CheckRanks(RunRanks(kRanks,
+        CheckRanks(dcpp::testing::RunRanks(kRanks,
                             [&](int rank, dcpp::Comm& comm) {
                               dcpp::LoadOptions lo;
                               lo.comm = &comm;

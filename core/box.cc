@@ -102,6 +102,43 @@ std::vector<ByteRun> RunsOf(const Box& chunk, const Box& region, int64_t elem_si
   }
 }
 
+std::vector<Block> SplitRowMajor(const Box& box, int64_t elem_size, int64_t max_bytes) {
+  const size_t nd = box.sizes.size();
+  if (nd == 0) return {{box, 0}};
+  if (box.numel() == 0) return {};
+  // stride[d]: elements per index of dimension d.
+  std::vector<int64_t> stride(nd, 1);
+  for (size_t d = nd; d-- > 1;) stride[d - 1] = stride[d] * box.sizes[d];
+  size_t k = 0;  // the dimension that is cut into ranges
+  while (k + 1 < nd && stride[k] * elem_size > max_bytes) ++k;
+  const int64_t per = std::max<int64_t>(1, max_bytes / (stride[k] * elem_size));
+  std::vector<Block> blocks;
+  std::vector<int64_t> idx(k, 0);  // indices of the dimensions before k
+  while (true) {
+    for (int64_t j = 0; j < box.sizes[k]; j += per) {
+      Block b{box, 0};
+      int64_t elem = j * stride[k];
+      for (size_t d = 0; d < k; ++d) {
+        b.box.offsets[d] += idx[d];
+        b.box.sizes[d] = 1;
+        elem += idx[d] * stride[d];
+      }
+      b.box.offsets[k] += j;
+      b.box.sizes[k] = std::min(per, box.sizes[k] - j);
+      b.byte_offset = elem * elem_size;
+      blocks.push_back(std::move(b));
+    }
+    size_t d = k;
+    while (d > 0) {
+      --d;
+      if (++idx[d] < box.sizes[d]) break;
+      idx[d] = 0;
+      if (d == 0) return blocks;
+    }
+    if (k == 0) return blocks;
+  }
+}
+
 std::vector<ByteRun> CoalesceRuns(std::vector<ByteRun> runs, int64_t max_gap) {
   std::vector<ByteRun> out;
   for (const ByteRun& r : runs) {

@@ -48,6 +48,17 @@ struct ByteRun {
 // Runs that touch are merged, so a region spanning whole trailing dimensions is one run.
 std::vector<ByteRun> RunsOf(const Box& chunk, const Box& region, int64_t elem_size);
 
+// A sub-box of a box, contiguous in the box's row-major layout, and where its bytes start.
+struct Block {
+  Box box;             // global coordinates
+  int64_t byte_offset; // from the start of the enclosing box's row-major bytes
+};
+
+// Splits `box` into blocks of at most `max_bytes` (or one element, if larger), in row-major
+// order, each contiguous: whole trailing dimensions, a range of one dimension, single indices
+// before it. Used to stage data through a bounded buffer whatever the tensor's shape.
+std::vector<Block> SplitRowMajor(const Box& box, int64_t elem_size, int64_t max_bytes);
+
 // Merges runs (sorted by offset) whose gap is small enough that reading it costs less than a
 // separate read: gap <= max_gap and gap <= (merged length) / 20 (so at most 5% extra bytes).
 std::vector<ByteRun> CoalesceRuns(std::vector<ByteRun> runs, int64_t max_gap);

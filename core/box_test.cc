@@ -60,5 +60,27 @@ TEST(Box, CoalesceOnlyWhenTheGapIsCheap) {
   EXPECT_EQ(CoalesceRuns(far, 4096).size(), 2u);
 }
 
+TEST(Box, SplitRowMajorStaysWithinTheBudgetAndCoversInOrder) {
+  const Box box{{4, 0, 2}, {3, 5, 7}};
+  for (int64_t budget : {1, 4, 27, 28, 100, 140, 141, 419, 420, 10000}) {
+    SCOPED_TRACE(budget);
+    const auto blocks = SplitRowMajor(box, 4, budget);
+    int64_t next = 0;
+    for (const Block& b : blocks) {
+      const int64_t bytes = b.box.numel() * 4;
+      EXPECT_LE(bytes, std::max<int64_t>(budget, 4));
+      EXPECT_EQ(b.byte_offset, next);  // contiguous and in row-major order
+      const auto runs = RunsOf(box, b.box, 4);
+      ASSERT_EQ(runs.size(), 1u);
+      EXPECT_EQ(runs[0].offset, b.byte_offset);
+      EXPECT_EQ(runs[0].length, bytes);
+      next += bytes;
+    }
+    EXPECT_EQ(next, box.numel() * 4);
+  }
+  EXPECT_EQ(SplitRowMajor(Box{}, 8, 1).size(), 1u);
+  EXPECT_TRUE(SplitRowMajor(Box{{0}, {0}}, 8, 64).empty());
+}
+
 }  // namespace
 }  // namespace dcpp

@@ -117,41 +117,26 @@ class ChunkReader {
       }
     }
     Checksum sum;
-    const size_t nd = u.box.sizes.size();
-    const int64_t rows = nd == 0 ? 1 : u.box.sizes[0];
-    const int64_t row_bytes = rows == 0 ? 0 : nbytes / rows;
-    const int64_t per = std::max<int64_t>(1, opt_.staging_bytes / std::max<int64_t>(row_bytes, 1));
-    for (int64_t r = 0; r < rows; r += per) {
-      const int64_t k = std::min(per, rows - r);
-      Box block = u.box;
-      if (nd > 0) {
-        block.offsets[0] += r;
-        block.sizes[0] = k;
-      }
-      uint8_t* buf = Staging(k * row_bytes);
-      Pread(src, u.chunk->offset() + static_cast<uint64_t>(r * row_bytes), buf, k * row_bytes);
-      if (opt_.verify_checksums) sum.Update(buf, static_cast<size_t>(k * row_bytes));
-      const at::Tensor staged = at::from_blob(buf, block.sizes, at::TensorOptions().dtype(dtype));
+    for (const Block& b : SplitRowMajor(u.box, es, opt_.staging_bytes)) {
+      const int64_t bytes = b.box.numel() * es;
+      uint8_t* buf = Staging(bytes);
+      Pread(src, u.chunk->offset() + static_cast<uint64_t>(b.byte_offset), buf, bytes);
+      if (opt_.verify_checksums) sum.Update(buf, static_cast<size_t>(bytes));
+      const at::Tensor staged = at::from_blob(buf, b.box.sizes, at::TensorOptions().dtype(dtype));
       for (const Piece& p : u.pieces) {
-        const auto part = Intersect(block, p.overlap);
-        if (part) ViewOf(p.target->tensor, p.target->box, *part).copy_(ViewOf(staged, block, *part));
+        const auto part = Intersect(b.box, p.overlap);
+        if (part) ViewOf(p.target->tensor, p.target->box, *part).copy_(ViewOf(staged, b.box, *part));
       }
     }
     CheckSum(u, sum.Digest());
   }
 
   // Only part of the chunk is needed: read just the byte runs of the overlap (coalesced when
-  // the gaps are small), in blocks of rows bounded by the staging budget.
+  // the gaps are small), in blocks bounded by the staging budget.
   void ReadPart(const Unit& u, const Piece& p, FileSource& src, int64_t es) {
     const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
-    const Box& o = p.overlap;
-    const int64_t rows = o.sizes[0];
-    const int64_t row_bytes = o.numel() / std::max<int64_t>(rows, 1) * es;
-    const int64_t per = std::max<int64_t>(1, opt_.staging_bytes / std::max<int64_t>(row_bytes, 1));
-    for (int64_t r = 0; r < rows; r += per) {
-      Box block = o;
-      block.offsets[0] += r;
-      block.sizes[0] = std::min(per, rows - r);
+    for (const Block& blk : SplitRowMajor(p.overlap, es, opt_.staging_bytes)) {
+      const Box& block = blk.box;
       const int64_t block_bytes = block.numel() * es;
       at::Tensor dst = ViewOf(p.target->tensor, p.target->box, block);
       const bool direct = dst.device().is_cpu() && dst.is_contiguous();

@@ -133,19 +133,16 @@ class ChunkWriter {
       }
       return sum.Digest();
     }
-    // Non-contiguous or device memory: stage blocks of whole rows through host memory.
+    // Non-contiguous or device memory: stage contiguous blocks through a bounded buffer.
     Checksum sum;
-    const int64_t rows = t.dim() == 0 ? 1 : t.size(0);
-    const int64_t row_bytes = t.dim() == 0 ? nbytes : nbytes / std::max<int64_t>(rows, 1);
-    const int64_t per = std::max<int64_t>(1, staging_bytes_ / std::max<int64_t>(row_bytes, 1));
-    for (int64_t r = 0; r < rows; r += per) {
-      const int64_t k = std::min(per, rows - r);
-      at::Tensor src = t.dim() == 0 ? t : t.narrow(0, r, k);
-      at::Tensor dst = Staging(k * row_bytes, t.scalar_type(), src.sizes());
-      dst.copy_(src);
-      sink.WriteAt(offset + static_cast<uint64_t>(r * row_bytes), dst.const_data_ptr(),
-                   static_cast<size_t>(k * row_bytes));
-      sum.Update(dst.const_data_ptr(), static_cast<size_t>(k * row_bytes));
+    const Box whole = WholeBox(t.sizes().vec());
+    for (const Block& b : SplitRowMajor(whole, static_cast<int64_t>(t.element_size()), staging_bytes_)) {
+      const int64_t bytes = b.box.numel() * static_cast<int64_t>(t.element_size());
+      at::Tensor dst = Staging(bytes, t.scalar_type(), b.box.sizes);
+      dst.copy_(internal::ViewOf(t, whole, b.box));
+      sink.WriteAt(offset + static_cast<uint64_t>(b.byte_offset), dst.const_data_ptr(),
+                   static_cast<size_t>(bytes));
+      sum.Update(dst.const_data_ptr(), static_cast<size_t>(bytes));
     }
     return sum.Digest();
   }
@@ -154,6 +151,7 @@ class ChunkWriter {
   at::Tensor Staging(int64_t bytes, c10::ScalarType dtype, at::IntArrayRef sizes) {
     if (!buffer_.defined() || buffer_.numel() < bytes) {
       buffer_ = at::empty({std::max(bytes, std::min<int64_t>(staging_bytes_, 1 << 20))}, at::kByte);
+      // (bytes exceeds staging_bytes_ only for a single element larger than the budget)
     }
     return buffer_.narrow(0, 0, bytes).view(dtype).view(sizes);
   }

@@ -144,4 +144,14 @@ inline void ResetDir(const std::string& dir) {
   std::filesystem::create_directories(dir);
 }
 
+// Runs a benchmark's Main, turning an exception into a message naming the benchmark and exit 1.
+inline int RunMain(const char* name, int (*main_fn)(int, char**), int argc, char** argv) {
+  try {
+    return main_fn(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s failed: %s\n", name, e.what());
+    return 1;
+  }
+}
+
 }  // namespace dcpp_bench

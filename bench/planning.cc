@@ -455,11 +455,4 @@ int Main(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "planning: FAILED: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return dcpp_bench::RunMain("planning", Main, argc, argv); }

@@ -175,11 +175,4 @@ int Main(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Main(argc, argv);
-  } catch (const std::exception& e) {
-    std::cerr << "reshard failed: " << e.what() << "\n";
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return dcpp_bench::RunMain("reshard", Main, argc, argv); }

@@ -16,14 +16,6 @@
 
 namespace dcpp::internal {
 
-// The message of any exception, as the user should see it.
-inline std::string Describe(const std::exception& e) {
-  std::string m = e.what();
-  // c10::Error appends a C++ backtrace after the first line; keep the message.
-  const size_t cut = m.find("\nException raised from");
-  return cut == std::string::npos ? m : m.substr(0, cut);
-}
-
 // Runs `fn` on this rank; if it fails on any rank, every rank throws dcpp::Error with the
 // lowest failing rank's message ("rank R: ..." when there are several ranks).
 template <typename F>
@@ -32,7 +24,7 @@ void OnEveryRank(Comm& comm, const char* step, F&& fn) {
   try {
     fn();
   } catch (const std::exception& e) {
-    err = comm.size() > 1 ? StrCat("rank ", comm.rank(), ": ", Describe(e)) : Describe(e);
+    err = comm.size() > 1 ? StrCat("rank ", comm.rank(), ": ", ErrorMessage(e)) : ErrorMessage(e);
   }
   err = comm.AllReduceError(err);
   if (!err.empty()) throw Error(StrCat(step, " failed: ", err));

@@ -4,6 +4,7 @@
 // boundary and rethrown as dcpp::Error with that context added.
 #pragma once
 
+#include <exception>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -24,6 +25,13 @@ void StreamAll(std::ostringstream& os, const T& first, const Rest&... rest) {
   StreamAll(os, rest...);
 }
 }  // namespace internal
+
+// The message of any exception as the user should see it: c10::Error appends a C++ backtrace
+// after its first line ("Exception raised from ..."), which is dropped.
+inline std::string ErrorMessage(const std::exception& e) {
+  const std::string m = e.what();
+  return m.substr(0, m.find("\nException raised from"));
+}
 
 // Concatenates the arguments with operator<< into one message.
 template <typename... Args>

@@ -305,7 +305,7 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
         try {
           cr.Read(*u);
         } catch (const std::exception& e) {
-          const std::string msg = internal::Describe(e);
+          const std::string msg = ErrorMessage(e);
           // Messages from the reader name the key already; others get it added.
           if (msg.find("'" + u->meta->fqn() + "'") != std::string::npos) throw;
           throw Error(StrCat("key '", u->meta->fqn(), "' chunk ", u->box.ToString(), ": ", msg));

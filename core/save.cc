@@ -195,7 +195,7 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
             checksum = cw.Write(*sink, it->file_offset(), src.chunk->tensor);
           } catch (const std::exception& e) {
             throw Error(StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString(), ": ",
-                               internal::Describe(e)));
+                               ErrorMessage(e)));
           }
           proto::TensorMeta* tm = results[t].add_tensors();
           tm->set_fqn(it->fqn());

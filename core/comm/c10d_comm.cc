@@ -10,16 +10,6 @@
 #include "core/error.h"
 
 namespace dcpp {
-namespace {
-
-std::string Message(const std::exception& e) {
-  std::string m = e.what();
-  const size_t cut = m.find("\nException raised from");
-  return cut == std::string::npos ? m : m.substr(0, cut);
-}
-
-}  // namespace
-
 C10dComm::C10dComm(c10::intrusive_ptr<c10d::ProcessGroup> pg, c10::Device device,
                    std::chrono::milliseconds timeout)
     : C10dComm(pg->getBackend(device.type()), device, timeout) {}
@@ -44,7 +34,7 @@ void Collective(const char* what, int rank, std::chrono::milliseconds timeout, F
     work->wait(timeout);
   } catch (const std::exception& e) {
     throw Error(StrCat("collective ", what, " failed on rank ", rank,
-                       " (a peer may have died or timed out): ", Message(e)));
+                       " (a peer may have died or timed out): ", ErrorMessage(e)));
   }
 }
 

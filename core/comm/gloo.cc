@@ -50,9 +50,8 @@ c10::intrusive_ptr<c10d::Backend> MakeGlooBackend(const c10::intrusive_ptr<c10d:
   } catch (const Error&) {
     throw;
   } catch (const std::exception& e) {
-    std::string m = e.what();
-    m = m.substr(0, m.find("\nException raised from"));
-    throw Error(StrCat("cannot create the gloo process group (rank ", rank, " of ", size, "): ", m));
+    throw Error(StrCat("cannot create the gloo process group (rank ", rank, " of ", size, "): ",
+                       ErrorMessage(e)));
   }
 }
 
@@ -76,9 +75,8 @@ std::unique_ptr<C10dComm> CommFromTorchrunEnv(std::chrono::milliseconds timeout)
   try {
     store = c10::make_intrusive<c10d::TCPStore>(addr, so);
   } catch (const std::exception& e) {
-    std::string m = e.what();
-    m = m.substr(0, m.find("\nException raised from"));
-    throw Error(StrCat("rendezvous at ", addr, ":", port, " failed on rank ", rank, ": ", m));
+    throw Error(StrCat("rendezvous at ", addr, ":", port, " failed on rank ", rank, ": ",
+                       ErrorMessage(e)));
   }
   const bool loopback = addr == "127.0.0.1" || addr == "localhost" || addr == "::1";
   auto backend = MakeGlooBackend(store, rank, world, timeout, loopback ? "127.0.0.1" : "");

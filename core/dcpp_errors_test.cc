@@ -7,11 +7,13 @@
 
 #include "core/dcpp.h"
 #include "core/metadata.h"
+#include "core/testing/full_disk.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
 namespace {
 
+using testing::FullDiskWriter;
 using testing::TempDir;
 
 std::string ErrorOf(const std::function<void()>& f) {
@@ -196,39 +198,6 @@ TEST(Errors, NewerMajorVersionAndCorruptMetadata) {
   err = ErrorOf([&] { load(sd, dir.path()); });
   EXPECT_HAS(err, ".metadata is corrupt");
 }
-
-// A writer that fails after a number of bytes, as a full disk would.
-class FullDiskWriter final : public StorageWriter {
- public:
-  FullDiskWriter(std::string dir, int64_t budget) : inner_(std::move(dir)), budget_(budget) {}
-  void Begin() override { inner_.Begin(); }
-  int FirstFreeFileIndex() override { return inner_.FirstFreeFileIndex(); }
-  std::vector<std::string> CommittedFiles() override { return inner_.CommittedFiles(); }
-  std::unique_ptr<FileSink> Open(const std::string& name) override {
-    struct Sink final : FileSink {
-      std::unique_ptr<FileSink> in;
-      int64_t* budget;
-      void WriteAt(uint64_t off, const void* d, size_t n) override {
-        if ((*budget -= static_cast<int64_t>(n)) < 0) throw Error("No space left on device");
-        in->WriteAt(off, d, n);
-      }
-      void Finish() override { in->Finish(); }
-    };
-    auto s = std::make_unique<Sink>();
-    s->in = inner_.Open(name);
-    s->budget = &budget_;
-    return s;
-  }
-  void Commit(const std::string& md, const std::vector<std::string>& keep) override {
-    inner_.Commit(md, keep);
-  }
-  void Abort(const std::vector<std::string>& created) override { inner_.Abort(created); }
-  std::string Describe() const override { return inner_.Describe(); }
-
- private:
-  FileSystemWriter inner_;
-  int64_t budget_;
-};
 
 TEST(Errors, FailedSaveLeavesThePreviousCheckpointLoadable) {
   TempDir dir;

@@ -1,6 +1,7 @@
 #include "core/layout.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 
 #include "core/error.h"
@@ -9,6 +10,18 @@ namespace dcpp {
 
 std::string Placement::ToString() const {
   return kind == Kind::kShard ? StrCat("Shard(", dim, ")") : std::string("Replicate()");
+}
+
+Placement Placement::Parse(const std::string& text) {
+  if (text == "Replicate()" || text == "Replicate") return Replicate();
+  int dim = 0;
+  char close = 0;
+  int used = 0;
+  if (std::sscanf(text.c_str(), "Shard(%d%c%n", &dim, &close, &used) == 2 && close == ')' &&
+      used == static_cast<int>(text.size())) {
+    return Shard(dim);
+  }
+  throw Error("unknown placement '" + text + "' (expected Shard(d) or Replicate())");
 }
 
 int64_t Layout::world_size() const {

@@ -23,6 +23,9 @@ struct Placement {
   static Placement Shard(int dim) { return {Kind::kShard, dim}; }
   static Placement Replicate() { return {Kind::kReplicate, 0}; }
   std::string ToString() const;  // "Shard(0)" / "Replicate()"
+  // Reads "Shard(d)" (d may be negative: counted from the last dimension) or "Replicate()"
+  // (also "Replicate"); throws dcpp::Error otherwise.
+  static Placement Parse(const std::string& text);
 };
 
 struct Layout {

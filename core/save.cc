@@ -12,6 +12,7 @@
 #include "core/engine_util.h"
 #include "core/metadata.h"
 #include "core/planner/planner.h"
+#include "core/save_internal.h"
 
 namespace dcpp {
 namespace {
@@ -66,8 +67,10 @@ std::string ItemKey(const proto::PlanItem& it) {
   return k;
 }
 
-// Checks the planner's global plan against the local plans, then places every item in its
-// file at a 4 KiB-aligned offset.
+}  // namespace
+
+namespace internal {
+
 void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<proto::SavePlan>& global,
                       const std::vector<std::string>& committed, const std::string& planner) {
   const std::string where = "planner " + planner + " save_global";
@@ -113,6 +116,10 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
                "' (the global step may deduplicate, not drop; drop keys in save_local)");
   }
 }
+
+}  // namespace internal
+
+namespace {
 
 class ChunkWriter {
  public:
@@ -225,13 +232,17 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
   return all;
 }
 
-proto::Metadata BuildMetadata(const std::vector<std::string>& results, const SaveOptions& opt,
+}  // namespace
+
+namespace internal {
+
+proto::Metadata BuildMetadata(const std::vector<std::string>& results, const std::string& creator,
                               int world, const std::map<std::string, std::string>& data,
                               std::vector<std::string>* files) {
   proto::Metadata md;
   md.set_format_major(kFormatMajor);
   md.set_format_minor(kFormatMinor);
-  md.set_creator(opt.creator);
+  md.set_creator(creator);
   md.set_world_size(world);
   md.set_checksum_algorithm(kChecksumAlgorithm);
   for (const auto& [k, v] : data) (*md.mutable_planner_data())[k] = v;
@@ -264,7 +275,7 @@ proto::Metadata BuildMetadata(const std::vector<std::string>& results, const Sav
   return md;
 }
 
-}  // namespace
+}  // namespace internal
 
 SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& opt) {
   LocalComm local;
@@ -303,7 +314,7 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     std::vector<proto::SavePlan> plans(gathered.size());
     for (size_t r = 0; r < gathered.size(); ++r) plans[r].ParseFromString(gathered[r]);
     std::vector<proto::SavePlan> global = planner->Global(ctx, plans, &planner_data);
-    ValidateAndPlace(plans, global, committed, planner->script_name());
+    internal::ValidateAndPlace(plans, global, committed, planner->script_name());
     for (size_t r = 0; r < global.size(); ++r) global[r].SerializeToString(&scattered[r]);
   });
   proto::SavePlan mine;
@@ -326,7 +337,7 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     OnEveryRank(comm, "save: commit", [&] {
       if (!coordinator) return;
       std::vector<std::string> files;
-      const proto::Metadata md = BuildMetadata(all_results, opt, comm.size(), planner_data, &files);
+      const proto::Metadata md = internal::BuildMetadata(all_results, opt.creator, comm.size(), planner_data, &files);
       writer.Commit(SerializeMetadata(md), files);
     });
   } catch (...) {

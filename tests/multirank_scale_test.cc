@@ -140,6 +140,7 @@ class FailingWriter final : public StorageWriter {
   explicit FailingWriter(std::string dir) : inner_(std::move(dir)) {}
   void Begin() override { inner_.Begin(); }
   int FirstFreeFileIndex() override { return inner_.FirstFreeFileIndex(); }
+  bool HasCommitted() override { return inner_.HasCommitted(); }
   std::vector<std::string> CommittedFiles() override { return inner_.CommittedFiles(); }
   std::unique_ptr<FileSink> Open(const std::string& name) override {
     inner_.Open(name);  // the file exists, half written, as after a real failure

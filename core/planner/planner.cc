@@ -3,6 +3,7 @@
 #include <lua.hpp>
 
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string_view>
 #include <utility>
@@ -139,6 +140,39 @@ void PushItem(lua_State* L, const proto::PlanItem& it) {
   if (!it.file().empty()) SetStr(L, "file", it.file());
 }
 
+// md = {tensors = {[fqn] = {dtype, shape, chunks = {{offsets, sizes}, ...}}},
+//       bytes = {[fqn] = {length}}, world_size}
+void PushMetadata(lua_State* L, const proto::Metadata& md) {
+  lua_createtable(L, 0, 3);
+  lua_createtable(L, 0, md.tensors_size());
+  for (const auto& t : md.tensors()) {
+    lua_createtable(L, 0, 3);
+    SetStr(L, "dtype", t.dtype());
+    PushIntsR(L, t.shape());
+    lua_setfield(L, -2, "shape");
+    lua_createtable(L, t.chunks_size(), 0);
+    for (int j = 0; j < t.chunks_size(); ++j) {
+      lua_createtable(L, 0, 2);
+      PushIntsR(L, t.chunks(j).offsets());
+      lua_setfield(L, -2, "offsets");
+      PushIntsR(L, t.chunks(j).sizes());
+      lua_setfield(L, -2, "sizes");
+      lua_rawseti(L, -2, j + 1);
+    }
+    lua_setfield(L, -2, "chunks");
+    lua_setfield(L, -2, t.fqn().c_str());
+  }
+  lua_setfield(L, -2, "tensors");
+  lua_createtable(L, 0, md.bytes_size());
+  for (const auto& b : md.bytes()) {
+    lua_createtable(L, 0, 1);
+    SetNum(L, "length", static_cast<double>(b.length()));
+    lua_setfield(L, -2, b.fqn().c_str());
+  }
+  lua_setfield(L, -2, "bytes");
+  SetNum(L, "world_size", md.world_size());
+}
+
 void PushItems(lua_State* L, const proto::SavePlan& plan) {
   lua_createtable(L, plan.items_size(), 0);
   for (int i = 0; i < plan.items_size(); ++i) {
@@ -206,11 +240,7 @@ proto::SavePlan ReadItems(lua_State* L, int idx, const proto::SavePlan& source,
 
 std::pair<std::string, std::string> ReadScript(const std::string& path, const char* embedded) {
   if (path.empty()) return {embedded, EmbeddedPlanner(embedded)};
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read planner script " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return {path, ss.str()};
+  return ResolvePlanner(path);
 }
 
 // Loads a planner script and leaves its module table in the registry under "dcpp.planner".
@@ -249,6 +279,22 @@ std::string EmbeddedPlanner(const std::string& name) {
   throw Error("no embedded planner named " + name);
 }
 
+std::pair<std::string, std::string> ResolvePlanner(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (in) {
+    std::ostringstream ss;
+    ss << in.rdbuf();
+    return {path, ss.str()};
+  }
+  std::string base = path;
+  if (base.rfind("planners/", 0) == 0) base = base.substr(9);
+  if (base.size() < 4 || base.compare(base.size() - 4, 4, ".lua") != 0) base += ".lua";
+  for (const auto& [n, text] : EmbeddedPlanners()) {
+    if (n == "planners/" + base) return {std::string(n), std::string(text)};
+  }
+  throw Error("cannot read planner script " + path + " (no such file, and no embedded planner of that name)");
+}
+
 // ---- SavePlanner ----
 
 SavePlanner::SavePlanner(std::unique_ptr<LuaVm> vm, std::string name)
@@ -257,7 +303,12 @@ SavePlanner::~SavePlanner() = default;
 
 std::unique_ptr<SavePlanner> SavePlanner::Create(const std::string& script_path) {
   auto [name, source] = ReadScript(script_path, "planners/default_save.lua");
-  auto vm = LoadModule(name, source, {"save_local", "save_global"});
+  return FromSource(name, source);
+}
+
+std::unique_ptr<SavePlanner> SavePlanner::FromSource(const std::string& name,
+                                                     const std::string& source) {
+  auto vm = LoadModule(name, source, {"save_global"});
   return std::unique_ptr<SavePlanner>(new SavePlanner(std::move(vm), name));
 }
 
@@ -265,6 +316,10 @@ proto::SavePlan SavePlanner::Local(const PlanContext& ctx, const proto::SavePlan
   lua_State* L = vm_->state();
   const int top = lua_gettop(L);
   PushMethod(L, "save_local");
+  if (lua_isnil(L, -1)) {  // optional
+    lua_settop(L, top);
+    return plan;
+  }
   PushContext(L, ctx);
   PushItems(L, plan);
   vm_->Call(2, 1, "planner " + name_ + " save_local");
@@ -346,34 +401,7 @@ std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
     }
     lua_rawseti(L, -2, static_cast<int>(i + 1));
   }
-  // md = {tensors = {[fqn] = {dtype, shape, chunks}}, bytes = {[fqn] = {length}}}
-  lua_createtable(L, 0, 2);
-  lua_createtable(L, 0, md.tensors_size());
-  for (const auto& t : md.tensors()) {
-    lua_createtable(L, 0, 3);
-    SetStr(L, "dtype", t.dtype());
-    PushIntsR(L, t.shape());
-    lua_setfield(L, -2, "shape");
-    lua_createtable(L, t.chunks_size(), 0);
-    for (int j = 0; j < t.chunks_size(); ++j) {
-      lua_createtable(L, 0, 2);
-      PushIntsR(L, t.chunks(j).offsets());
-      lua_setfield(L, -2, "offsets");
-      PushIntsR(L, t.chunks(j).sizes());
-      lua_setfield(L, -2, "sizes");
-      lua_rawseti(L, -2, j + 1);
-    }
-    lua_setfield(L, -2, "chunks");
-    lua_setfield(L, -2, t.fqn().c_str());
-  }
-  lua_setfield(L, -2, "tensors");
-  lua_createtable(L, 0, md.bytes_size());
-  for (const auto& b : md.bytes()) {
-    lua_createtable(L, 0, 1);
-    SetNum(L, "length", static_cast<double>(b.length()));
-    lua_setfield(L, -2, b.fqn().c_str());
-  }
-  lua_setfield(L, -2, "bytes");
+  PushMetadata(L, md);
   vm_->Call(3, 2, where);
 
   if (!lua_istable(L, -2)) throw Error(where + ": must return a list of reads");
@@ -405,6 +433,136 @@ std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
   }
   lua_settop(L, top);
   return reads;
+}
+
+// ---- ConvertPlanner ----
+
+ConvertPlanner::ConvertPlanner(std::unique_ptr<LuaVm> vm, std::string name, std::string source)
+    : vm_(std::move(vm)), name_(std::move(name)), source_(std::move(source)) {}
+ConvertPlanner::~ConvertPlanner() = default;
+
+std::unique_ptr<ConvertPlanner> ConvertPlanner::Create(const std::string& script_path) {
+  auto [name, source] = ResolvePlanner(script_path);
+  auto vm = LoadModule(name, source, {"convert"});
+  auto p = std::unique_ptr<ConvertPlanner>(new ConvertPlanner(std::move(vm), name, source));
+  lua_State* L = p->vm_->state();
+  PushMethod(L, "save_global");
+  p->has_save_global_ = lua_isfunction(L, -1);
+  lua_pop(L, 1);
+  return p;
+}
+
+std::map<std::string, std::string> ConvertPlanner::Options(
+    const std::map<std::string, std::string>& set) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  std::map<std::string, std::string> out;
+  PushMethod(L, "options");
+  if (lua_istable(L, -1)) {
+    lua_pushnil(L);
+    while (lua_next(L, -2) != 0) {
+      if (lua_type(L, -2) == LUA_TSTRING) {
+        const char* v = lua_tostring(L, -1);  // strings and numbers; false/nil-like -> ""
+        out[lua_tostring(L, -2)] = v != nullptr ? v : "";
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_settop(L, top);
+  for (const auto& [k, v] : set) {
+    if (!out.count(k)) {
+      std::string known;
+      for (const auto& kv : out) known += (known.empty() ? "" : ", ") + kv.first;
+      throw Error(StrCat("planner ", name_, " has no option '", k, "' (",
+                         known.empty() ? "it takes none" : "its options: " + known, ")"));
+    }
+  }
+  for (const auto& [k, v] : set) out[k] = v;
+  return out;
+}
+
+std::vector<ConvertEntry> ConvertPlanner::Plan(const PlanContext& ctx, const proto::Metadata& md,
+                                               std::vector<int64_t>* mesh) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  const std::string where = "planner " + name_ + " convert";
+  PushMethod(L, "convert");
+  PushContext(L, ctx);
+  PushMetadata(L, md);
+  vm_->Call(2, 2, where);
+  const int en = top + 1;
+  if (!lua_istable(L, en)) throw Error(where + ": must return a list of entries");
+
+  *mesh = ReadInts(L, en + 1);
+  if (mesh->empty()) mesh->push_back(ctx.world_size);
+  int64_t product = 1;
+  for (int64_t m : *mesh) product *= m;
+  DCPP_CHECK(product == ctx.world_size && mesh->size() <= 2, where,
+             ": the mesh it returned has ", product, " ranks in ", mesh->size(),
+             " dimensions; the target world size is ", ctx.world_size, " (1-D or 2-D meshes)");
+
+  std::map<std::string, const proto::TensorMeta*> tensors;
+  for (const auto& t : md.tensors()) tensors[t.fqn()] = &t;
+  std::set<std::string> blobs;
+  for (const auto& b : md.bytes()) blobs.insert(b.fqn());
+
+  std::vector<ConvertEntry> out;
+  std::set<std::string> keys;
+  const int n = static_cast<int>(lua_objlen(L, en));
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, en, i);
+    const int it = lua_gettop(L);
+    if (!lua_istable(L, it)) throw Error(StrCat(where, ": entry ", i, " is not a table"));
+    ConvertEntry e;
+    bool has_key = false, has_source = false;
+    e.key = FieldString(L, it, "key", &has_key);
+    DCPP_CHECK(has_key && !e.key.empty(), where, ": entry ", i, " has no `key` string");
+    e.source = FieldString(L, it, "source", &has_source);
+    if (!has_source) e.source = e.key;
+    DCPP_CHECK(keys.insert(e.key).second, where, ": key '", e.key,
+               "' is produced twice (the second time from '", e.source, "')");
+    auto t = tensors.find(e.source);
+    e.is_bytes = t == tensors.end();
+    DCPP_CHECK(!e.is_bytes || blobs.count(e.source), where, ": key '", e.key, "' reads '",
+               e.source, "', which the checkpoint does not have");
+    if (!e.is_bytes) {
+      std::vector<std::string> texts;
+      lua_getfield(L, it, "layout");
+      if (lua_type(L, -1) == LUA_TSTRING) {
+        texts.push_back(lua_tostring(L, -1));
+      } else if (lua_istable(L, -1)) {
+        for (int k = 1; k <= static_cast<int>(lua_objlen(L, -1)); ++k) {
+          lua_rawgeti(L, -1, k);
+          texts.push_back(lua_tostring(L, -1) ? lua_tostring(L, -1) : "?");
+          lua_pop(L, 1);
+        }
+      }
+      lua_pop(L, 1);
+      DCPP_CHECK(texts.size() == mesh->size(), where, ": key '", e.key, "' has ", texts.size(),
+                 " placements for a mesh of ", mesh->size(), " dimensions (set `layout` to e.g. "
+                 "\"Shard(0)\" or {\"Shard(0)\", \"Replicate()\"})");
+      e.layout.mesh = *mesh;
+      const int ndim = t->second->shape_size();
+      for (const std::string& text : texts) {
+        Placement p;
+        try {
+          p = Placement::Parse(text);
+        } catch (const Error& err) {
+          throw Error(StrCat(where, ": key '", e.key, "': ", err.what()));
+        }
+        if (p.kind == Placement::Kind::kShard && p.dim < 0) p.dim += ndim;
+        DCPP_CHECK(p.kind != Placement::Kind::kShard || (p.dim >= 0 && p.dim < ndim), where,
+                   ": key '", e.key, "' gets ", text, " but its tensor has ", ndim,
+                   " dimension", ndim == 1 ? "" : "s", " (shape ",
+                   WholeBox({t->second->shape().begin(), t->second->shape().end()}).ToString(), ")");
+        e.layout.placements.push_back(p);
+      }
+    }
+    out.push_back(std::move(e));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+  return out;
 }
 
 }  // namespace dcpp

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/box.h"
+#include "core/layout.h"
 #include "core/proto/metadata.pb.h"
 
 namespace dcpp {
@@ -36,13 +37,21 @@ struct PlanContext {
 // The text of an embedded planner ("planners/default_save.lua"); throws if unknown.
 std::string EmbeddedPlanner(const std::string& name);
 
+// Where a script named on a command line or in options comes from: a readable file at
+// `path`, else the embedded planner it names ("planners/fsdp_to_tp.lua", "fsdp_to_tp.lua" or
+// "fsdp_to_tp"). Returns {name for messages, source}; throws if neither exists.
+std::pair<std::string, std::string> ResolvePlanner(const std::string& path);
+
 class SavePlanner {
  public:
   // `script_path` empty: the embedded planners/default_save.lua.
   static std::unique_ptr<SavePlanner> Create(const std::string& script_path = "");
+  // From a script's text (e.g. a conversion planner's save_global).
+  static std::unique_ptr<SavePlanner> FromSource(const std::string& name, const std::string& source);
   ~SavePlanner();
 
-  // Each rank: keeps, drops or renames items. Returns the items kept.
+  // Each rank: keeps, drops or renames items. Returns the items kept. (A script without
+  // save_local keeps every item, so a conversion script may define only save_global.)
   proto::SavePlan Local(const PlanContext& ctx, const proto::SavePlan& plan);
   // Coordinator: decides the writer and file of every item. `plans[r]` is rank r's local
   // plan; returns one plan per rank with `file` set, plus planner data for the metadata.
@@ -85,6 +94,46 @@ class LoadPlanner {
   LoadPlanner(std::unique_ptr<LuaVm> vm, std::string name);
   std::unique_ptr<LuaVm> vm_;
   std::string name_;
+};
+
+// One key of a conversion's output: read `source` from the checkpoint, write it as `key` with
+// `layout` over the target ranks (tensors; bytes entries are copied once).
+struct ConvertEntry {
+  std::string key;
+  std::string source;
+  bool is_bytes = false;
+  Layout layout;
+};
+
+// A conversion planner (e.g. planners/fsdp_to_tp.lua): decides the target key and layout of
+// every saved key. Contract (README "Write your own planner"):
+//   P.options = {name = "default", ...}      the --set keys it accepts, with defaults
+//   P.convert(ctx, md) -> entries[, mesh]    entries = {{key, source, layout}, ...} in
+//                                            output order; keys left out are dropped
+//   P.save_global(ctx, plans) (optional)     placement of the target chunks, as in a save
+// `layout` is "Shard(d)", "Replicate()" or a list of those, one per mesh dimension; `mesh`
+// (default {world_size}) must multiply to the target world size.
+class ConvertPlanner {
+ public:
+  static std::unique_ptr<ConvertPlanner> Create(const std::string& script_path);
+  ~ConvertPlanner();
+
+  // P.options merged with `set`; throws dcpp::Error naming the key if `set` has one that
+  // P.options does not declare.
+  std::map<std::string, std::string> Options(const std::map<std::string, std::string>& set);
+  // Runs P.convert; validates the answer against `md` (sources exist, keys unique, layouts
+  // well-formed for each tensor's rank) and fills `mesh`.
+  std::vector<ConvertEntry> Plan(const PlanContext& ctx, const proto::Metadata& md,
+                                 std::vector<int64_t>* mesh);
+  bool has_save_global() const { return has_save_global_; }
+  const std::string& script_name() const { return name_; }
+  const std::string& script_source() const { return source_; }
+
+ private:
+  ConvertPlanner(std::unique_ptr<LuaVm> vm, std::string name, std::string source);
+  std::unique_ptr<LuaVm> vm_;
+  std::string name_, source_;
+  bool has_save_global_ = false;
 };
 
 }  // namespace dcpp

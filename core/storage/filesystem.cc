@@ -142,6 +142,10 @@ int FileSystemWriter::FirstFreeFileIndex() {
   return static_cast<int>(max_n + 1);
 }
 
+bool FileSystemWriter::HasCommitted() {
+  return ::access((dir_ + "/" + kMetadata).c_str(), F_OK) == 0;
+}
+
 std::vector<std::string> FileSystemWriter::CommittedFiles() {
   std::vector<std::string> files;
   FileSystemReader reader(dir_);

@@ -19,6 +19,7 @@ class FileSystemWriter final : public StorageWriter {
   explicit FileSystemWriter(std::string dir);
   void Begin() override;
   int FirstFreeFileIndex() override;
+  bool HasCommitted() override;
   std::vector<std::string> CommittedFiles() override;
   std::unique_ptr<FileSink> Open(const std::string& name) override;
   void Commit(const std::string& metadata, const std::vector<std::string>& keep) override;

@@ -40,6 +40,8 @@ class StorageWriter {
   // Coordinator only, after Begin: data file numbers from here on are unused in the folder,
   // so a new save never overwrites a file that the committed checkpoint uses.
   virtual int FirstFreeFileIndex() = 0;
+  // True when the destination already holds a committed checkpoint.
+  virtual bool HasCommitted() = 0;
   // Data files that the committed checkpoint in the destination uses (empty if none).
   virtual std::vector<std::string> CommittedFiles() = 0;
   // Any rank: creates (or truncates) a data file. `name` is a plain file name.

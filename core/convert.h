@@ -1,0 +1,78 @@
+// convert(): turns a checkpoint saved in one layout into another, offline, in bounded memory.
+//
+// A conversion planner (Lua, e.g. planners/fsdp_to_tp.lua) names the target key and layout of
+// every saved key; the save planner's global step (the conversion script's own save_global,
+// else the default) places the target chunks in files, one set per target rank. The engine
+// then streams each tensor in bands of rows through at most `memory_budget` bytes of buffers
+// (two halves, so that reading one band overlaps writing the previous one), verifies every
+// source chunk's checksum, writes every target chunk with its own, and commits the
+// destination's metadata atomically. A failed conversion removes what it wrote and leaves any
+// checkpoint already in the destination as it was.
+//
+//   dcpp::ConvertOptions opt;
+//   opt.planner = "planners/fsdp_to_tp.lua";   // a file, or the embedded one of that name
+//   opt.world_size = 2;
+//   dcpp::convert("/ckpt/fsdp", "/ckpt/tp", opt);
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/storage/storage.h"
+
+namespace dcpp {
+
+struct ConvertOptions {
+  // The conversion planner: a path, or the name of an embedded one. Default: fsdp_to_tp.
+  std::string planner = "planners/fsdp_to_tp.lua";
+  // Ranks of the target layout. Default: 2.
+  int world_size = 2;
+  // The planner's options (--set key=value); a key the planner does not declare is an error.
+  std::map<std::string, std::string> planner_options;
+  // Upper bound on the bytes of data buffers held at once. Default: 1 GiB.
+  int64_t memory_budget = int64_t{1} << 30;
+  // Replace a checkpoint already committed in the destination (it stays intact until the new
+  // one commits). Default: false = refuse.
+  bool overwrite = false;
+  bool verify_checksums = true;
+  std::string creator = "dcpp convert";
+  // Called after each batch of writes with (bytes written so far, bytes to write), from the
+  // writer thread.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+// One key of the result, for reports.
+struct ConvertedKey {
+  std::string key, source;
+  bool is_bytes = false;
+  std::string dtype;
+  std::vector<int64_t> shape;
+  std::string source_layout;  // inferred from the saved chunks, e.g. "Shard(0)@[4]", "whole"
+  std::string target_layout;  // e.g. "Shard(1)@[2]", "Replicate()@[2]"
+  int64_t bytes = 0;          // bytes of the (global) tensor or blob
+};
+
+struct ConvertStats {
+  std::vector<ConvertedKey> keys;  // in output order
+  std::vector<std::string> dropped;  // saved keys the planner left out
+  std::vector<int64_t> mesh;
+  int source_world_size = 0;
+  int64_t bytes_read = 0, bytes_written = 0, files = 0, chunks_verified = 0;
+  int64_t peak_buffer_bytes = 0;  // largest amount of buffer memory in use at once
+};
+
+ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOptions& opt);
+ConvertStats convert(const std::string& src_dir, const std::string& dst_dir,
+                     const ConvertOptions& opt);
+
+// How a tensor is split into `chunks` (boxes of `shape`), as a layout string: "whole" for one
+// chunk covering it, "Shard(d)@[k]" for k pieces along one dimension, "Shard(a)xShard(b)@[m,n]"
+// for a grid, else "<k> chunks".
+std::string DescribeChunking(const std::vector<int64_t>& shape,
+                             const std::vector<std::vector<int64_t>>& offsets,
+                             const std::vector<std::vector<int64_t>>& sizes);
+
+}  // namespace dcpp

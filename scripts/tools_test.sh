@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# scripts/inspect and scripts/verify on real checkpoints from scripts/demo: what they print,
+# that verify finds a flipped byte and a truncated file, and their exit codes.
+set -euo pipefail
+bin="$TEST_SRCDIR/$TEST_WORKSPACE/scripts"
+d="$TEST_TMPDIR/d"
+"$bin/demo" --out "$d" >/dev/null
+ckpt="$d/fsdp"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+# Runs a command, keeping its output in $out and its exit code in $rc.
+run() { set +e; out=$("$@" 2>&1); rc=$?; set -e; echo "$ $* -> $rc"; echo "$out"; }
+
+# inspect: a table naming every key, shape and data file.
+run "$bin/inspect" "$ckpt"
+[ "$rc" = 0 ] || fail "inspect exit $rc"
+for key in net1.weight net1.bias net2.weight net2.bias '\[16, 10\]' '\[0:8, 0:10\]' xxh3_64 '__0_0.distcp'; do
+  grep -q "$key" <<<"$out" || fail "inspect does not print $key"
+done
+
+# inspect --json: the documented shape.
+run "$bin/inspect" "$ckpt" --json
+[ "$rc" = 0 ] || fail "inspect --json exit $rc"
+python3 -c '
+import json, re, sys
+d = json.load(sys.stdin)
+assert d["format"] == "dcpp" and d["format_version"] == "1.0", d
+assert d["world_size"] == 1, d["world_size"]  # the demo saves both ranks from one process
+assert d["checksum_algorithm"] == "xxh3_64"
+t = {e["key"]: e for e in d["tensors"]}
+assert [e["key"] for e in d["tensors"]] == sorted(t), "keys not sorted"
+assert set(t) == {"net1.weight", "net1.bias", "net2.weight", "net2.bias"}, t.keys()
+w = t["net1.weight"]
+assert w["shape"] == [16, 10] and w["dtype"] == "float32" and w["bytes"] == 640, w
+assert sorted(c["offsets"] for c in w["chunks"]) == [[0, 0], [8, 0]], w["chunks"]
+assert all(re.fullmatch("[0-9a-f]{16}", c["checksum"]) for c in w["chunks"])
+assert t["net2.weight"]["shape"] == [10, 16]
+tot = d["totals"]
+assert tot["tensors"] == 4 and tot["chunks"] == 8 and tot["bytes_entries"] == 0, tot
+assert tot["bytes"] == sum(c["length"] for e in d["tensors"] for c in e["chunks"]) == 4 * (160 + 16 + 160 + 10)
+assert tot["files"] == len(d["files"]) and sum(f["bytes"] for f in d["files"]) == tot["bytes"]
+' <<<"$out" || fail "inspect --json has the wrong shape"
+
+# verify: a good checkpoint.
+run "$bin/verify" "$ckpt" --threads 2
+[ "$rc" = 0 ] || fail "verify exit $rc on a good checkpoint"
+[ "$(tail -n1 <<<"$out")" = "verified: 4 tensors, 8 chunks, 1384 bytes, no problems" ] || fail "verify's last line"
+run "$bin/verify" "$d/tp" --quiet
+[ "$rc" = 0 ] && [ "$(wc -l <<<"$out")" = 1 ] || fail "verify --quiet on tp"
+
+# A flipped byte inside net1.weight's first chunk: exit 1, naming the key and file.
+read -r file offset < <("$bin/inspect" "$ckpt" --json | python3 -c '
+import json, sys
+c = next(t for t in json.load(sys.stdin)["tensors"] if t["key"] == "net1.weight")["chunks"][0]
+print(c["file"], c["offset"] + 5)')
+cp -r "$ckpt" "$d/flipped"
+python3 -c '
+import sys
+p, off = sys.argv[1], int(sys.argv[2])
+with open(p, "r+b") as f:
+    f.seek(off); b = f.read(1); f.seek(off); f.write(bytes([b[0] ^ 0x10]))
+' "$d/flipped/$file" "$offset"
+run "$bin/verify" "$d/flipped"
+[ "$rc" = 1 ] || fail "verify exit $rc after a flipped byte"
+grep -q "key 'net1.weight' chunk \[.*\] in $file: checksum mismatch" <<<"$out" || fail "flip not named"
+[ "$(tail -n1 <<<"$out")" = "FAILED: 1 problem" ] || fail "flip: last line"
+
+# A truncated data file: exit 1, naming the file.
+cp -r "$ckpt" "$d/truncated"
+truncate -s 100 "$d/truncated/$file"
+run "$bin/verify" "$d/truncated"
+[ "$rc" = 1 ] || fail "verify exit $rc after truncation"
+grep -q "in $file: needs bytes .* (truncated)" <<<"$out" || fail "truncation not named"
+grep -q '^FAILED: ' <<<"$out" || fail "truncation: no FAILED line"
+
+# Missing folder or metadata: 1; bad command lines: 2.
+run "$bin/inspect" "$d/none"
+[ "$rc" = 1 ] && grep -q "$d/none" <<<"$out" || fail "inspect on a missing folder"
+run "$bin/verify" "$d/none"
+[ "$rc" = 1 ] && grep -q "$d/none" <<<"$out" || fail "verify on a missing folder"
+mkdir -p "$d/empty"
+run "$bin/inspect" "$d/empty"
+[ "$rc" = 1 ] && grep -q '\.metadata is missing' <<<"$out" || fail "inspect without .metadata"
+printf 'garbage' >"$d/flipped/.metadata"
+run "$bin/inspect" "$d/flipped"
+[ "$rc" = 1 ] && grep -q '\.metadata is corrupt' <<<"$out" || fail "inspect on corrupt .metadata"
+run "$bin/verify" "$d/flipped"
+[ "$rc" = 1 ] && grep -q '\.metadata is corrupt' <<<"$out" || fail "verify on corrupt .metadata"
+for tool in inspect verify; do
+  run "$bin/$tool"
+  [ "$rc" = 2 ] || fail "$tool without arguments: exit $rc"
+  run "$bin/$tool" "$ckpt" --no-such-flag
+  [ "$rc" = 2 ] || fail "$tool with an unknown flag: exit $rc"
+done
+run "$bin/verify" "$ckpt" --threads 0
+[ "$rc" = 2 ] || fail "verify --threads 0: exit $rc"
+echo PASS

@@ -1,0 +1,52 @@
+// Checks a native dcpp checkpoint against its metadata without loading it: re-reads every
+// chunk and blob and compares its XXH3-64 checksum, checks that each tensor's chunks cover it
+// exactly (overlaps only with equal data), and reports every problem it finds.
+//
+//   bazel run //scripts:verify -- DIR [--threads N] [--quiet]
+//
+// Prints one line per problem (and notes, e.g. files the metadata does not name), then
+// "verified: N tensors, M chunks, B bytes, no problems" (exit 0) or "FAILED: K problems"
+// (exit 1). --quiet prints only that last line. Exit 2: bad command line.
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "core/error.h"
+#include "core/inspect.h"
+#include "scripts/cli.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Verify every byte of a dcpp checkpoint against its metadata", "verify"};
+  std::string dir;
+  dcpp::VerifyOptions opt;
+  bool quiet = false;
+  app.add_option("DIR", dir, "checkpoint folder (holds .metadata)")->required();
+  app.add_option("--threads", opt.thread_count, "reader threads")->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  app.add_flag("--quiet,-q", quiet, "print only the last line");
+  return dcpp::cli::Run(app, argc, argv, [&] {
+    const std::string path = dcpp::cli::UserPath(dir);
+    DCPP_CHECK(std::filesystem::is_directory(path), "no checkpoint folder ", path);
+    const dcpp::VerifyReport r = dcpp::Verify(path, opt);
+    if (!quiet) {
+      for (const auto& p : r.problems) std::printf("%s\n", p.message.c_str());
+      if (r.problems_omitted > 0) {
+        std::printf("... and %lld more problems\n", static_cast<long long>(r.problems_omitted));
+      }
+      for (const auto& n : r.notes) std::printf("note: %s\n", n.c_str());
+      std::printf("checked %lld tensors, %lld chunks, %lld bytes entries, %lld overlaps; read %s\n",
+                  static_cast<long long>(r.tensors), static_cast<long long>(r.chunks_checked),
+                  static_cast<long long>(r.blobs_checked), static_cast<long long>(r.overlaps_compared),
+                  dcpp::cli::HumanBytes(static_cast<double>(r.bytes_read)).c_str());
+    }
+    if (!r.ok()) {
+      std::printf("FAILED: %lld problem%s\n", static_cast<long long>(r.problem_count()),
+                  r.problem_count() == 1 ? "" : "s");
+      return dcpp::cli::kFailed;
+    }
+    std::printf("verified: %lld tensors, %lld chunks, %lld bytes, no problems\n",
+                static_cast<long long>(r.tensors), static_cast<long long>(r.chunks_checked),
+                static_cast<long long>(r.bytes_read));
+    return dcpp::cli::kOk;
+  });
+}

@@ -1,0 +1,137 @@
+// convert: turn a checkpoint into another layout with a Lua conversion planner.
+//
+//   bazel run //scripts:convert -- SRC DST --planner planners/fsdp_to_tp.lua --world-size 2
+//       [--set key=value ...] [--memory-budget 512M] [--overwrite] [--quiet] [--list]
+//   bazel run //scripts:convert -- --demo [--out DIR]
+//
+// Exit codes: 0 converted, 1 conversion error (nothing committed; DST untouched), 2 usage.
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/convert.h"
+#include "core/error.h"
+#include "core/planner/planner.h"
+#include "scripts/cli.h"
+#include "scripts/convert_demo.h"
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// "[#########.........]  1.2 GiB / 4.0 GiB  850 MiB/s  ETA 3s" on stderr, redrawn at most
+// ten times a second.
+class ProgressBar {
+ public:
+  void Update(int64_t done, int64_t total) {
+    const auto now = Clock::now();
+    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+    const int width = 30;
+    const int filled = total > 0 ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total)) : width;
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.resize(width, '.');
+    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+    std::fprintf(stderr, "\r[%s] %s / %s  %s/s  ETA %.0fs   ", bar.c_str(),
+                 dcpp::cli::HumanBytes(static_cast<double>(done)).c_str(),
+                 dcpp::cli::HumanBytes(static_cast<double>(total)).c_str(),
+                 dcpp::cli::HumanBytes(rate).c_str(), eta);
+    drawn_ = true;
+  }
+  ~ProgressBar() {
+    if (drawn_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  Clock::time_point start_ = Clock::now(), last_{};
+  bool drawn_ = false;
+};
+
+std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s.empty() ? "scalar" : s;
+}
+
+void PrintTable(const dcpp::ConvertStats& st, bool all) {
+  const size_t limit = all ? st.keys.size() : std::min<size_t>(st.keys.size(), 40);
+  std::printf("%-40s %-18s %-18s %-14s %s\n", "key", "source", "target", "shape", "bytes");
+  for (size_t i = 0; i < limit; ++i) {
+    const dcpp::ConvertedKey& k = st.keys[i];
+    const std::string name = k.key == k.source ? k.key : k.key + " (from " + k.source + ")";
+    std::printf("%-40s %-18s %-18s %-14s %lld\n", name.c_str(), k.source_layout.c_str(),
+                k.target_layout.c_str(), k.is_bytes ? "bytes" : ShapeText(k.shape).c_str(),
+                static_cast<long long>(k.bytes));
+  }
+  if (limit < st.keys.size()) std::printf("... and %zu more keys (--list shows all)\n", st.keys.size() - limit);
+  for (const std::string& d : st.dropped) std::printf("dropped: %s\n", d.c_str());
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Convert a dcpp checkpoint into another layout, as a Lua planner decides.", "convert"};
+  std::string src, dst, out, budget = "1G";
+  std::vector<std::string> sets;
+  bool demo = false, quiet = false, list = false;
+  dcpp::ConvertOptions opt;
+  app.add_option("SRC", src, "checkpoint folder to read");
+  app.add_option("DST", dst, "folder to write the converted checkpoint to");
+  app.add_option("--planner", opt.planner,
+                 "conversion planner: a Lua file, or an embedded one (planners/fsdp_to_tp.lua, "
+                 "planners/to_fsdp.lua)")
+      ->capture_default_str();
+  app.add_option("--world-size", opt.world_size, "ranks of the target layout")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--set", sets, "planner option key=value (repeatable)");
+  app.add_option("--memory-budget", budget, "bytes of buffers at most, e.g. 512M, 4G")->capture_default_str();
+  app.add_flag("--overwrite", opt.overwrite, "replace a checkpoint already in DST (kept until the new one commits)");
+  app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
+  app.add_flag("-q,--quiet", quiet, "no progress bar or table");
+  app.add_flag("--list", list, "list every key in the table");
+  app.add_flag("--demo", demo, "run the FSDP -> TP demo on an embedded model");
+  app.add_option("--out", out, "with --demo: leave OUT/fsdp and OUT/tp behind");
+
+  return dcpp::cli::Run(app, argc, argv, [&] {
+    if (demo) {
+      if (!src.empty()) throw dcpp::cli::UsageError("--demo takes no SRC/DST (use --out DIR)");
+      return dcpp::cli::RunDemo(dcpp::cli::UserPath(out));
+    }
+    if (src.empty() || dst.empty()) throw dcpp::cli::UsageError("SRC and DST are required (or --demo)");
+    if (!out.empty()) throw dcpp::cli::UsageError("--out goes with --demo");
+    for (const std::string& s : sets) {
+      const size_t eq = s.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        throw dcpp::cli::UsageError("--set " + s + ": expected key=value");
+      }
+      opt.planner_options[s.substr(0, eq)] = s.substr(eq + 1);
+    }
+    opt.memory_budget = dcpp::cli::ParseBytes(budget);
+    opt.planner = dcpp::cli::UserPath(opt.planner);
+    // An unknown --set key is a usage error, found before any work.
+    try {
+      dcpp::ConvertPlanner::Create(opt.planner)->Options(opt.planner_options);
+    } catch (const dcpp::Error& e) {
+      if (std::string(e.what()).find("has no option") != std::string::npos) throw dcpp::cli::UsageError(e.what());
+      throw;
+    }
+    ProgressBar bar;
+    if (!quiet && dcpp::cli::StderrIsTerminal()) {
+      opt.progress = [&bar](int64_t done, int64_t total) { bar.Update(done, total); };
+    }
+    const auto t0 = Clock::now();
+    const dcpp::ConvertStats st = dcpp::convert(dcpp::cli::UserPath(src), dcpp::cli::UserPath(dst), opt);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!quiet) PrintTable(st, list);
+    std::printf("converted %zu keys (%s) from %d to %d ranks into %s in %.2fs, %lld source chunks verified\n",
+                st.keys.size(), dcpp::cli::HumanBytes(static_cast<double>(st.bytes_written)).c_str(),
+                st.source_world_size, opt.world_size, dst.c_str(), secs,
+                static_cast<long long>(st.chunks_verified));
+    return dcpp::cli::kOk;
+  });
+}

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The convert command line: the README's demo, conversions, exit codes and bad input.
+set -uo pipefail
+bin="$TEST_SRCDIR/$TEST_WORKSPACE/scripts/convert"
+t="$TEST_TMPDIR"
+fails=0
+check() {  # check NAME EXPECTED_RC PATTERN -- command...
+  local name=$1 want=$2 pattern=$3
+  shift 4
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [[ $rc != "$want" ]] || ! grep -q -- "$pattern" <<<"$out"; then
+    echo "FAIL $name: rc=$rc (want $want), output:"
+    echo "$out"
+    fails=$((fails + 1))
+  else
+    echo "ok   $name"
+  fi
+}
+
+# The demo: the README's first command.
+check demo 0 '^verified: FSDP(2) -> TP(2)' -- "$bin" --demo --out "$t/d"
+check demo-table 0 'net2.weight  *Shard(0)@\[2\]  *Shard(1)@\[2\]' -- "$bin" --demo --out "$t/d"
+test -f "$t/d/fsdp/.metadata" && test -f "$t/d/tp/.metadata" || { echo "FAIL demo left no folders"; fails=$((fails + 1)); }
+
+# A conversion, then the same destination again: refused without --overwrite, untouched.
+check convert 0 'converted 4 keys' -- "$bin" "$t/d/fsdp" "$t/tp" --planner planners/fsdp_to_tp.lua --world-size 2
+before=$(cd "$t/tp" && ls -a | sort && cat .metadata | md5sum)
+check refuse-existing 1 'already holds a checkpoint; pass --overwrite' -- "$bin" "$t/d/fsdp" "$t/tp"
+after=$(cd "$t/tp" && ls -a | sort && cat .metadata | md5sum)
+[[ "$before" == "$after" ]] || { echo "FAIL refused conversion changed DST"; fails=$((fails + 1)); }
+check overwrite 0 'converted 4 keys' -- "$bin" "$t/d/fsdp" "$t/tp" --overwrite --quiet
+check back-to-fsdp3 0 'from 2 to 3 ranks' -- "$bin" "$t/tp" "$t/f3" --planner planners/to_fsdp.lua --world-size 3
+check set-option 0 'net2.weight *Shard(0)@\[2\] *Shard(0)@\[2\]' -- "$bin" "$t/d/fsdp" "$t/col" --set colwise=net1,net2
+check budget 0 'converted' -- "$bin" "$t/d/fsdp" "$t/small" --memory-budget 16K
+
+# Bad input: conversion errors (1) name the problem and leave no checkpoint behind.
+check missing-src 1 "$t/nothing" -- "$bin" "$t/nothing" "$t/x1"
+cp -r "$t/d/fsdp" "$t/bad"
+file=$(ls "$t/bad" | grep distcp | head -1)
+python3 - "$t/bad/$file" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[10] ^= 0xff
+open(p, 'wb').write(b)
+PY
+check corrupt-src 1 'checksum mismatch for key' -- "$bin" "$t/bad" "$t/x2"
+[[ ! -e "$t/x2/.metadata" ]] || { echo "FAIL corrupt source left a checkpoint"; fails=$((fails + 1)); }
+printf 'local P = {}\nfunction P.convert(ctx, md)\n  error("boom")\nend\nreturn P\n' >"$t/boom.lua"
+check planner-error 1 'boom.lua:3: boom' -- "$bin" "$t/d/fsdp" "$t/x3" --planner "$t/boom.lua"
+printf 'local P = {}\nfunction P.convert(ctx, md)\n  return {{key = "net1.bias", layout = "Shard(5)"}}\nend\nreturn P\n' >"$t/bad_layout.lua"
+check impossible-layout 1 "key 'net1.bias' gets Shard(5)" -- "$bin" "$t/d/fsdp" "$t/x4" --planner "$t/bad_layout.lua"
+printf 'local P = {\n' >"$t/syntax.lua"
+check planner-syntax 1 'syntax.lua' -- "$bin" "$t/d/fsdp" "$t/x5" --planner "$t/syntax.lua"
+check no-planner 1 'cannot read planner script' -- "$bin" "$t/d/fsdp" "$t/x6" --planner "$t/none.lua"
+
+# Usage errors (2).
+check no-args 2 'SRC and DST are required' -- "$bin"
+check unknown-set 2 "has no option 'nope'" -- "$bin" "$t/d/fsdp" "$t/x7" --set nope=1
+check bad-set 2 'expected key=value' -- "$bin" "$t/d/fsdp" "$t/x8" --set colwise
+check bad-budget 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --memory-budget lots
+check bad-world 2 'world-size' -- "$bin" "$t/d/fsdp" "$t/x10" --world-size 0
+check unknown-flag 2 'frobnicate' -- "$bin" --frobnicate
+
+exit $fails

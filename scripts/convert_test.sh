@@ -35,6 +35,12 @@ check back-to-fsdp3 0 'from 2 to 3 ranks' -- "$bin" "$t/tp" "$t/f3" --planner pl
 check set-option 0 'net2.weight *Shard(0)@\[2\] *Shard(0)@\[2\]' -- "$bin" "$t/d/fsdp" "$t/col" --set colwise=net1,net2
 check budget 0 'converted' -- "$bin" "$t/d/fsdp" "$t/small" --memory-budget 16K
 
+# The planner in the README's "Write your own planner" guide works as documented.
+awk '/^### Write your own planner/{f=1} f&&/^```lua/{p=1;next} p&&/^```/{exit} p' \
+  "$TEST_SRCDIR/$TEST_WORKSPACE/README.md" >"$t/readme_planner.lua"
+check readme-planner 0 'net2.weight *Shard(0)@\[2\] *Shard(1)@\[4\]' -- \
+  "$bin" "$t/d/fsdp" "$t/readme" --planner "$t/readme_planner.lua" --world-size 4 --set prefix=net.
+
 # Bad input: conversion errors (1) name the problem and leave no checkpoint behind.
 check missing-src 1 "$t/nothing" -- "$bin" "$t/nothing" "$t/x1"
 cp -r "$t/d/fsdp" "$t/bad"

@@ -40,6 +40,21 @@ Box ByteBox(const Box& box, int64_t elem_size) {
   return b;
 }
 
+proto::TensorMeta BlobAsTensor(const proto::BytesMeta& b) {
+  proto::TensorMeta t;
+  t.set_fqn(b.fqn());
+  t.set_dtype("uint8");
+  t.add_shape(static_cast<int64_t>(b.length()));
+  proto::ChunkMeta* c = t.add_chunks();
+  c->add_offsets(0);
+  c->add_sizes(static_cast<int64_t>(b.length()));
+  c->set_file(b.file());
+  c->set_offset(b.offset());
+  c->set_length(b.length());
+  c->set_checksum(b.checksum());
+  return t;
+}
+
 FileSource& SourceFiles::Get(const std::string& file) {
   auto& s = open_[file];
   if (!s) s = reader_.Open(file);

@@ -30,6 +30,9 @@ namespace dcpp {
 std::vector<int64_t> ByteShape(const std::vector<int64_t>& shape, int64_t elem_size);
 Box ByteBox(const Box& box, int64_t elem_size);
 
+// A saved blob seen as a 1-D uint8 tensor of one chunk, so that it streams like a tensor.
+proto::TensorMeta BlobAsTensor(const proto::BytesMeta& b);
+
 // Open data files of one checkpoint, shared by the readers of its tensors.
 class SourceFiles {
  public:

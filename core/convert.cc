@@ -147,22 +147,6 @@ void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t
   }
 }
 
-// A saved blob seen as a 1-D uint8 tensor of one chunk, so that it streams like one.
-proto::TensorMeta BlobAsTensor(const proto::BytesMeta& b) {
-  proto::TensorMeta t;
-  t.set_fqn(b.fqn());
-  t.set_dtype("uint8");
-  t.add_shape(static_cast<int64_t>(b.length()));
-  proto::ChunkMeta* c = t.add_chunks();
-  c->add_offsets(0);
-  c->add_sizes(static_cast<int64_t>(b.length()));
-  c->set_file(b.file());
-  c->set_offset(b.offset());
-  c->set_length(b.length());
-  c->set_checksum(b.checksum());
-  return t;
-}
-
 // Streams one entry's source through the pipeline into its outputs, band by band.
 class EntryStreamer {
  public:

@@ -24,9 +24,10 @@
 -- replicated, unless strict=true, which stops at the first one and names it. Bytes entries are
 -- copied unchanged.
 --
--- Only names and layouts change, never values. Converters that start from Meta's original
--- weights also permute the rows of wq/wk (HF interleaves the rotary halves differently); if
--- your two models disagree on that, this renaming alone is not enough.
+-- Only names and layouts change, never values. Hugging Face stores the rows of q_proj/k_proj
+-- permuted for its rotary embedding (transformers' convert_llama_weights_to_hf permutes Meta's
+-- weights), while torchtitan keeps Meta's order; a full HF <-> torchtitan converter also
+-- permutes those rows, which a conversion planner cannot do.
 --
 -- Options (--set name=value):
 --   direction  "hf_to_titan" (default) or "titan_to_hf"

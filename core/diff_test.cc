@@ -2,6 +2,7 @@
 #include "core/diff.h"
 
 #include <ATen/ATen.h>
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -75,16 +76,9 @@ at::Tensor ValueOf(const std::vector<Saved>& entries, const std::string& key) {
   throw Error("no key " + key);
 }
 
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_HAS(s, part) EXPECT_NE((s).find(part), std::string::npos) << (s)
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+using ::testing::ThrowsMessage;
 
 TEST(Diff, SameValuesFsdp4VersusTp2AreIdentical) {
   TempDir dir;
@@ -169,7 +163,7 @@ TEST(Diff, AbsoluteToleranceForFloatsExactForIntegers) {
   EXPECT_EQ(Diff(dir / "a", dir / "b", tight).differences.size(), 2u);
 
   tight.atol = -1;
-  EXPECT_HAS(ErrorOf([&] { Diff(dir / "a", dir / "b", tight); }), "atol");
+  EXPECT_THAT([&] { Diff(dir / "a", dir / "b", tight); }, ThrowsMessage<Error>(HasSubstr("atol")));
 }
 
 TEST(Diff, DtypeShapeAndKindMismatchesAreNotComparedByValue) {
@@ -270,9 +264,8 @@ TEST(Diff, TinyMemoryBudgetStreamsManyBands) {
 
   // A row that does not fit: an error naming the key.
   opt.memory_budget = 1000;
-  const std::string e = ErrorOf([&] { Diff(dir / "a", dir / "b", opt); });
-  EXPECT_HAS(e, "key 'big'");
-  EXPECT_HAS(e, "memory budget");
+  EXPECT_THAT([&] { Diff(dir / "a", dir / "b", opt); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("key 'big'"), HasSubstr("memory budget"))));
 }
 
 TEST(Diff, CorruptByteIsAChecksumErrorNamingTheKey) {
@@ -294,10 +287,9 @@ TEST(Diff, CorruptByteIsAChecksumErrorNamingTheKey) {
     f.seekp(at);
     f.put(c);
   }
-  const std::string e = ErrorOf([&] { Diff(dir / "a", dir / "b"); });
-  EXPECT_HAS(e, "'net1.weight'");
-  EXPECT_HAS(e, "checksum mismatch");
-  EXPECT_HAS(e, chunk->file());
+  EXPECT_THAT([&] { Diff(dir / "a", dir / "b"); },
+              ThrowsMessage<Error>(AllOf(HasSubstr("checksum mismatch for key 'net1.weight'"),
+                                         HasSubstr(chunk->file()))));
 
   // Without verification the flipped byte is a value difference.
   DiffOptions opt;
@@ -307,7 +299,7 @@ TEST(Diff, CorruptByteIsAChecksumErrorNamingTheKey) {
   EXPECT_EQ(r.differences[0].key, "net1.weight");
   EXPECT_EQ(r.differences[0].mismatched, 1);
 
-  EXPECT_HAS(ErrorOf([&] { Diff(dir / "a", dir / "none"); }), dir / "none");
+  EXPECT_THAT([&] { Diff(dir / "a", dir / "none"); }, ThrowsMessage<Error>(HasSubstr(dir / "none")));
 }
 
 }  // namespace

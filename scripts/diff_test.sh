@@ -6,18 +6,14 @@ bin="$TEST_SRCDIR/$TEST_WORKSPACE/scripts"
 d="$TEST_TMPDIR/d"
 "$bin/convert" --demo --out "$d" >/dev/null || { echo "FAIL: convert --demo"; exit 1; }
 fails=0
-check() {  # check NAME EXPECTED_RC PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
+# check NAME RC PATTERN -- COMMAND...: the command exits RC and prints PATTERN (output in $out).
+check() {
+  local name=$1 want=$2 pattern=$3 rc
   shift 4
-  out=$("$@" 2>&1)
-  local rc=$?
-  if [[ $rc != "$want" ]] || ! grep -q -- "$pattern" <<<"$out"; then
-    echo "FAIL $name: rc=$rc (want $want), output:"
-    echo "$out"
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
+  out=$("$@" 2>&1) && rc=0 || rc=$?
+  [[ $rc == "$want" ]] && grep -q -- "$pattern" <<<"$out" && { echo "ok   $name"; return; }
+  printf 'FAIL %s: rc=%s (want %s), output:\n%s\n' "$name" "$rc" "$want" "$out"
+  fails=$((fails + 1))
 }
 
 # Same values in two layouts.

@@ -11,12 +11,14 @@
 #include "core/dcpp.h"
 #include "core/metadata.h"
 #include "core/testing/full_disk.h"
+#include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
 namespace {
 
 using testing::FullDiskWriter;
+using testing::ErrorOf;
 using testing::TempDir;
 namespace fs = std::filesystem;
 
@@ -60,17 +62,6 @@ const proto::TensorMeta& Find(const proto::Metadata& md, const std::string& fqn)
   }
   throw Error("no key " + fqn);
 }
-
-std::string ErrorOf(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
-#define EXPECT_HAS(s, part) EXPECT_NE((s).find(part), std::string::npos) << (s)
 
 // The seed MLP (net1 = Linear(10, 16), net2 = Linear(16, 10)).
 Tensors Mlp() {

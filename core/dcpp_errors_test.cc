@@ -8,27 +8,17 @@
 #include "core/dcpp.h"
 #include "core/metadata.h"
 #include "core/testing/full_disk.h"
+#include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
 namespace {
 
 using testing::FullDiskWriter;
+using testing::ErrorOf;
+using testing::ReadFile;
+using testing::WriteFile;
 using testing::TempDir;
-
-std::string ErrorOf(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    return std::string("NOT A dcpp::Error: ") + e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
 
 StateDict Sample() {
   StateDict sd;
@@ -44,14 +34,6 @@ StateDict Zeros() {
   sd.AddTensor("net1.bias", at::zeros({16}));
   sd.AddBytes("step", "");
   return sd;
-}
-
-std::string ReadFile(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void WriteFile(const std::string& p, const std::string& s) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
 }
 
 proto::Metadata Md(const TempDir& d) { return ParseMetadata(ReadFile(d / ".metadata"), d.path()); }

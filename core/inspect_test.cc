@@ -11,23 +11,15 @@
 
 #include "core/dcpp.h"
 #include "core/metadata.h"
+#include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
 namespace {
 
+using testing::ReadFile;
+using testing::WriteFile;
 using testing::TempDir;
-
-#define EXPECT_HAS(haystack, needle) \
-  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
-
-std::string ReadFile(const std::string& p) {
-  std::ifstream in(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-void WriteFile(const std::string& p, const std::string& s) {
-  std::ofstream(p, std::ios::binary | std::ios::trunc) << s;
-}
 
 proto::Metadata Md(const TempDir& d) { return ParseMetadata(ReadFile(d / ".metadata"), d.path()); }
 void WriteMd(const TempDir& d, const proto::Metadata& md) { WriteFile(d / ".metadata", SerializeMetadata(md)); }

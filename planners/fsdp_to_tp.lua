@@ -115,12 +115,8 @@ function P.convert(ctx, md)
   local dropped = matcher(ctx.options.drop)
 
   -- Saved keys in a stable order: tensors then bytes, each sorted.
-  local keys = {}
-  for k in pairs(md.tensors) do keys[#keys + 1] = k end
-  table.sort(keys)
-  local blobs = {}
-  for k in pairs(md.bytes) do blobs[#blobs + 1] = k end
-  table.sort(blobs)
+  local keys = dcpp.sorted_keys(md.tensors)
+  local blobs = dcpp.sorted_keys(md.bytes)
 
   -- Parameters by renamed key, so optimizer state can find its parameter's shape.
   local params = {}

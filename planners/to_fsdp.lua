@@ -11,9 +11,7 @@ P.options = {
 function P.convert(ctx, md)
   local dim = tonumber(ctx.options.dim)
   if dim == nil then error("option dim must be an integer, got '" .. ctx.options.dim .. "'") end
-  local keys = {}
-  for k in pairs(md.tensors) do keys[#keys + 1] = k end
-  table.sort(keys)
+  local keys = dcpp.sorted_keys(md.tensors)
   local entries = {}
   for _, k in ipairs(keys) do
     local ndim = #md.tensors[k].shape
@@ -23,9 +21,7 @@ function P.convert(ctx, md)
     end
     entries[#entries + 1] = {key = k, source = k, layout = layout}
   end
-  local blobs = {}
-  for k in pairs(md.bytes) do blobs[#blobs + 1] = k end
-  table.sort(blobs)
+  local blobs = dcpp.sorted_keys(md.bytes)
   for _, k in ipairs(blobs) do entries[#entries + 1] = {key = k, source = k} end
   return entries
 end

@@ -1,23 +1,9 @@
 #!/usr/bin/env bash
 # The convert command line: the README's demo, conversions, exit codes and bad input.
 set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
 bin="$TEST_SRCDIR/$TEST_WORKSPACE/scripts/convert"
 t="$TEST_TMPDIR"
-fails=0
-check() {  # check NAME EXPECTED_RC PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  local out rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [[ $rc != "$want" ]] || ! grep -q -- "$pattern" <<<"$out"; then
-    echo "FAIL $name: rc=$rc (want $want), output:"
-    echo "$out"
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
 
 # The demo: the README's first command.
 check demo 0 '^verified: FSDP(2) -> TP(2)' -- "$bin" --demo --out "$t/d"

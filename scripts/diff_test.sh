@@ -2,19 +2,10 @@
 # scripts/diff on the demo's checkpoints (the seed MLP FSDP-sharded over 2 ranks, and the same
 # converted to TP over 2): equal by value across layouts, a flipped byte, exit codes.
 set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
 bin="$TEST_SRCDIR/$TEST_WORKSPACE/scripts"
 d="$TEST_TMPDIR/d"
 "$bin/convert" --demo --out "$d" >/dev/null || { echo "FAIL: convert --demo"; exit 1; }
-fails=0
-# check NAME RC PATTERN -- COMMAND...: the command exits RC and prints PATTERN (output in $out).
-check() {
-  local name=$1 want=$2 pattern=$3 rc
-  shift 4
-  out=$("$@" 2>&1) && rc=0 || rc=$?
-  [[ $rc == "$want" ]] && grep -q -- "$pattern" <<<"$out" && { echo "ok   $name"; return; }
-  printf 'FAIL %s: rc=%s (want %s), output:\n%s\n' "$name" "$rc" "$want" "$out"
-  fails=$((fails + 1))
-}
 
 # Same values in two layouts.
 check fsdp-vs-tp 0 '^4 keys compared, 1384 bytes: identical$' -- "$bin/diff" "$d/fsdp" "$d/tp"

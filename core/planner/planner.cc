@@ -2,6 +2,7 @@
 
 #include <lua.hpp>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -92,8 +93,28 @@ int LuaNumel(lua_State* L) {
   return 1;
 }
 
+// dcpp.sorted_keys(t): the string keys of table `t`, sorted (a stable order for output).
+int LuaSortedKeys(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  std::vector<std::string> keys;
+  lua_pushnil(L);
+  while (lua_next(L, 1) != 0) {
+    if (lua_type(L, -2) == LUA_TSTRING) keys.emplace_back(lua_tostring(L, -2));
+    lua_pop(L, 1);
+  }
+  std::sort(keys.begin(), keys.end());
+  lua_createtable(L, static_cast<int>(keys.size()), 0);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    lua_pushlstring(L, keys[i].data(), keys[i].size());
+    lua_rawseti(L, -2, static_cast<int>(i + 1));
+  }
+  return 1;
+}
+
 void InstallHelpers(lua_State* L) {
   lua_newtable(L);
+  lua_pushcfunction(L, LuaSortedKeys);
+  lua_setfield(L, -2, "sorted_keys");
   lua_pushcfunction(L, LuaOverlap);
   lua_setfield(L, -2, "overlap");
   lua_pushcfunction(L, LuaBoxKey);

@@ -5,7 +5,7 @@
 // calls them at the points of DESIGN.md §2 and validates what they return; a Lua error or a
 // malformed answer becomes a dcpp::Error naming the script (and line, for Lua errors).
 //
-// Scripts see a global `dcpp` table of geometry helpers (overlap, box_key, numel) and a `ctx`
+// Scripts see a global `dcpp` table of helpers (overlap, box_key, numel, sorted_keys) and a `ctx`
 // table per call (rank, world_size, mesh, thread_count, allow_partial_load, first_file_index,
 // options). Not thread-safe: one planner per thread.
 #pragma once

@@ -38,25 +38,18 @@ P.options = {
   writer = "hash",
 }
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
-
 function P.convert(ctx, md)
   local mode = ctx.options.layout
   if mode ~= "fsdp" and mode ~= "replicate" then
     error("option layout must be fsdp or replicate, got '" .. mode .. "'")
   end
   local entries = {}
-  for _, k in ipairs(sorted_keys(md.tensors)) do
+  for _, k in ipairs(dcpp.sorted_keys(md.tensors)) do
     local layout = "Replicate()"
     if mode == "fsdp" and #md.tensors[k].shape > 0 then layout = "Shard(0)" end
     entries[#entries + 1] = {key = k, source = k, layout = layout}
   end
-  for _, k in ipairs(sorted_keys(md.bytes)) do entries[#entries + 1] = {key = k, source = k} end
+  for _, k in ipairs(dcpp.sorted_keys(md.bytes)) do entries[#entries + 1] = {key = k, source = k} end
   return entries
 end
 
@@ -88,7 +81,7 @@ function P.save_global(ctx, plans)
   end
   -- File number of each key: its position among the sorted keys.
   local number = {}
-  for i, k in ipairs(sorted_keys(fqns)) do number[k] = ctx.first_file_index + i - 1 end
+  for i, k in ipairs(dcpp.sorted_keys(fqns)) do number[k] = ctx.first_file_index + i - 1 end
 
   local out = {}
   for r = 1, #plans do out[r] = {} end

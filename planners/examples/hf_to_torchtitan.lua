@@ -120,9 +120,7 @@ end
 function P.convert(ctx, md)
   check_options(ctx.options)
   local strict = ctx.options.strict == "true"
-  local keys = {}
-  for k in pairs(md.tensors) do keys[#keys + 1] = k end
-  table.sort(keys)
+  local keys = dcpp.sorted_keys(md.tensors)
   local entries = {}
   for _, k in ipairs(keys) do
     local ndim = #md.tensors[k].shape
@@ -137,9 +135,7 @@ function P.convert(ctx, md)
     end
     entries[#entries + 1] = {key = key, source = k, layout = P.layout_of(ctx, style, param, ndim)}
   end
-  local blobs = {}
-  for k in pairs(md.bytes) do blobs[#blobs + 1] = k end
-  table.sort(blobs)
+  local blobs = dcpp.sorted_keys(md.bytes)
   for _, k in ipairs(blobs) do entries[#entries + 1] = {key = k, source = k} end
   return entries
 end

@@ -48,13 +48,6 @@ local function under(key, names)
   return false
 end
 
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys)
-  return keys
-end
-
 function P.convert(ctx, md)
   local o = ctx.options
   if o.shard ~= "true" and o.shard ~= "false" then
@@ -73,14 +66,14 @@ function P.convert(ctx, md)
   end
 
   local entries = {}
-  for _, k in ipairs(sorted_keys(md.tensors)) do
+  for _, k in ipairs(dcpp.sorted_keys(md.tensors)) do
     if not under(k, drop) then
       local layout = "Replicate()"
       if o.shard == "true" and #md.tensors[k].shape > 0 then layout = "Shard(0)" end
       entries[#entries + 1] = {key = target(k), source = k, layout = layout}
     end
   end
-  for _, k in ipairs(sorted_keys(md.bytes)) do
+  for _, k in ipairs(dcpp.sorted_keys(md.bytes)) do
     if keep_bytes[k] then entries[#entries + 1] = {key = target(k), source = k} end
   end
   return entries

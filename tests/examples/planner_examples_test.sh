@@ -3,28 +3,14 @@
 # by tests/examples/make_checkpoint, `inspect --json` shows the keys, layouts and files it
 # promises, `make_checkpoint --check` reloads every value, and a bad option fails as documented.
 set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
 root="$TEST_SRCDIR/$TEST_WORKSPACE"
 convert="$root/scripts/convert"
 inspect="$root/scripts/inspect"
 make="$root/tests/examples/make_checkpoint"
 ex="$root/planners/examples"
 t="$TEST_TMPDIR"
-fails=0
 
-check() {  # check NAME EXPECTED_RC PATTERN -- command...
-  local name=$1 want=$2 pattern=$3
-  shift 4
-  local out rc
-  out=$("$@" 2>&1)
-  rc=$?
-  if [[ $rc != "$want" ]] || ! grep -q -- "$pattern" <<<"$out"; then
-    echo "FAIL $name: rc=$rc (want $want), output:"
-    echo "$out"
-    fails=$((fails + 1))
-  else
-    echo "ok   $name"
-  fi
-}
 
 # expect NAME DIR PYTHON: runs PYTHON with `md` = DIR's `inspect --json` and helpers: t(key)
 # the tensor, chunks(key) its [(offsets, sizes, file)], keys() the tensor keys, blobs() the

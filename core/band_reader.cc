@@ -6,16 +6,13 @@
 #include "core/checksum.h"
 #include "core/dtype.h"
 #include "core/error.h"
+#include "core/metadata.h"
 
 namespace dcpp {
 namespace {
 
 // Reads and hashes in blocks this size, so each block is hashed while it is in cache.
 constexpr int64_t kBlockBytes = 1 << 20;
-
-Box ElementBox(const proto::ChunkMeta& c) {
-  return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
-}
 
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
@@ -84,7 +81,7 @@ BandReader::BandReader(SourceFiles& files, const proto::TensorMeta& meta, bool v
   for (const auto& c : meta.chunks()) {
     Part p;
     p.chunk = &c;
-    p.box = ByteBox(ElementBox(c), es);
+    p.box = ByteBox(ChunkBox(c), es);
     if (p.box.empty()) continue;
     if (std::find(seen.begin(), seen.end(), p.box) != seen.end()) continue;  // a duplicate
     seen.push_back(p.box);
@@ -125,7 +122,7 @@ int64_t BandReader::unverified_chunks() const {
 void BandReader::Check(Part& p) {
   const proto::ChunkMeta& c = *p.chunk;
   DCPP_CHECK(p.sum->Digest() == c.checksum(), "checksum mismatch for key '", meta_.fqn(),
-             "' chunk ", ElementBox(c).ToString(), " in ", files_.reader().Describe(), "/",
+             "' chunk ", ChunkBox(c).ToString(), " in ", files_.reader().Describe(), "/",
              c.file(), " (bytes ", c.offset(), "..", c.offset() + c.length(),
              "): the data file is corrupt");
   p.verified = true;

@@ -25,10 +25,6 @@
 
 namespace dcpp {
 
-Box ChunkBox(const proto::ChunkMeta& c) {
-  return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
-}
-
 std::string ChecksumHex(uint64_t checksum) {
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(checksum));

@@ -18,13 +18,11 @@
 #include <vector>
 
 #include "core/box.h"
+#include "core/metadata.h"  // ChunkBox
 #include "core/proto/metadata.pb.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
-
-// The box of the global tensor that `chunk` holds.
-Box ChunkBox(const proto::ChunkMeta& chunk);
 
 // A checksum as written by the tools: 16 lowercase hex digits, e.g. "00f3a9c2d4e5b617".
 std::string ChecksumHex(uint64_t checksum);

@@ -25,10 +25,6 @@ using internal::ViewOf;
 // Direct reads go in blocks this size, each hashed while it is in cache.
 constexpr int64_t kBlockBytes = 1 << 20;
 
-Box ChunkBox(const proto::ChunkMeta& c) {
-  return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
-}
-
 // A target region fed by one saved chunk.
 struct Piece {
   LocalChunk* target;

@@ -51,4 +51,8 @@ std::string SerializeMetadata(const proto::Metadata& md) {
   return out;
 }
 
+Box ChunkBox(const proto::ChunkMeta& c) {
+  return Box{{c.offsets().begin(), c.offsets().end()}, {c.sizes().begin(), c.sizes().end()}};
+}
+
 }  // namespace dcpp

@@ -5,6 +5,7 @@
 
 #include <string>
 
+#include "core/box.h"
 #include "core/proto/metadata.pb.h"
 
 namespace dcpp {
@@ -19,5 +20,8 @@ constexpr uint64_t kChunkAlignment = 4096;
 proto::Metadata ParseMetadata(const std::string& bytes, const std::string& where);
 
 std::string SerializeMetadata(const proto::Metadata& md);
+
+// The box of the global tensor that a saved chunk holds.
+Box ChunkBox(const proto::ChunkMeta& chunk);
 
 }  // namespace dcpp

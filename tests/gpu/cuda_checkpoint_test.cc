@@ -1,5 +1,6 @@
 // CUDA tensors through the engine: every dtype, resharding into CUDA targets, allocation on
-// the GPU, an NCCL group (one GPU: world of one) and gloo ranks holding CUDA tensors.
+// the GPU, an NCCL group (one GPU: world of one), gloo ranks holding CUDA tensors, and
+// async_save of CUDA tensors changed right after Save() returns.
 // Skips when no GPU is visible (always in the CPU build).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -7,6 +8,7 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "core/comm/c10d_comm.h"
+#include "core/async_save.h"
 #include "core/comm/nccl.h"
 #include "core/dcpp.h"
 #include "core/testing/temp_dir.h"
@@ -105,6 +107,24 @@ TEST(Cuda, GlooRanksHoldingCudaTensors) {
                "rank ", rank, " differs");
   });
   EXPECT_EQ(testing::Joined(errors), "");
+}
+
+TEST(Cuda, AsyncSaveSnapshotsBeforeTheTensorsChange) {
+  SKIP_WITHOUT_GPU();
+  testing::TempDir dir;
+  at::Tensor w = at::rand({1024, 256}, at::TensorOptions().device(kGpu));
+  const at::Tensor before = w.cpu();
+  StateDict sd;
+  sd.AddSharded("w", w, Layout::Sharded(2, 1), 0);
+  sd.AddSharded("w", w, Layout::Sharded(2, 1), 1);
+  AsyncSaver saver;
+  PendingSave p = saver.Save(sd, dir.path());
+  w.mul_(-1);  // on the current stream, after the snapshot's copies
+  p.wait();
+  StateDict back;
+  back.AddTensor("w", at::zeros({1024, 256}));
+  load(back, dir.path());
+  EXPECT_TRUE(at::equal(back.tensors()[0].chunks[0].tensor, before));
 }
 
 }  // namespace

@@ -26,6 +26,10 @@ namespace {
 // Writes and hashes go in blocks this size, so each block is hashed while it is in cache.
 constexpr int64_t kBlockBytes = 1 << 20;
 constexpr int64_t kMinBudget = 8 << 10;
+// A job (the bands handed to the writer at once) stops growing at this size even when the
+// budget allows more, so that its bytes are still in cache when they are hashed and written.
+// The budget stays the ceiling: one row larger than this gets a job of its own.
+constexpr int64_t kJobBytes = 8 << 20;
 
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
@@ -165,7 +169,8 @@ class EntryStreamer {
     int64_t row = 0;
     while (row < reader.rows()) {
       if (!open_) Start();
-      const int64_t fit = (pipe_.capacity() - job_.used) / per_row;
+      const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_row);
+      const int64_t fit = (limit - job_.used) / per_row;
       if (fit == 0) {
         Flush();
         continue;

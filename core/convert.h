@@ -4,7 +4,8 @@
 // every saved key; the save planner's global step (the conversion script's own save_global,
 // else the default) places the target chunks in files, one set per target rank. The engine
 // then streams each tensor in bands of rows through at most `memory_budget` bytes of buffers
-// (two halves, so that reading one band overlaps writing the previous one), verifies every
+// (two halves, so that reading one band overlaps writing the previous one; bands are kept to
+// a few MiB when rows allow, so that data is hashed and written while still in cache), verifies every
 // source chunk's checksum, writes every target chunk with its own, and commits the
 // destination's metadata atomically. A failed conversion removes what it wrote and leaves any
 // checkpoint already in the destination as it was.

@@ -2,6 +2,7 @@
 // baselines, /proc/self/status readings, scratch folders on /dev/shm. Header-only.
 #pragma once
 
+#include <c10/core/ScalarType.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -20,6 +21,19 @@
 #include <vector>
 
 namespace dcpp_bench {
+
+// A tensor a benchmark makes: its key, dtype and shape.
+struct Spec {
+  std::string name;
+  c10::ScalarType dtype;
+  std::vector<int64_t> shape;
+  int64_t nbytes() const {
+    int64_t n = c10::elementSize(dtype);
+    for (int64_t s : shape) n *= s;
+    return n;
+  }
+};
+
 
 inline double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();

@@ -62,17 +62,6 @@ constexpr int kTargetRanks = 4;
 // Buffer sizes of the plain copy; the faster is the baseline.
 constexpr int64_t kCopyBuffers[] = {int64_t{1} << 20, int64_t{64} << 20};
 
-struct Spec {
-  std::string name;
-  c10::ScalarType dtype;
-  std::vector<int64_t> shape;
-  int64_t nbytes() const {
-    int64_t n = c10::elementSize(dtype);
-    for (int64_t s : shape) n *= s;
-    return n;
-  }
-};
-
 // Llama-7B-like widths (4096, 11008, vocabulary 32000), halved together until the embeddings
 // and 4 layers fit in the target size, then as many layers as fill it. Every dimension stays
 // divisible by 8, so each Shard(0) chunk of 8 ranks and each TP shard of 4 is even.

@@ -39,17 +39,6 @@ using namespace dcpp_bench;
 
 constexpr int kThreadCounts[] = {1, 2};
 
-struct Spec {
-  std::string name;
-  c10::ScalarType dtype;
-  std::vector<int64_t> shape;
-  int64_t nbytes() const {
-    int64_t n = c10::elementSize(dtype);
-    for (int64_t s : shape) n *= s;
-    return n;
-  }
-};
-
 // A mix like a model's state dict, ~total_mib in all: per layer one 16 MiB tensor, one 4 MiB
 // tensor and one small tensor (1 KiB .. 1 MiB, 1-D or 2-D), float32 and bfloat16 alternating.
 // 2048 MiB gives 100 layers, 300 tensors, ~2014 MiB.

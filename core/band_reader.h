@@ -52,6 +52,8 @@ class BandReader {
   BandReader(SourceFiles& files, const proto::TensorMeta& meta, bool verify_checksums);
   ~BandReader();
 
+  // The tensor's byte geometry (see ByteShape); rows() is its first extent.
+  const std::vector<int64_t>& byte_shape() const { return shape_; }
   int64_t rows() const { return shape_[0]; }
   int64_t row_bytes() const { return row_bytes_; }
   // Bytes of staging a band of `rows` rows may need on top of the band itself (for chunks

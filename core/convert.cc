@@ -166,10 +166,11 @@ class EntryStreamer {
     DCPP_CHECK(per_row <= pipe_.capacity(), "key '", key, "': one row of dimension 0 needs ",
                per_row, " bytes of buffers, more than half the memory budget (",
                opt_.memory_budget, " bytes); raise the memory budget");
+    const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_row);
+    Box band_box = WholeBox(reader.byte_shape());
     int64_t row = 0;
     while (row < reader.rows()) {
       if (!open_) Start();
-      const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_row);
       const int64_t fit = (limit - job_.used) / per_row;
       if (fit == 0) {
         Flush();
@@ -179,8 +180,6 @@ class EntryStreamer {
       uint8_t* band = pipe_.buffer(job_.slot) + job_.used;
       uint8_t* scratch = band + n * reader.row_bytes();
       reader.Read(row, row + n, band, scratch);
-      Box band_box = WholeBox(ByteShape({source.shape().begin(), source.shape().end()},
-                                        ElementSize(DtypeFromName(source.dtype()))));
       band_box.offsets[0] = row;
       band_box.sizes[0] = n;
       uint8_t* copy = scratch;

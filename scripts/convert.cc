@@ -113,19 +113,17 @@ int main(int argc, char** argv) {
     }
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     opt.planner = dcpp::cli::UserPath(opt.planner);
-    // An unknown --set key is a usage error, found before any work.
-    try {
-      dcpp::ConvertPlanner::Create(opt.planner)->Options(opt.planner_options);
-    } catch (const dcpp::Error& e) {
-      if (std::string(e.what()).find("has no option") != std::string::npos) throw dcpp::cli::UsageError(e.what());
-      throw;
-    }
     ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {
       opt.progress = [&bar](int64_t done, int64_t total) { bar.Update(done, total); };
     }
     const auto t0 = Clock::now();
-    const dcpp::ConvertStats st = dcpp::convert(dcpp::cli::UserPath(src), dcpp::cli::UserPath(dst), opt);
+    dcpp::ConvertStats st;
+    try {
+      st = dcpp::convert(dcpp::cli::UserPath(src), dcpp::cli::UserPath(dst), opt);
+    } catch (const dcpp::UnknownOptionError& e) {
+      throw dcpp::cli::UsageError(e.what());  // found before any data moves
+    }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!quiet) PrintTable(st, list);
     std::printf("converted %zu keys (%s) from %d to %d ranks into %s in %.2fs, %lld source chunks verified\n",

@@ -494,7 +494,7 @@ std::map<std::string, std::string> ConvertPlanner::Options(
     if (!out.count(k)) {
       std::string known;
       for (const auto& kv : out) known += (known.empty() ? "" : ", ") + kv.first;
-      throw Error(StrCat("planner ", name_, " has no option '", k, "' (",
+      throw UnknownOptionError(StrCat("planner ", name_, " has no option '", k, "' (",
                          known.empty() ? "it takes none" : "its options: " + known, ")"));
     }
   }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "core/box.h"
+#include "core/error.h"
 #include "core/layout.h"
 #include "core/proto/metadata.pb.h"
 
@@ -105,6 +106,13 @@ struct ConvertEntry {
   Layout layout;
 };
 
+// Thrown by ConvertPlanner::Options (and so by convert()) for a --set key the planner does not
+// declare: a mistake on the command line rather than in the data.
+class UnknownOptionError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A conversion planner (e.g. planners/fsdp_to_tp.lua): decides the target key and layout of
 // every saved key. Contract (README "Write your own planner"):
 //   P.options = {name = "default", ...}      the --set keys it accepts, with defaults
@@ -118,8 +126,8 @@ class ConvertPlanner {
   static std::unique_ptr<ConvertPlanner> Create(const std::string& script_path);
   ~ConvertPlanner();
 
-  // P.options merged with `set`; throws dcpp::Error naming the key if `set` has one that
-  // P.options does not declare.
+  // P.options merged with `set`; throws UnknownOptionError naming the key if `set` has one
+  // that P.options does not declare.
   std::map<std::string, std::string> Options(const std::map<std::string, std::string>& set);
   // Runs P.convert; validates the answer against `md` (sources exist, keys unique, layouts
   // well-formed for each tensor's rank) and fills `mesh`.

@@ -435,7 +435,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       }
     });
     std::exception_ptr read_error;
-    EntryStreamer streamer(pipe, files, opt);
+    ConvertOptions read_opt = opt;  // formats without checksums (DCP, safetensors) skip them
+    read_opt.verify_checksums = opt.verify_checksums && HasChecksums(md);
+    EntryStreamer streamer(pipe, files, read_opt);
     try {
       for (size_t i = 0; i < entries.size(); ++i) {
         const proto::TensorMeta& source =

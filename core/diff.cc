@@ -226,7 +226,9 @@ DiffReport Diff(StorageReader& a, StorageReader& b, const DiffOptions& opt) {
   }
 
   DiffReport report;
-  Differ differ(a, b, opt);
+  DiffOptions read_opt = opt;  // a side without checksums (DCP, safetensors) is read unverified
+  read_opt.verify_checksums = opt.verify_checksums && HasChecksums(md_a) && HasChecksums(md_b);
+  Differ differ(a, b, read_opt);
   for (const std::string& key : keys) {
     const proto::TensorMeta *ta = Entries::Find(ea.tensors, key), *tb = Entries::Find(eb.tensors, key);
     const proto::BytesMeta *ba = Entries::Find(ea.blobs, key), *bb = Entries::Find(eb.blobs, key);

@@ -352,9 +352,11 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   OnEveryRank(comm, "load", [&] {
     const proto::Metadata md = ParseMetadata(md_bytes, reader.Describe());
     ctx.mesh.assign(md.mesh_shape().begin(), md.mesh_shape().end());
-    Plan plan = MakePlan(sd, md, opt, ctx, reader.Describe());
+    LoadOptions eff = opt;  // formats without checksums (DCP, safetensors) are read unverified
+    eff.verify_checksums = opt.verify_checksums && HasChecksums(md);
+    Plan plan = MakePlan(sd, md, eff, ctx, reader.Describe());
     stats.bytes_needed = plan.bytes_needed;
-    Execute(plan, reader, opt, counters);
+    Execute(plan, reader, eff, counters);
   });
   stats.bytes_read = counters.bytes_read;
   stats.read_calls = counters.read_calls;

@@ -23,7 +23,7 @@ proto::Metadata ParseMetadata(const std::string& bytes, const std::string& where
   DCPP_CHECK(md.format_major() <= kFormatMajor, "checkpoint ", where, " has format version ",
              md.format_major(), ".", md.format_minor(), "; this dcpp reads up to ", kFormatMajor,
              ".x");
-  DCPP_CHECK(md.checksum_algorithm() == kChecksumAlgorithm, "checkpoint ", where,
+  DCPP_CHECK(md.checksum_algorithm() == kChecksumAlgorithm || !HasChecksums(md), "checkpoint ", where,
              ": unknown checksum algorithm '", md.checksum_algorithm(), "'");
   for (const auto& t : md.tensors()) {
     const c10::ScalarType dtype = DtypeFromName(t.dtype());

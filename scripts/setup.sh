@@ -18,6 +18,7 @@ APT_PACKAGES=(
   libgloo-dev                        # gloo headers for c10d's ProcessGroupGloo.hpp
   nlohmann-json3-dev                 # inspect --json
   libcli11-dev                       # command-line parsing
+  zlib1g-dev                         # CRC-32 of the zip archives inside PyTorch DCP files
 )
 PY=${DCPP_PYTHON:-python3}
 
@@ -40,6 +41,8 @@ if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] 
   "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy
 fi
 "$PY" -c "import numpy" 2>/dev/null || "$PY" -m pip install -q numpy
+# The interop tests check dcpp's safetensors files with Hugging Face's own reader.
+"$PY" -c "import safetensors" 2>/dev/null || "$PY" -m pip install -q safetensors
 
 # Bazel's repository rule finds torch through this interpreter.
 if [[ -n ${DCPP_PYTHON:-} ]]; then

@@ -14,6 +14,8 @@
 #include "core/convert.h"
 #include "core/error.h"
 #include "core/planner/planner.h"
+#include "core/storage/filesystem.h"
+#include "core/storage/open.h"
 #include "scripts/cli.h"
 #include "scripts/convert_demo.h"
 
@@ -120,7 +122,9 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     dcpp::ConvertStats st;
     try {
-      st = dcpp::convert(dcpp::cli::UserPath(src), dcpp::cli::UserPath(dst), opt);
+      const auto reader = dcpp::OpenReader(dcpp::cli::UserPath(src));  // native or safetensors
+      dcpp::FileSystemWriter writer(dcpp::cli::UserPath(dst));
+      st = dcpp::convert(*reader, writer, opt);
     } catch (const dcpp::UnknownOptionError& e) {
       throw dcpp::cli::UsageError(e.what());  // found before any data moves
     }

@@ -15,6 +15,7 @@
 
 #include "core/diff.h"
 #include "core/error.h"
+#include "core/storage/open.h"
 #include "scripts/cli.h"
 
 namespace {
@@ -52,9 +53,9 @@ int main(int argc, char** argv) {
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     const std::string pa = dcpp::cli::UserPath(a), pb = dcpp::cli::UserPath(b);
     for (const std::string& p : {pa, pb}) {
-      DCPP_CHECK(std::filesystem::is_directory(p), "no checkpoint folder ", p);
+      DCPP_CHECK(std::filesystem::exists(p), "no checkpoint folder ", p);
     }
-    const dcpp::DiffReport r = dcpp::Diff(pa, pb, opt);
+    const dcpp::DiffReport r = dcpp::Diff(*dcpp::OpenReader(pa), *dcpp::OpenReader(pb), opt);
     if (!quiet) {
       for (const dcpp::KeyDiff& d : r.differences) std::printf("%s\n", dcpp::DescribeDifference(d).c_str());
     }

@@ -1,6 +1,6 @@
-// Prints what a native dcpp checkpoint holds, from its metadata alone: every key with its
-// dtype, shape, bytes and chunks (box, data file, byte range), as a table or as JSON (the
-// shape is documented in core/inspect.h and README.md).
+// Prints what a dcpp checkpoint (or a safetensors file or folder) holds, from its metadata
+// alone: every key with its dtype, shape, bytes and chunks (box, data file, byte range), as a
+// table or as JSON (the shape is documented in core/inspect.h and README.md).
 //
 //   bazel run //scripts:inspect -- DIR [--json]
 //
@@ -12,7 +12,7 @@
 #include "core/error.h"
 #include "core/inspect.h"
 #include "core/metadata.h"
-#include "core/storage/filesystem.h"
+#include "core/storage/open.h"
 #include "scripts/cli.h"
 
 int main(int argc, char** argv) {
@@ -23,9 +23,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print JSON instead of a table");
   return dcpp::cli::Run(app, argc, argv, [&] {
     const std::string path = dcpp::cli::UserPath(dir);
-    DCPP_CHECK(std::filesystem::is_directory(path), "no checkpoint folder ", path);
-    const dcpp::proto::Metadata md =
-        dcpp::ParseMetadata(dcpp::FileSystemReader(path).ReadMetadata(), path);
+    DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
+    const auto reader = dcpp::OpenReader(path);
+    const dcpp::proto::Metadata md = dcpp::ParseMetadata(reader->ReadMetadata(), reader->Describe());
     const std::string out = json ? dcpp::InspectJson(md).dump(2) + "\n" : dcpp::InspectText(md);
     std::fwrite(out.data(), 1, out.size(), stdout);
     return dcpp::cli::kOk;

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/inspect.h"
+#include "core/storage/open.h"
 #include "scripts/cli.h"
 
 int main(int argc, char** argv) {
@@ -26,8 +27,11 @@ int main(int argc, char** argv) {
   app.add_flag("--quiet,-q", quiet, "print only the last line");
   return dcpp::cli::Run(app, argc, argv, [&] {
     const std::string path = dcpp::cli::UserPath(dir);
-    DCPP_CHECK(std::filesystem::is_directory(path), "no checkpoint folder ", path);
-    const dcpp::VerifyReport r = dcpp::Verify(path, opt);
+    DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
+    // Native folders also get notes on files the metadata does not name.
+    const dcpp::VerifyReport r = dcpp::DetectFormat(path) == dcpp::Format::kNative
+                                     ? dcpp::Verify(path, opt)
+                                     : dcpp::Verify(*dcpp::OpenReader(path), opt);
     if (!quiet) {
       for (const auto& p : r.problems) std::printf("%s\n", p.message.c_str());
       if (r.problems_omitted > 0) {

@@ -284,6 +284,20 @@ std::string DescribeChunking(const std::vector<int64_t>& shape,
   return l.ToString();
 }
 
+namespace {
+
+// A saved blob, read whole (and checked against its checksum when `verify`).
+std::string ReadBlob(StorageReader& src, const proto::BytesMeta& b, bool verify) {
+  std::string data(b.length(), '\0');
+  src.Open(b.file())->ReadAt(b.offset(), data.data(), data.size());
+  DCPP_CHECK(!verify || Checksum::Of(data.data(), data.size()) == b.checksum(),
+             "checksum mismatch for bytes key '", b.fqn(), "' in ", src.Describe(), "/", b.file(),
+             ": the data file is corrupt");
+  return data;
+}
+
+}  // namespace
+
 ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOptions& opt) {
   DCPP_CHECK(opt.world_size >= 1, "convert: the target world size must be at least 1 (got ",
              opt.world_size, ")");
@@ -306,6 +320,10 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   std::map<std::string, const proto::BytesMeta*> blobs;
   for (const auto& b : md.bytes()) blobs[b.fqn()] = &b;
   std::vector<proto::TensorMeta> blob_tensors(entries.size());
+  // A destination that stores blobs its own way (DCP: as torch.save'd objects) gets each blob
+  // read whole and encoded up front; blobs are small.
+  std::vector<std::string> encoded(entries.size());
+  std::vector<bool> is_encoded(entries.size(), false);
 
   ConvertStats stats;
   stats.mesh = mesh;
@@ -352,7 +370,11 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       it->set_index(static_cast<int32_t>(targets[r].size()));
       if (e.is_bytes) {
         it->set_is_bytes(true);
-        it->set_nbytes(blobs.at(e.source)->length());
+        if (dst.EncodesBytes() && !is_encoded[i]) {
+          encoded[i] = dst.EncodeBytes(ReadBlob(src, *blobs.at(e.source), HasChecksums(md) && opt.verify_checksums));
+          is_encoded[i] = true;
+        }
+        it->set_nbytes(is_encoded[i] ? encoded[i].size() : blobs.at(e.source)->length());
         targets[r].emplace_back(i, WholeBox({blob_tensors[i].shape(0)}));
         continue;
       }
@@ -382,7 +404,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
                     : SavePlanner::Create();
   std::map<std::string, std::string> planner_data;
   std::vector<proto::SavePlan> global = placer->Global(ctx, local, &planner_data);
-  internal::ValidateAndPlace(local, global, committed, placer->script_name());
+  internal::ValidateAndPlace(local, global, committed, placer->script_name(), dst);
+  for (const proto::SavePlan& plan : global) dst.Placed(plan);
 
   std::vector<std::unique_ptr<Output>> outputs;
   std::vector<std::vector<Output*>> by_entry(entries.size());
@@ -415,6 +438,10 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
           sink = dst.Open(it.file());
         }
         o->sink = sink.get();
+        if (is_encoded[entry]) {  // written below, whole
+          outputs.push_back(std::move(o));
+          continue;
+        }
         total += o->length;
         by_entry[entry].push_back(o.get());
         outputs.push_back(std::move(o));
@@ -458,6 +485,14 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     stats.bytes_read = streamer.bytes_read();
     stats.chunks_verified = streamer.verified();
     stats.peak_buffer_bytes = pipe.peak();
+    for (const auto& o : outputs) {
+      if (!is_encoded[o->entry]) continue;
+      const std::string& data = encoded[o->entry];
+      o->sink->WriteAt(o->file_offset, data.data(), data.size());
+      o->written = o->length;
+      o->checksum = Checksum::Of(data.data(), data.size());
+      stats.bytes_written += o->length;
+    }
     for (auto& [name, sink] : sinks) sink->Finish();
     stats.files = static_cast<int64_t>(sinks.size());
 

@@ -7,6 +7,10 @@
 //   dcpp::save(sd, dcpp::FileSystemWriter("/ckpt"));
 //   dcpp::load(sd, dcpp::FileSystemReader("/ckpt"));   // in place, any layout
 //
+// The folder may also hold PyTorch DCP's own format (DcpWriter/DcpReader, core/storage/dcp.h)
+// or safetensors files: load(sd, dir) detects which; save(sd, dir, {.format = Format::kDcp})
+// writes DCP's format, which torch.distributed.checkpoint.load reads.
+//
 // save() and load() are collective when `comm` is set: every rank calls them with its own
 // state dict. Errors are dcpp::Error, raised on every rank when any rank fails; a failed save
 // leaves the previously committed checkpoint in the folder loadable.
@@ -27,6 +31,7 @@
 #include "core/layout.h"
 #include "core/state_dict.h"
 #include "core/storage/filesystem.h"
+#include "core/storage/open.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
@@ -45,6 +50,8 @@ struct SaveOptions {
   int64_t staging_bytes = 64 << 20;
   // Recorded in the metadata. Default: "dcpp".
   std::string creator = "dcpp";
+  // The format save(sd, dir) writes: kNative or kDcp (PyTorch's). Default: kNative.
+  Format format = Format::kNative;
 };
 
 struct LoadOptions {

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "core/checksum.h"
+#include "core/storage/open.h"
 #include "core/dcpp.h"
 #include "core/dtype.h"
 #include "core/engine_util.h"
@@ -369,8 +370,7 @@ LoadStats load(StateDict& sd, StorageReader&& reader, const LoadOptions& opt) {
 }
 
 LoadStats load(StateDict& sd, const std::string& dir, const LoadOptions& opt) {
-  FileSystemReader reader(dir);
-  return load(sd, reader, opt);
+  return load(sd, *OpenReader(dir), opt);
 }
 
 }  // namespace dcpp

@@ -13,6 +13,7 @@
 #include "core/metadata.h"
 #include "core/planner/planner.h"
 #include "core/save_internal.h"
+#include "core/storage/open.h"
 
 namespace dcpp {
 namespace {
@@ -26,10 +27,13 @@ constexpr int64_t kBlockBytes = 1 << 20;
 struct Source {
   const TensorEntry* tensor = nullptr;
   const LocalChunk* chunk = nullptr;
-  const BytesEntry* bytes = nullptr;
+  const std::string* bytes = nullptr;  // a blob's stored bytes
 };
 
-proto::SavePlan LocalItems(const StateDict& sd, int rank, std::vector<Source>* sources) {
+// `blobs` receives the bytes stored for each blob when the writer encodes them (it must not
+// reallocate while `sources` point into it: it is reserved here).
+proto::SavePlan LocalItems(const StateDict& sd, int rank, const StorageWriter& writer,
+                           std::vector<Source>* sources, std::vector<std::string>* blobs) {
   proto::SavePlan plan;
   plan.set_rank(rank);
   for (const TensorEntry& e : sd.tensors()) {
@@ -48,13 +52,23 @@ proto::SavePlan LocalItems(const StateDict& sd, int rank, std::vector<Source>* s
       sources->push_back({&e, &c, nullptr});
     }
   }
+  blobs->reserve(sd.bytes().size());
   for (const BytesEntry& b : sd.bytes()) {
+    const std::string* data = &b.data;
+    if (writer.EncodesBytes()) {
+      try {
+        blobs->push_back(writer.EncodeBytes(b.data));
+      } catch (const std::exception& e) {
+        throw Error(StrCat("bytes key '", b.fqn, "': ", ErrorMessage(e)));
+      }
+      data = &blobs->back();
+    }
     proto::PlanItem* it = plan.add_items();
     it->set_fqn(b.fqn);
     it->set_is_bytes(true);
-    it->set_nbytes(b.data.size());
+    it->set_nbytes(data->size());
     it->set_index(static_cast<int32_t>(sources->size()));
-    sources->push_back({nullptr, nullptr, &b});
+    sources->push_back({nullptr, nullptr, data});
   }
   return plan;
 }
@@ -72,7 +86,8 @@ std::string ItemKey(const proto::PlanItem& it) {
 namespace internal {
 
 void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<proto::SavePlan>& global,
-                      const std::vector<std::string>& committed, const std::string& planner) {
+                      const std::vector<std::string>& committed, const std::string& planner,
+                      const StorageWriter& writer) {
   const std::string where = "planner " + planner + " save_global";
   // Every key must agree on dtype and shape across ranks.
   std::map<std::string, const proto::PlanItem*> first;
@@ -106,9 +121,11 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
       DCPP_CHECK(inserted || pos->second == static_cast<int>(r), where, ": file ", it.file(),
                  " is given to ranks ", pos->second, " and ", r);
       uint64_t& end = file_end[it.file()];
-      const uint64_t off = it.nbytes() ? internal::AlignUp(end, kChunkAlignment) : end;
+      const ItemFrame frame = writer.Frame(it);
+      const uint64_t off = it.nbytes() || frame.prefix ? internal::AlignUp(end + frame.prefix, kChunkAlignment)
+                                                      : end;
       it.set_file_offset(off);
-      end = off + it.nbytes();
+      end = off + it.nbytes() + frame.suffix;
     }
   }
   for (const std::string& k : wanted) {
@@ -188,13 +205,13 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
         for (const proto::PlanItem* it : by_file[files[f]]) {
           const Source& src = sources.at(it->index());
           if (src.bytes != nullptr) {
-            sink->WriteAt(it->file_offset(), src.bytes->data.data(), src.bytes->data.size());
+            sink->WriteAt(it->file_offset(), src.bytes->data(), src.bytes->size());
             proto::BytesMeta* b = results[t].add_bytes();
             b->set_fqn(it->fqn());
             b->set_file(files[f]);
             b->set_offset(it->file_offset());
-            b->set_length(src.bytes->data.size());
-            b->set_checksum(Checksum::Of(src.bytes->data.data(), src.bytes->data.size()));
+            b->set_length(src.bytes->size());
+            b->set_checksum(Checksum::Of(src.bytes->data(), src.bytes->size()));
             continue;
           }
           uint64_t checksum;
@@ -301,9 +318,10 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
 
   // Local step (every rank), then the global step on the coordinator.
   std::vector<Source> sources;
+  std::vector<std::string> blobs;
   std::string local_bytes;
   OnEveryRank(comm, "save: local plan", [&] {
-    proto::SavePlan plan = planner->Local(ctx, LocalItems(sd, ctx.rank, &sources));
+    proto::SavePlan plan = planner->Local(ctx, LocalItems(sd, ctx.rank, writer, &sources, &blobs));
     plan.SerializeToString(&local_bytes);
   });
   const std::vector<std::string> gathered = comm.Gather(local_bytes, 0);
@@ -314,7 +332,7 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     std::vector<proto::SavePlan> plans(gathered.size());
     for (size_t r = 0; r < gathered.size(); ++r) plans[r].ParseFromString(gathered[r]);
     std::vector<proto::SavePlan> global = planner->Global(ctx, plans, &planner_data);
-    internal::ValidateAndPlace(plans, global, committed, planner->script_name());
+    internal::ValidateAndPlace(plans, global, committed, planner->script_name(), writer);
     for (size_t r = 0; r < global.size(); ++r) global[r].SerializeToString(&scattered[r]);
   });
   proto::SavePlan mine;
@@ -326,6 +344,7 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
   std::string results;
   try {
     OnEveryRank(comm, "save: write", [&] {
+      writer.Placed(mine);
       WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
     });
   } catch (...) {
@@ -352,8 +371,7 @@ SaveStats save(const StateDict& sd, StorageWriter&& writer, const SaveOptions& o
 }
 
 SaveStats save(const StateDict& sd, const std::string& dir, const SaveOptions& opt) {
-  FileSystemWriter writer(dir);
-  return save(sd, writer, opt);
+  return save(sd, *OpenWriter(dir, opt.format), opt);
 }
 
 }  // namespace dcpp

@@ -76,12 +76,13 @@ void PrintTable(const dcpp::ConvertStats& st, bool all) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Convert a dcpp checkpoint into another layout, as a Lua planner decides.", "convert"};
-  std::string src, dst, out, budget = "1G";
+  CLI::App app{"Convert a checkpoint (dcpp, PyTorch DCP or safetensors) into another layout, as a Lua "
+               "planner decides.", "convert"};
+  std::string src, dst, out, budget = "1G", format = "native";
   std::vector<std::string> sets;
   bool demo = false, quiet = false, list = false;
   dcpp::ConvertOptions opt;
-  app.add_option("SRC", src, "checkpoint folder to read");
+  app.add_option("SRC", src, "checkpoint to read: a dcpp or PyTorch DCP folder, or safetensors");
   app.add_option("DST", dst, "folder to write the converted checkpoint to");
   app.add_option("--planner", opt.planner,
                  "conversion planner: a Lua file, or an embedded one (planners/fsdp_to_tp.lua, "
@@ -92,6 +93,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--set", sets, "planner option key=value (repeatable)");
   app.add_option("--memory-budget", budget, "bytes of buffers at most, e.g. 512M, 4G")->capture_default_str();
+  app.add_option("--format", format, "format of DST: native (dcpp) or dcp (PyTorch's, for torch.distributed.checkpoint.load)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"native", "dcp"}));
   app.add_flag("--overwrite", opt.overwrite, "replace a checkpoint already in DST (kept until the new one commits)");
   app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
   app.add_flag("-q,--quiet", quiet, "no progress bar or table");
@@ -122,17 +126,17 @@ int main(int argc, char** argv) {
     const auto t0 = Clock::now();
     dcpp::ConvertStats st;
     try {
-      const auto reader = dcpp::OpenReader(dcpp::cli::UserPath(src));  // native or safetensors
-      dcpp::FileSystemWriter writer(dcpp::cli::UserPath(dst));
-      st = dcpp::convert(*reader, writer, opt);
+      const auto reader = dcpp::OpenReader(dcpp::cli::UserPath(src));  // any format
+      const auto writer = dcpp::OpenWriter(dcpp::cli::UserPath(dst), dcpp::ParseFormat(format));
+      st = dcpp::convert(*reader, *writer, opt);
     } catch (const dcpp::UnknownOptionError& e) {
       throw dcpp::cli::UsageError(e.what());  // found before any data moves
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!quiet) PrintTable(st, list);
-    std::printf("converted %zu keys (%s) from %d to %d ranks into %s in %.2fs, %lld source chunks verified\n",
+    std::printf("converted %zu keys (%s) from %d to %d ranks into %s (%s format) in %.2fs, %lld source chunks verified\n",
                 st.keys.size(), dcpp::cli::HumanBytes(static_cast<double>(st.bytes_written)).c_str(),
-                st.source_world_size, opt.world_size, dst.c_str(), secs,
+                st.source_world_size, opt.world_size, dst.c_str(), format.c_str(), secs,
                 static_cast<long long>(st.chunks_verified));
     return dcpp::cli::kOk;
   });

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "core/storage/dcp.h"
 #include "core/storage/filesystem.h"
 #include "core/storage/safetensors.h"
 
@@ -59,11 +60,31 @@ std::unique_ptr<StorageReader> OpenReader(const std::string& path) {
     case Format::kNative:
       return std::make_unique<FileSystemReader>(path);
     case Format::kDcp:
-      throw Error(StrCat("checkpoint ", path, ": PyTorch DCP format is not supported yet"));
+      return std::make_unique<DcpReader>(path);
     case Format::kSafetensors:
       return std::make_unique<SafetensorsReader>(path);
   }
   throw Error(StrCat("checkpoint ", path, ": unknown format"));
+}
+
+Format ParseFormat(const std::string& name) {
+  if (name == "native") return Format::kNative;
+  if (name == "dcp") return Format::kDcp;
+  if (name == "safetensors") return Format::kSafetensors;
+  throw Error(StrCat("unknown checkpoint format '", name, "' (expected native, dcp or safetensors)"));
+}
+
+std::unique_ptr<StorageWriter> OpenWriter(const std::string& path, Format format) {
+  switch (format) {
+    case Format::kNative:
+      return std::make_unique<FileSystemWriter>(path);
+    case Format::kDcp:
+      return std::make_unique<DcpWriter>(path);
+    case Format::kSafetensors:
+      break;
+  }
+  throw Error(StrCat("cannot save a sharded checkpoint as ", FormatName(format), " in ", path,
+                     " (export consolidated safetensors with //scripts:export_safetensors)"));
 }
 
 }  // namespace dcpp

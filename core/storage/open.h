@@ -2,7 +2,7 @@
 // StorageReader for it. The command-line tools read their sources through OpenReader, so a
 // safetensors file or folder works wherever a native checkpoint folder does.
 //
-//   auto reader = dcpp::OpenReader("/models/llama");   // native, or safetensors
+//   auto reader = dcpp::OpenReader("/models/llama");   // native, PyTorch DCP or safetensors
 //   dcpp::load(sd, *reader);
 //
 // Thread-safety: pure functions (they look at the file system).
@@ -30,5 +30,12 @@ Format DetectFormat(const std::string& path);
 // A reader for the checkpoint at `path`, whatever its format. Throws dcpp::Error naming the
 // path if there is no checkpoint there or its format is not supported.
 std::unique_ptr<StorageReader> OpenReader(const std::string& path);
+
+// Format from its name ("native", "dcp", "safetensors"); throws dcpp::Error otherwise.
+Format ParseFormat(const std::string& name);
+
+// A writer of `format` into the folder `path`: native (FileSystemWriter) or PyTorch DCP
+// (DcpWriter). Safetensors is an export (core/safetensors_export.h), not a save target.
+std::unique_ptr<StorageWriter> OpenWriter(const std::string& path, Format format);
 
 }  // namespace dcpp

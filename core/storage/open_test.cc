@@ -1,4 +1,4 @@
-// DetectFormat / OpenReader: native, PyTorch DCP (refused for now) and safetensors checkpoints,
+// DetectFormat / OpenReader / OpenWriter: native, PyTorch DCP and safetensors checkpoints,
 // and paths that hold none.
 #include "core/storage/open.h"
 
@@ -26,7 +26,8 @@ TEST(Open, DetectsEachFormat) {
   std::filesystem::create_directories(dir / "dcp");
   WriteFile(dir / "dcp/.metadata", "\x80\x04\x95");
   EXPECT_EQ(DetectFormat(dir / "dcp"), Format::kDcp);
-  EXPECT_HAS(ErrorOf([&] { OpenReader(dir / "dcp"); }), "PyTorch DCP format is not supported yet");
+  // A DcpReader: the truncated pickle is reported when the metadata is read.
+  EXPECT_HAS(ErrorOf([&] { OpenReader(dir / "dcp")->ReadMetadata(); }), "truncated");
 
   std::filesystem::create_directories(dir / "st");
   WriteFile(dir / "st/model.safetensors", std::string(8, '\0'));
@@ -37,6 +38,16 @@ TEST(Open, DetectsEachFormat) {
   EXPECT_STREQ(FormatName(Format::kNative), "native");
   EXPECT_STREQ(FormatName(Format::kDcp), "dcp");
   EXPECT_STREQ(FormatName(Format::kSafetensors), "safetensors");
+}
+
+TEST(Open, WritersAndFormatNames) {
+  TempDir dir;
+  EXPECT_EQ(ParseFormat("dcp"), Format::kDcp);
+  EXPECT_EQ(ParseFormat("native"), Format::kNative);
+  EXPECT_HAS(ErrorOf([&] { ParseFormat("hdf5"); }), "unknown checkpoint format 'hdf5'");
+  EXPECT_TRUE(OpenWriter(dir / "a", Format::kDcp)->EncodesBytes());
+  EXPECT_FALSE(OpenWriter(dir / "b", Format::kNative)->EncodesBytes());
+  EXPECT_HAS(ErrorOf([&] { OpenWriter(dir / "c", Format::kSafetensors); }), "export_safetensors");
 }
 
 TEST(Open, NamesThePathWhenThereIsNoCheckpoint) {

@@ -12,7 +12,16 @@
 #include <string>
 #include <vector>
 
+#include "core/proto/metadata.pb.h"
+
 namespace dcpp {
+
+// Bytes a backend keeps free before and after an item's data in its file, to wrap the item
+// (PyTorch DCP's format puts each chunk inside its own torch.save archive).
+struct ItemFrame {
+  uint64_t prefix = 0;
+  uint64_t suffix = 0;
+};
 
 // A data file being written. WriteAt may be called in any order; Finish makes the bytes
 // durable (fsync) and closes. A sink destroyed without Finish leaves a file that no
@@ -52,6 +61,16 @@ class StorageWriter {
   // Any rank, after a failed save: removes the data files it created in this save.
   virtual void Abort(const std::vector<std::string>& created) = 0;
   virtual std::string Describe() const = 0;  // for messages, e.g. the folder
+
+  // Formats that wrap items. The engine places each item's data after Frame(item).prefix
+  // free bytes and keeps Frame(item).suffix bytes free after it; every rank then calls
+  // Placed() with the items it will write (file, file_offset set) before opening any file;
+  // the backend fills the frames in when each sink finishes.
+  virtual ItemFrame Frame(const proto::PlanItem& item) const { return {}; }
+  virtual void Placed(const proto::SavePlan& plan) {}
+  // The bytes stored for a blob (DCP stores every blob as a torch.save'd Python object).
+  virtual bool EncodesBytes() const { return false; }
+  virtual std::string EncodeBytes(const std::string& blob) const { return blob; }
 };
 
 class StorageReader {

@@ -1,0 +1,642 @@
+#include "core/storage/dcp.h"
+
+#include <ATen/ATen.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/metadata.h"
+#include "core/pickle.h"
+#include "core/storage/torch_archive.h"
+
+namespace dcpp {
+namespace {
+
+using pickle::Value;
+using pickle::ValuePtr;
+
+constexpr char kMd[] = "torch.distributed.checkpoint.metadata";
+constexpr char kOldMd[] = "torch.distributed._shard.sharded_tensor.metadata";
+constexpr char kFs[] = "torch.distributed.checkpoint.filesystem";
+constexpr char kStrided[] = "#strided@";
+
+// The globals DCP's .metadata may name; anything else is refused by the decoder.
+bool MetadataGlobal(const std::string& module, const std::string& name) {
+  static const std::set<std::pair<std::string, std::string>> kAllowed = {
+      {kMd, "Metadata"},
+      {kMd, "TensorStorageMetadata"},
+      {kMd, "BytesStorageMetadata"},
+      {kMd, "ChunkStorageMetadata"},
+      {kMd, "TensorProperties"},
+      {kMd, "MetadataIndex"},
+      {kMd, "StorageMeta"},
+      {kMd, "_MEM_FORMAT_ENCODING"},
+      {kOldMd, "TensorProperties"},
+      {kOldMd, "MEM_FORMAT_ENCODING"},
+      {kFs, "_StorageInfo"},
+      {"torch", "Size"},
+      {"torch", "strided"},
+      {"torch", "sparse_coo"},
+      {"torch.serialization", "_get_layout"},
+      {"collections", "OrderedDict"},
+      {"pathlib", "PosixPath"},
+      {"pathlib", "WindowsPath"},
+      {"pathlib", "PurePosixPath"},
+      {"pathlib", "PureWindowsPath"},
+      {"pathlib", "Path"},
+      {"pathlib._local", "PosixPath"},
+      {"pathlib._local", "WindowsPath"},
+      {"pathlib._local", "PurePosixPath"},
+      {"pathlib._local", "PureWindowsPath"},
+      {"pathlib._local", "Path"},
+  };
+  if (kAllowed.count({module, name})) return true;
+  if (module == "torch") {  // dtypes: torch.float32, ...
+    try {
+      DtypeFromName(name);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }
+  return false;
+}
+
+std::vector<int64_t> SizeOf(const ValuePtr& v, const std::string& what) {
+  DCPP_CHECK(v != nullptr, what, " is missing");
+  ValuePtr seq = v;
+  if (v->IsObjectOf("torch", "Size")) {
+    DCPP_CHECK(v->args && v->args->items.size() == 1, what, ": malformed torch.Size");
+    seq = v->args->items[0];
+  }
+  std::vector<int64_t> out;
+  for (const ValuePtr& x : seq->AsSeq(what)) out.push_back(x->AsInt(what));
+  return out;
+}
+
+std::string DtypeOf(const Value& props, const std::string& what) {
+  DCPP_CHECK(props.IsObjectOf(kMd, "TensorProperties") || props.IsObjectOf(kOldMd, "TensorProperties"),
+             what, ": properties are ", pickle::Repr(props, 80), ", not TensorProperties");
+  ValuePtr dtype;
+  if (props.state && props.state->Is(Value::Kind::kTuple)) {  // __getstate__'s tuple
+    DCPP_CHECK(!props.state->items.empty(), what, ": empty TensorProperties state");
+    dtype = props.state->items[0];
+  } else {
+    dtype = props.Attr("dtype");
+  }
+  DCPP_CHECK(dtype && dtype->Is(Value::Kind::kGlobal) && dtype->module == "torch", what,
+             ": dtype is ", dtype ? pickle::Repr(*dtype, 80) : "missing", ", not a torch dtype");
+  DtypeFromName(dtype->name);
+  return dtype->name;
+}
+
+// Key of a chunk's storage entry: FQN and chunk offsets ("" offsets for blobs).
+using IndexKey = std::pair<std::string, std::vector<int64_t>>;
+
+struct StorageInfo {
+  std::string file;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct Parsed {
+  ValuePtr root;
+  std::map<IndexKey, StorageInfo> storage;
+};
+
+Parsed Parse(const std::string& bytes, const std::string& where) {
+  Parsed p;
+  p.root = pickle::Decode(bytes, MetadataGlobal, where);
+  const Value& md = *p.root;
+  DCPP_CHECK(md.IsObjectOf(kMd, "Metadata"), where, ": the pickle holds ", pickle::Repr(md, 80),
+             ", not DCP's Metadata");
+  const ValuePtr version = md.Attr("version");
+  if (version && !version->Is(Value::Kind::kNone)) {
+    const std::string& v = version->AsStr(where + ": version");
+    DCPP_CHECK(v.rfind("1.", 0) == 0, where, ": DCP metadata version '", v,
+               "' is unknown; this dcpp reads version 1.x (and the unversioned metadata of PyTorch "
+               "2.3)");
+  }
+  const ValuePtr storage = md.Attr("storage_data");
+  DCPP_CHECK(storage && storage->Is(Value::Kind::kDict), where,
+             ": storage_data is missing (not written by DCP's FileSystemWriter?)");
+  for (const auto& [k, v] : storage->dict) {
+    DCPP_CHECK(k->IsObjectOf(kMd, "MetadataIndex"), where, ": storage_data key ",
+               pickle::Repr(*k, 80), " is not a MetadataIndex");
+    const ValuePtr fqn = k->Attr("fqn");
+    DCPP_CHECK(fqn != nullptr, where, ": MetadataIndex without fqn");
+    IndexKey key{fqn->AsStr(where + ": MetadataIndex.fqn"), {}};
+    const ValuePtr off = k->Attr("offset");
+    if (off && !off->Is(Value::Kind::kNone)) key.second = SizeOf(off, where + ": MetadataIndex.offset");
+    const std::string what = StrCat(where, ": storage of key '", key.first, "'");
+    DCPP_CHECK(v->IsObjectOf(kFs, "_StorageInfo"), what, " is ", pickle::Repr(*v, 80),
+               ", not a _StorageInfo");
+    const ValuePtr path = v->Attr("relative_path"), offset = v->Attr("offset"), length = v->Attr("length");
+    DCPP_CHECK(path && offset && length, what, ": incomplete _StorageInfo");
+    const ValuePtr transforms = v->Attr("transform_descriptors");
+    if (transforms && !transforms->Is(Value::Kind::kNone)) {
+      DCPP_CHECK(transforms->AsSeq(what).empty(), what, " uses stream transforms ",
+                 pickle::Repr(*transforms, 120), " (e.g. compression), which dcpp does not read");
+    }
+    StorageInfo info;
+    info.file = path->AsStr(what + ": relative_path");
+    DCPP_CHECK(IsPlainFileName(info.file), what, " names file '", info.file,
+               "', which is not a plain file name inside the checkpoint folder");
+    const int64_t o = offset->AsInt(what), l = length->AsInt(what);
+    DCPP_CHECK(o >= 0 && l >= 0, what, ": negative offset or length");
+    info.offset = static_cast<uint64_t>(o);
+    info.length = static_cast<uint64_t>(l);
+    p.storage[key] = info;
+  }
+  return p;
+}
+
+// The rank in a "__<rank>_<n>.distcp" name, or -1.
+long RankOf(const std::string& file) {
+  unsigned long rank = 0, n = 0;
+  int consumed = 0;
+  if (std::sscanf(file.c_str(), "__%lu_%lu.distcp%n", &rank, &n, &consumed) == 2 &&
+      consumed == static_cast<int>(file.size())) {
+    return static_cast<long>(rank);
+  }
+  return -1;
+}
+
+// A chunk whose archive header is yet to be read.
+struct Pending {
+  proto::ChunkMeta* chunk;
+  std::string fqn;
+  std::string dtype;
+  StorageInfo info;
+};
+
+void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const std::string& where,
+                   int threads) {
+  std::atomic<size_t> next{0};
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(1, threads)));
+  auto work = [&](size_t t) {
+    std::map<std::string, std::unique_ptr<FileSource>> open;
+    try {
+      for (size_t i = next++; i < pending.size(); i = next++) {
+        Pending& p = pending[i];
+        auto& src = open[p.info.file];
+        if (!src) src = files.Open(p.info.file);
+        const std::string item = StrCat(where, "/", p.info.file, " (key '", p.fqn, "', item at byte ",
+                                        p.info.offset, ")");
+        DCPP_CHECK(p.info.offset + p.info.length <= src->Size(), item, ": the file has only ",
+                   src->Size(), " bytes (truncated)");
+        const torch_archive::StoredTensor t =
+            torch_archive::ReadTensorItem(*src, p.info.offset, p.info.length, item);
+        const std::vector<int64_t> sizes(p.chunk->sizes().begin(), p.chunk->sizes().end());
+        DCPP_CHECK(t.dtype == p.dtype, item, ": holds ", t.dtype, " data but the metadata says ", p.dtype);
+        DCPP_CHECK(t.sizes == sizes, item, ": holds a tensor of shape ", Box{{}, t.sizes}.ToString(),
+                   " but the metadata's chunk has sizes ", Box{{}, sizes}.ToString());
+        const uint64_t nbytes = p.chunk->length();
+        if (t.contiguous()) {
+          p.chunk->set_file(p.info.file);
+          p.chunk->set_offset(nbytes == 0 ? t.storage_file_offset : t.data_offset());
+        } else {
+          p.chunk->set_file(StrCat(p.info.file, kStrided, p.info.offset, "+", p.info.length));
+          p.chunk->set_offset(0);
+        }
+      }
+    } catch (...) {
+      errors[t] = std::current_exception();
+      next = pending.size();
+    }
+  };
+  const size_t n = static_cast<size_t>(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / 64) + 1)));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < n; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& th : pool) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// Serves a non-contiguous DCP chunk as row-major bytes (materialized on first read).
+class StridedSource final : public FileSource {
+ public:
+  StridedSource(std::unique_ptr<FileSource> file, std::string where, uint64_t offset, uint64_t length)
+      : file_(std::move(file)), where_(std::move(where)), offset_(offset), length_(length) {}
+
+  void ReadAt(uint64_t offset, void* data, size_t length) override {
+    Materialize();
+    DCPP_CHECK(offset <= bytes_.size() && length <= bytes_.size() - offset, where_,
+               ": read past the end of the chunk");
+    std::memcpy(data, bytes_.data() + offset, length);
+  }
+  uint64_t Size() override {
+    Materialize();
+    return bytes_.size();
+  }
+
+ private:
+  void Materialize() {
+    if (done_) return;
+    const torch_archive::StoredTensor t = torch_archive::ReadTensorItem(*file_, offset_, length_, where_);
+    std::string storage(t.storage_bytes, '\0');
+    file_->ReadAt(t.storage_file_offset, storage.data(), storage.size());
+    const c10::ScalarType dtype = DtypeFromName(t.dtype);
+    const int64_t es = ElementSize(dtype);
+    // Reorder as bytes: each element is `es` bytes, a trailing dimension of the view.
+    const at::Tensor raw = at::from_blob(storage.data(), {static_cast<int64_t>(storage.size())}, at::kByte);
+    std::vector<int64_t> sizes = t.sizes, strides;
+    for (int64_t s : t.strides) strides.push_back(s * es);
+    sizes.push_back(es);
+    strides.push_back(1);
+    const at::Tensor dense = raw.as_strided(sizes, strides, t.storage_offset * es).contiguous();
+    bytes_.assign(static_cast<const char*>(dense.const_data_ptr()), static_cast<size_t>(dense.numel()));
+    done_ = true;
+  }
+
+  std::unique_ptr<FileSource> file_;
+  std::string where_;
+  uint64_t offset_, length_;
+  bool done_ = false;
+  std::string bytes_;
+};
+
+// --- writing ---
+
+void PutSize(pickle::Writer& w, const std::vector<int64_t>& v) {
+  w.Global("torch", "Size").Mark();
+  for (int64_t x : v) w.Int(x);
+  w.Tuple().Tuple(1).Reduce();
+}
+
+// NEWOBJ of a DCP class, then its state dict of `n` pairs that the caller writes between
+// BeginObject and EndObject.
+void BeginObject(pickle::Writer& w, const char* module, const char* cls) {
+  w.Global(module, cls).Tuple(0).NewObj().EmptyDict().Mark();
+}
+void EndObject(pickle::Writer& w) { w.SetItems().Build(); }
+
+std::string NewSaveId() {
+  std::random_device rd;
+  std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+                      static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count()));
+  const uint64_t a = gen(), b = gen();
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%08x-%04x-4%03x-%04x-%012llx", static_cast<unsigned>(a >> 32),
+                static_cast<unsigned>((a >> 16) & 0xffff), static_cast<unsigned>(a & 0xfff),
+                static_cast<unsigned>(0x8000 | ((b >> 48) & 0x3fff)),
+                static_cast<unsigned long long>(b & 0xffffffffffffULL));
+  return buf;
+}
+
+}  // namespace
+
+bool IsDcpMetadata(const std::string& metadata) {
+  return !metadata.empty() && static_cast<uint8_t>(metadata[0]) == 0x80;
+}
+
+proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, const std::string& where,
+                                int threads) {
+  const std::string md_where = where + "/.metadata";
+  const Parsed p = Parse(bytes, md_where);
+  proto::Metadata out;
+  out.set_format_major(kFormatMajor);
+  out.set_format_minor(kFormatMinor);
+  out.set_checksum_algorithm(kNoChecksum);
+  const ValuePtr version = p.root->Attr("version");
+  const bool versioned = version && version->Is(Value::Kind::kStr);
+  out.set_creator(StrCat("PyTorch DCP (metadata version ", versioned ? version->str : "unversioned", ")"));
+  (*out.mutable_planner_data())["dcp.version"] = versioned ? version->str : "";
+
+  const ValuePtr sdm = p.root->Attr("state_dict_metadata");
+  DCPP_CHECK(sdm && sdm->Is(Value::Kind::kDict), md_where, ": state_dict_metadata is missing");
+  std::vector<Pending> pending;
+  // Chunk messages are reserved up front: `pending` points into them.
+  size_t chunk_count = 0;
+  for (const auto& [k, v] : sdm->dict) {
+    const ValuePtr chunks = v->Attr("chunks");
+    if (chunks) chunk_count += chunks->AsSeq(md_where).size();
+  }
+  out.mutable_tensors()->Reserve(static_cast<int>(sdm->dict.size()));
+  pending.reserve(chunk_count);
+  long max_rank = -1;
+  for (const auto& [k, v] : sdm->dict) {
+    const std::string fqn = k->AsStr(md_where + ": state_dict_metadata key");
+    const std::string what = StrCat(md_where, ": key '", fqn, "'");
+    if (v->IsObjectOf(kMd, "BytesStorageMetadata")) {
+      auto it = p.storage.find({fqn, {}});
+      DCPP_CHECK(it != p.storage.end(), what, ": the blob has no storage_data entry");
+      proto::BytesMeta* b = out.add_bytes();
+      b->set_fqn(fqn);
+      b->set_file(it->second.file);
+      b->set_offset(it->second.offset);
+      b->set_length(it->second.length);
+      max_rank = std::max(max_rank, RankOf(it->second.file));
+      continue;
+    }
+    DCPP_CHECK(v->IsObjectOf(kMd, "TensorStorageMetadata"), what, ": ", pickle::Repr(*v, 80),
+               " is neither TensorStorageMetadata nor BytesStorageMetadata");
+    const ValuePtr props = v->Attr("properties");
+    DCPP_CHECK(props != nullptr, what, ": no properties");
+    proto::TensorMeta* t = out.add_tensors();
+    t->set_fqn(fqn);
+    t->set_dtype(DtypeOf(*props, what));
+    const std::vector<int64_t> shape = SizeOf(v->Attr("size"), what + ": size");
+    for (int64_t s : shape) t->add_shape(s);
+    const int64_t es = ElementSize(DtypeFromName(t->dtype()));
+    const ValuePtr chunks = v->Attr("chunks");
+    DCPP_CHECK(chunks != nullptr, what, ": no chunks");
+    for (const ValuePtr& c : chunks->AsSeq(what + ": chunks")) {
+      DCPP_CHECK(c->IsObjectOf(kMd, "ChunkStorageMetadata"), what, ": chunk ", pickle::Repr(*c, 80),
+                 " is not a ChunkStorageMetadata");
+      const std::vector<int64_t> offsets = SizeOf(c->Attr("offsets"), what + ": chunk offsets");
+      const std::vector<int64_t> sizes = SizeOf(c->Attr("sizes"), what + ": chunk sizes");
+      DCPP_CHECK(offsets.size() == shape.size() && sizes.size() == shape.size(), what,
+                 ": chunk of rank ", sizes.size(), " in a tensor of rank ", shape.size());
+      auto it = p.storage.find({fqn, offsets});
+      DCPP_CHECK(it != p.storage.end(), what, ": chunk ", Box{offsets, sizes}.ToString(),
+                 " has no storage_data entry");
+      proto::ChunkMeta* cm = t->add_chunks();
+      for (int64_t o : offsets) cm->add_offsets(o);
+      for (int64_t s : sizes) cm->add_sizes(s);
+      cm->set_length(static_cast<uint64_t>(Box{offsets, sizes}.numel() * es));
+      pending.push_back({cm, fqn, t->dtype(), it->second});
+      max_rank = std::max(max_rank, RankOf(it->second.file));
+    }
+  }
+  out.set_world_size(static_cast<int32_t>(std::max(1L, max_rank + 1)));
+  ResolveChunks(pending, files, where, threads);
+  return out;
+}
+
+std::vector<std::string> DcpFiles(const std::string& bytes, const std::string& where) {
+  std::set<std::string> files;
+  for (const auto& kv : Parse(bytes, where).storage) files.insert(kv.second.file);
+  return {files.begin(), files.end()};
+}
+
+DcpReader::DcpReader(std::string dir) : files_(std::move(dir)) {}
+
+std::string DcpReader::ReadMetadata() {
+  const std::string bytes = files_.ReadMetadata();
+  DCPP_CHECK(IsDcpMetadata(bytes), "checkpoint ", files_.Describe(),
+             ": .metadata is not a PyTorch DCP pickle");
+  return SerializeMetadata(ReadDcpMetadata(bytes, files_, files_.Describe()));
+}
+
+std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
+  const size_t at = name.find(kStrided);
+  if (at == std::string::npos) return files_.Open(name);
+  unsigned long long offset = 0, length = 0;
+  int consumed = 0;
+  const std::string spec = name.substr(at + std::strlen(kStrided));
+  DCPP_CHECK(std::sscanf(spec.c_str(), "%llu+%llu%n", &offset, &length, &consumed) == 2 &&
+                 consumed == static_cast<int>(spec.size()),
+             "checkpoint ", Describe(), ": bad item name '", name, "'");
+  const std::string file = name.substr(0, at);
+  return std::make_unique<StridedSource>(files_.Open(file), StrCat(Describe(), "/", file, " (item at byte ", offset, ")"),
+                                         offset, length);
+}
+
+// --- writer ---
+
+namespace {
+
+// A data file being written: forwards every write and accumulates each chunk's CRC-32 while
+// its bytes arrive in order; Finish() writes the archive frames around the chunks.
+class DcpSink final : public FileSink {
+ public:
+  DcpSink(std::unique_ptr<FileSink> inner, std::string path, std::vector<DcpWriter::Item> items)
+      : inner_(std::move(inner)), path_(std::move(path)), items_(std::move(items)) {
+    std::sort(items_.begin(), items_.end(),
+              [](const auto& a, const auto& b) { return a.data_offset < b.data_offset; });
+    crc_.resize(items_.size());
+  }
+
+  void WriteAt(uint64_t offset, const void* data, size_t length) override {
+    inner_->WriteAt(offset, data, length);
+    auto it = std::upper_bound(items_.begin(), items_.end(), offset,
+                               [](uint64_t off, const DcpWriter::Item& i) { return off < i.data_offset; });
+    if (it == items_.begin()) return;
+    const size_t k = static_cast<size_t>(it - items_.begin()) - 1;
+    const DcpWriter::Item& item = items_[k];
+    if (offset >= item.data_offset + item.nbytes) return;
+    Crc& c = crc_[k];
+    if (c.in_order && offset == item.data_offset + c.length && offset + length <= item.data_offset + item.nbytes) {
+      c.value = torch_archive::Crc32(data, length, c.value);
+      c.length += length;
+    } else {
+      c.in_order = false;
+    }
+  }
+
+  void Finish() override {
+    for (size_t k = 0; k < items_.size(); ++k) {
+      const DcpWriter::Item& item = items_[k];
+      uint32_t crc = crc_[k].value;
+      if (!crc_[k].in_order || crc_[k].length != item.nbytes) crc = ReadBackCrc(item);
+      const torch_archive::TensorArchive archive(item.dtype, item.sizes, item.nbytes);
+      const std::string& prefix = archive.prefix();
+      inner_->WriteAt(item.data_offset - prefix.size(), prefix.data(), prefix.size());
+      const std::string suffix = archive.suffix(crc);
+      inner_->WriteAt(item.data_offset + item.nbytes, suffix.data(), suffix.size());
+    }
+    inner_->Finish();
+  }
+
+ private:
+  struct Crc {
+    uint32_t value = 0;
+    uint64_t length = 0;
+    bool in_order = true;
+  };
+
+  // The chunk was written out of order: hash it from the file.
+  uint32_t ReadBackCrc(const DcpWriter::Item& item) {
+    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    DCPP_CHECK(fd >= 0, "cannot reopen ", path_, " to hash a chunk");
+    std::vector<char> buf(1 << 20);
+    uint32_t crc = 0;
+    uint64_t done = 0;
+    while (done < item.nbytes) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), item.nbytes - done));
+      const ssize_t got = ::pread(fd, buf.data(), n, static_cast<off_t>(item.data_offset + done));
+      if (got <= 0) {
+        ::close(fd);
+        throw Error(StrCat("cannot read back ", path_, " at byte ", item.data_offset + done));
+      }
+      crc = torch_archive::Crc32(buf.data(), static_cast<size_t>(got), crc);
+      done += static_cast<uint64_t>(got);
+    }
+    ::close(fd);
+    return crc;
+  }
+
+  std::unique_ptr<FileSink> inner_;
+  std::string path_;
+  std::vector<DcpWriter::Item> items_;
+  std::vector<Crc> crc_;
+};
+
+}  // namespace
+
+DcpWriter::DcpWriter(std::string dir) : dir_(std::move(dir)), files_(dir_) {
+  while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+}
+
+std::vector<std::string> DcpWriter::CommittedFiles() {
+  std::string bytes;
+  try {
+    bytes = FileSystemReader(dir_).ReadMetadata();
+  } catch (const Error&) {
+    return {};
+  }
+  if (!IsDcpMetadata(bytes)) return files_.CommittedFiles();
+  try {
+    return DcpFiles(bytes, dir_ + "/.metadata");
+  } catch (const Error&) {
+    return {};  // unreadable: new data files get fresh numbers anyway
+  }
+}
+
+ItemFrame DcpWriter::Frame(const proto::PlanItem& item) const {
+  if (item.is_bytes()) return {};
+  const torch_archive::TensorArchive a(item.dtype(), {item.sizes().begin(), item.sizes().end()}, item.nbytes());
+  return {a.prefix().size(), a.suffix_size()};
+}
+
+void DcpWriter::Placed(const proto::SavePlan& plan) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const proto::PlanItem& it : plan.items()) {
+    if (it.is_bytes()) continue;
+    placed_[it.file()].push_back({it.dtype(), {it.sizes().begin(), it.sizes().end()}, it.file_offset(), it.nbytes()});
+  }
+}
+
+std::unique_ptr<FileSink> DcpWriter::Open(const std::string& name) {
+  std::vector<Item> items;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = placed_.find(name);
+    if (it != placed_.end()) items = it->second;
+  }
+  return std::make_unique<DcpSink>(files_.Open(name), dir_ + "/" + name, std::move(items));
+}
+
+std::string DcpWriter::EncodeBytes(const std::string& blob) const {
+  // A torch.save'd object (e.g. a blob read from a DCP checkpoint) is kept as it is, even one
+  // dcpp cannot decode; any other blob becomes a Python bytes object.
+  if (torch_archive::IsTorchSaveArchive(blob)) return blob;
+  return torch_archive::EncodeObject(*pickle::Value::Bytes(blob));
+}
+
+void DcpWriter::Commit(const std::string& metadata, const std::vector<std::string>& keep) {
+  const proto::Metadata md = ParseMetadata(metadata, dir_);
+  files_.Commit(WriteDcpMetadata(md, dir_), keep);
+}
+
+std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id) {
+  pickle::Writer w(4);
+  BeginObject(w, kMd, "Metadata");
+
+  w.Str("state_dict_metadata").EmptyDict().Mark();
+  for (const proto::TensorMeta& t : md.tensors()) {
+    w.Str(t.fqn());
+    BeginObject(w, kMd, "TensorStorageMetadata");
+    w.Str("properties");
+    w.Global(kMd, "TensorProperties").Tuple(0).NewObj();
+    w.Mark();
+    w.Global("torch", t.dtype());
+    w.Global("torch.serialization", "_get_layout").Str("torch.strided").Tuple(1).Reduce();
+    w.Bool(false);
+    w.Global(kMd, "_MEM_FORMAT_ENCODING").Int(0).Tuple(1).Reduce();
+    w.Bool(false);
+    w.Tuple().Build();
+    w.Str("size");
+    PutSize(w, {t.shape().begin(), t.shape().end()});
+    w.Str("chunks").EmptyList().Mark();
+    for (const proto::ChunkMeta& c : t.chunks()) {
+      BeginObject(w, kMd, "ChunkStorageMetadata");
+      w.Str("offsets");
+      PutSize(w, {c.offsets().begin(), c.offsets().end()});
+      w.Str("sizes");
+      PutSize(w, {c.sizes().begin(), c.sizes().end()});
+      EndObject(w);
+    }
+    w.Appends();
+    EndObject(w);
+  }
+  for (const proto::BytesMeta& b : md.bytes()) {
+    w.Str(b.fqn());
+    w.Global(kMd, "BytesStorageMetadata").Tuple(0).NewObj();
+  }
+  w.SetItems();
+
+  // DefaultSavePlanner records how each flattened key nests; keys are dotted paths here.
+  w.Str("planner_data").EmptyDict().Mark();
+  auto path = [&](const std::string& fqn) {
+    w.Str(fqn).Mark();
+    size_t start = 0;
+    while (true) {
+      const size_t dot = fqn.find('.', start);
+      w.Str(fqn.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+      if (dot == std::string::npos) break;
+      start = dot + 1;
+    }
+    w.Tuple();
+  };
+  for (const proto::TensorMeta& t : md.tensors()) path(t.fqn());
+  for (const proto::BytesMeta& b : md.bytes()) path(b.fqn());
+  w.SetItems();
+
+  w.Str("storage_data").EmptyDict().Mark();
+  auto info = [&](const std::string& file, uint64_t offset, uint64_t length) {
+    BeginObject(w, kFs, "_StorageInfo");
+    w.Str("relative_path").Str(file);
+    w.Str("offset").Int(static_cast<int64_t>(offset));
+    w.Str("length").Int(static_cast<int64_t>(length));
+    EndObject(w);
+  };
+  for (const proto::TensorMeta& t : md.tensors()) {
+    int index = 0;
+    for (const proto::ChunkMeta& c : t.chunks()) {
+      BeginObject(w, kMd, "MetadataIndex");
+      w.Str("fqn").Str(t.fqn());
+      w.Str("offset");
+      PutSize(w, {c.offsets().begin(), c.offsets().end()});
+      w.Str("index").Int(index++);
+      EndObject(w);
+      const torch_archive::TensorArchive a(t.dtype(), {c.sizes().begin(), c.sizes().end()}, c.length());
+      info(c.file(), c.offset() - a.prefix().size(), a.prefix().size() + c.length() + a.suffix_size());
+    }
+  }
+  for (const proto::BytesMeta& b : md.bytes()) {
+    BeginObject(w, kMd, "MetadataIndex");
+    w.Str("fqn").Str(b.fqn());
+    w.Str("index").None();
+    EndObject(w);
+    info(b.file(), b.offset(), b.length());
+  }
+  w.SetItems();
+
+  w.Str("storage_meta");
+  BeginObject(w, kMd, "StorageMeta");
+  w.Str("checkpoint_id").Str(checkpoint_id);
+  w.Str("save_id").Str(NewSaveId());
+  w.Str("load_id").None();
+  w.Str("modules").EmptyList();
+  EndObject(w);
+
+  w.Str("version").Str(kDcpVersion);
+  EndObject(w);
+  return w.Finish();
+}
+
+}  // namespace dcpp

@@ -1,0 +1,107 @@
+// PyTorch DCP's own format (torch.distributed.checkpoint.FileSystemWriter/Reader), read and
+// written without Python:
+//
+//   DIR/.metadata          a pickle of DCP's Metadata dataclass: per key its dtype, shape and
+//                          chunks (TensorStorageMetadata) or a blob (BytesStorageMetadata),
+//                          and per chunk/blob where it lies (_StorageInfo: file, offset, length)
+//   DIR/__<rank>_<n>.distcp  the items back to back; each tensor chunk is a whole torch.save
+//                          archive of that chunk, each blob a torch.save'd Python object
+//
+// DcpReader presents such a folder as a dcpp checkpoint: ReadMetadata() returns dcpp's own
+// metadata (core/proto/metadata.proto) in which every chunk points at the tensor bytes inside
+// its archive, so load, convert, inspect, verify and diff read DCP items in place, with no
+// copy. A chunk that PyTorch stored non-contiguously (it keeps the saved tensor's strides) is
+// served through a virtual file name ("<file>#strided@<offset>+<length>") that reorders it.
+// Blobs are the torch.save archives, unchanged (torch_archive::DecodeObject reads them).
+// DCP records no checksums: the metadata says checksum algorithm "none".
+//
+// Accepted .metadata variants: what PyTorch 2.3 and later write (version absent or "1.x",
+// TensorProperties from torch.distributed.checkpoint.metadata or the older
+// torch.distributed._shard.sharded_tensor.metadata, storage_meta absent, checkpoint_id as a
+// pathlib or pathlib._local path, _StorageInfo with or without transform descriptors). Only
+// the classes DCP's metadata uses may appear in the pickle; any other global is refused
+// naming it, and nothing is executed.
+//
+// DcpWriter writes that format: the engine leaves room around every chunk for its archive
+// header and directory (StorageWriter::Frame), and the sink fills them in (with the CRC-32 of
+// the data, accumulated as it is written) when the file is finished. Commit writes DCP's
+// .metadata pickle atomically; the folder then loads with torch.distributed.checkpoint.load.
+// Blobs that are not already torch.save archives are stored as Python bytes objects.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/proto/metadata.pb.h"
+#include "core/storage/filesystem.h"
+#include "core/storage/storage.h"
+
+namespace dcpp {
+
+// True if `metadata` (the bytes of a .metadata file) is a pickle, i.e. DCP's format.
+bool IsDcpMetadata(const std::string& metadata);
+
+// The DCP metadata version this dcpp writes, and the major version it reads.
+constexpr char kDcpVersion[] = "1.0.0";
+
+// Translates DCP's .metadata into dcpp's, reading each item's archive header through
+// `files` (`threads` at once). Errors name `where` and the key or file.
+proto::Metadata ReadDcpMetadata(const std::string& pickle, StorageReader& files,
+                                const std::string& where, int threads = 8);
+
+// The data files a DCP .metadata references (for a writer replacing that checkpoint).
+std::vector<std::string> DcpFiles(const std::string& pickle, const std::string& where);
+
+class DcpReader final : public StorageReader {
+ public:
+  explicit DcpReader(std::string dir);
+  // dcpp metadata (serialized) translated from DIR/.metadata.
+  std::string ReadMetadata() override;
+  std::unique_ptr<FileSource> Open(const std::string& name) override;
+  std::string Describe() const override { return files_.Describe(); }
+
+ private:
+  FileSystemReader files_;
+};
+
+class DcpWriter final : public StorageWriter {
+ public:
+  explicit DcpWriter(std::string dir);
+  void Begin() override { files_.Begin(); }
+  int FirstFreeFileIndex() override { return files_.FirstFreeFileIndex(); }
+  bool HasCommitted() override { return files_.HasCommitted(); }
+  std::vector<std::string> CommittedFiles() override;
+  std::unique_ptr<FileSink> Open(const std::string& name) override;
+  // `metadata`: dcpp's (serialized); written as DCP's pickle.
+  void Commit(const std::string& metadata, const std::vector<std::string>& keep) override;
+  void Abort(const std::vector<std::string>& created) override { files_.Abort(created); }
+  std::string Describe() const override { return dir_; }
+
+  ItemFrame Frame(const proto::PlanItem& item) const override;
+  void Placed(const proto::SavePlan& plan) override;
+  bool EncodesBytes() const override { return true; }
+  std::string EncodeBytes(const std::string& blob) const override;
+
+  // A tensor chunk placed in a file.
+  struct Item {
+    std::string dtype;
+    std::vector<int64_t> sizes;
+    uint64_t data_offset = 0;
+    uint64_t nbytes = 0;
+  };
+
+ private:
+  std::string dir_;
+  FileSystemWriter files_;
+  std::mutex mu_;
+  std::map<std::string, std::vector<Item>> placed_;  // by file
+};
+
+// DCP's .metadata pickle for dcpp metadata whose chunks were written by DcpWriter (tensor
+// data framed by torch.save archives; blobs as archives). `checkpoint_id` is recorded.
+std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id);
+
+}  // namespace dcpp

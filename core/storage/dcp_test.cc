@@ -1,0 +1,278 @@
+// PyTorch DCP's format written and read by dcpp alone: round trips of every dtype, layouts
+// and blobs, resharding on load, conversions into and out of it, and bad input. The same
+// files against real PyTorch are in tests/interop/.
+#include "core/storage/dcp.h"
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "core/convert.h"
+#include "core/dcpp.h"
+#include "core/metadata.h"
+#include "core/pickle.h"
+#include "core/storage/torch_archive.h"
+#include "core/testing/errors.h"
+#include "core/testing/temp_dir.h"
+
+namespace dcpp {
+namespace {
+
+using testing::ErrorOf;
+using testing::ReadFile;
+using testing::TempDir;
+using testing::WriteFile;
+
+const std::vector<c10::ScalarType> kDtypes = {
+    at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kShort,
+    at::kChar, at::kByte, at::kBool, at::kComplexFloat, at::kComplexDouble,
+    at::kFloat8_e4m3fn, at::kFloat8_e5m2, at::kUInt16, at::kUInt32, at::kUInt64};
+
+at::Tensor Values(at::IntArrayRef shape, c10::ScalarType dtype, int seed) {
+  const at::Tensor v = at::arange(c10::multiply_integers(shape), at::kDouble).add(seed).remainder(97).div(4);
+  if (dtype == at::kBool) return v.gt(10).reshape(shape);
+  if (at::isComplexType(dtype)) return at::complex(v, v.neg()).to(dtype).reshape(shape);
+  return v.to(dtype).reshape(shape);
+}
+
+bool Same(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  // Compare bytes: float8 and unsigned types have few ops.
+  const at::Tensor x = a.contiguous(), y = b.contiguous();
+  return x.numel() == 0 ||
+         std::memcmp(x.const_data_ptr(), y.const_data_ptr(), static_cast<size_t>(x.nbytes())) == 0;
+}
+
+// Every dtype, sharded over two "ranks" (two chunks), a non-contiguous source, a 0-d and an
+// empty tensor, and a raw blob.
+StateDict Sample() {
+  StateDict sd;
+  int seed = 0;
+  for (c10::ScalarType dtype : kDtypes) {
+    sd.AddSharded(std::string("t.") + c10::toString(dtype), Values({6, 5}, dtype, seed++),
+                  Layout::Sharded(2, 0), 0);
+    sd.AddSharded(std::string("t.") + c10::toString(dtype), Values({6, 5}, dtype, seed - 1),
+                  Layout::Sharded(2, 0), 1);
+  }
+  sd.AddTensor("transposed", Values({4, 7}, at::kFloat, 3).t());
+  sd.AddTensor("scalar", at::scalar_tensor(42, at::kLong));
+  sd.AddTensor("empty", at::zeros({0, 3}));
+  sd.AddBytes("blob", std::string("raw\0bytes\xff", 10));
+  return sd;
+}
+
+StateDict Targets(const StateDict& like) {
+  StateDict sd;
+  for (const TensorEntry& e : like.tensors()) {
+    sd.AddUnallocated(e.fqn, e.dtype, e.shape, Layout::Replicated(1), 0);
+  }
+  for (const BytesEntry& b : like.bytes()) sd.AddBytes(b.fqn, "");
+  return sd;
+}
+
+at::Tensor Full(const StateDict& sd, const std::string& fqn) {
+  const TensorEntry* e = sd.FindTensor(fqn);
+  at::Tensor full = at::empty(e->shape, at::TensorOptions().dtype(e->dtype));
+  for (const LocalChunk& c : e->chunks) {
+    at::Tensor view = full;
+    for (size_t d = 0; d < c.box.sizes.size(); ++d) view = view.narrow(d, c.box.offsets[d], c.box.sizes[d]);
+    view.copy_(c.tensor);
+  }
+  return full;
+}
+
+TEST(Dcp, RoundTripEveryDtypeLayoutAndBlob) {
+  TempDir dir;
+  const StateDict saved = Sample();
+  save(saved, DcpWriter(dir.path()));
+  ASSERT_TRUE(IsDcpMetadata(ReadFile(dir.path() + "/.metadata")));
+
+  StateDict loaded = Targets(saved);
+  const LoadStats st = load(loaded, DcpReader(dir.path()));
+  EXPECT_EQ(st.checksums_verified, 0);  // DCP records none
+  for (const TensorEntry& e : saved.tensors()) {
+    EXPECT_TRUE(Same(Full(saved, e.fqn), loaded.FindTensor(e.fqn)->chunks[0].tensor)) << e.fqn;
+  }
+  // The blob is stored as a Python bytes object and comes back as its torch.save archive.
+  const std::string& archive = loaded.FindBytes("blob")->data;
+  const pickle::ValuePtr v = torch_archive::DecodeObject(archive, "blob");
+  ASSERT_TRUE(v->Is(pickle::Value::Kind::kBytes)) << pickle::Repr(*v);
+  EXPECT_EQ(v->str, saved.FindBytes("blob")->data);
+}
+
+TEST(Dcp, MetadataDescribesChunksAsPyTorchDoes) {
+  TempDir dir;
+  save(Sample(), DcpWriter(dir.path()));
+  const proto::Metadata md = ParseMetadata(DcpReader(dir.path()).ReadMetadata(), dir.path());
+  EXPECT_EQ(md.checksum_algorithm(), kNoChecksum);
+  EXPECT_EQ(md.planner_data().at("dcp.version"), kDcpVersion);
+  // Every item is a torch.save archive: chunk data lies inside it.
+  const proto::TensorMeta* t = nullptr;
+  for (const auto& x : md.tensors()) {
+    if (x.fqn() == "t.Float") t = &x;
+  }
+  ASSERT_NE(t, nullptr);
+  ASSERT_EQ(t->chunks_size(), 2);
+  EXPECT_EQ(t->chunks(1).offsets(0), 3);
+  FileSystemReader files(dir.path());
+  auto src = files.Open(t->chunks(0).file());
+  // The archive's zip directory names the storage entry holding exactly these bytes.
+  const std::string pickled = ReadFile(dir.path() + "/.metadata");
+  EXPECT_NE(pickled.find("torch.distributed.checkpoint.metadata"), std::string::npos);
+  EXPECT_NE(pickled.find("_StorageInfo"), std::string::npos);
+}
+
+TEST(Dcp, ReshardsOnLoad) {
+  TempDir dir;
+  StateDict saved;
+  const at::Tensor w = Values({12, 10}, at::kFloat, 1);
+  for (int r = 0; r < 4; ++r) saved.AddSharded("w", w, Layout::Sharded(4, 0), r);
+  save(saved, DcpWriter(dir.path()));
+  for (int r = 0; r < 3; ++r) {
+    StateDict target;
+    target.AddUnallocated("w", at::kFloat, {12, 10}, Layout::Sharded(3, 1), r);
+    load(target, DcpReader(dir.path()));
+    const LocalChunk& c = target.FindTensor("w")->chunks[0];
+    EXPECT_TRUE(at::equal(c.tensor, w.narrow(1, c.box.offsets[1], c.box.sizes[1]))) << r;
+  }
+}
+
+TEST(Dcp, ConvertsNativeToDcpAndBack) {
+  TempDir native, dcp, back;
+  const StateDict saved = Sample();
+  save(saved, native.path());
+  ConvertOptions to_dcp;
+  to_dcp.world_size = 3;
+  FileSystemReader native_reader(native.path());
+  DcpWriter dcp_writer(dcp.path());
+  convert(native_reader, dcp_writer, to_dcp);
+  ASSERT_TRUE(IsDcpMetadata(ReadFile(dcp.path() + "/.metadata")));
+  DcpReader dcp_reader(dcp.path());
+  FileSystemWriter back_writer(back.path());
+  convert(dcp_reader, back_writer, ConvertOptions{});
+  for (const std::string& path : {dcp.path(), back.path()}) {
+    StateDict loaded = Targets(saved);
+    if (path == dcp.path()) {
+      load(loaded, DcpReader(path));
+    } else {
+      load(loaded, path);
+    }
+    for (const TensorEntry& e : saved.tensors()) {
+      EXPECT_TRUE(Same(Full(saved, e.fqn), loaded.FindTensor(e.fqn)->chunks[0].tensor)) << path << " " << e.fqn;
+    }
+    const pickle::ValuePtr v = torch_archive::DecodeObject(loaded.FindBytes("blob")->data, "blob");
+    EXPECT_EQ(v->str, saved.FindBytes("blob")->data) << path;
+  }
+}
+
+TEST(Dcp, SavingOverACheckpointReplacesItAfterCommit) {
+  TempDir dir;
+  save(Sample(), DcpWriter(dir.path()));
+  const auto files_before = DcpFiles(ReadFile(dir.path() + "/.metadata"), dir.path());
+  StateDict second;
+  second.AddTensor("only", Values({3, 3}, at::kFloat, 9));
+  save(second, DcpWriter(dir.path()));
+  const auto files_after = DcpFiles(ReadFile(dir.path() + "/.metadata"), dir.path());
+  for (const std::string& f : files_before) {
+    EXPECT_FALSE(std::filesystem::exists(dir.path() + "/" + f)) << f;
+    for (const std::string& g : files_after) EXPECT_NE(f, g);
+  }
+  StateDict t;
+  t.AddUnallocated("only", at::kFloat, {3, 3}, Layout::Replicated(1), 0);
+  load(t, DcpReader(dir.path()));
+  EXPECT_TRUE(at::equal(t.FindTensor("only")->chunks[0].tensor, Values({3, 3}, at::kFloat, 9)));
+}
+
+// A .metadata pickle whose root calls os.system: decoding refuses the global and runs nothing.
+TEST(Dcp, RefusesGlobalsOutsideTheAllowList) {
+  TempDir dir;
+  save(Sample(), DcpWriter(dir.path()));
+  const std::string marker = dir.path() + "/pwned";
+  pickle::Writer w(2);
+  w.Global("os", "system").Str("touch " + marker).Tuple(1).Reduce();
+  WriteFile(dir.path() + "/.metadata", w.Finish());
+  StateDict t = Targets(Sample());
+  const std::string err = ErrorOf([&] { load(t, DcpReader(dir.path())); });
+  EXPECT_HAS(err, "os.system");
+  EXPECT_HAS(err, ".metadata");
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
+TEST(Dcp, RefusesTruncatedMetadataAndUnknownVersion) {
+  TempDir dir;
+  save(Sample(), DcpWriter(dir.path()));
+  const std::string md = ReadFile(dir.path() + "/.metadata");
+  StateDict t = Targets(Sample());
+
+  WriteFile(dir.path() + "/.metadata", md.substr(0, md.size() / 2));
+  EXPECT_HAS(ErrorOf([&] { load(t, DcpReader(dir.path())); }), "truncated");
+
+  std::string v2 = md;
+  const size_t at = v2.rfind(kDcpVersion);
+  ASSERT_NE(at, std::string::npos);
+  v2.replace(at, 5, "7.0.0");
+  WriteFile(dir.path() + "/.metadata", v2);
+  const std::string err = ErrorOf([&] { load(t, DcpReader(dir.path())); });
+  EXPECT_HAS(err, "version '7.0.0'");
+}
+
+TEST(Dcp, NamesTheKeyAndFileOfABrokenItem) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("w", Values({64, 64}, at::kFloat, 0));
+  save(sd, DcpWriter(dir.path()));
+  const proto::Metadata md = ParseMetadata(DcpReader(dir.path()).ReadMetadata(), dir.path());
+  const std::string file = md.tensors(0).chunks(0).file();
+  const std::string data = ReadFile(dir.path() + "/" + file);
+  StateDict t;
+  t.AddUnallocated("w", at::kFloat, {64, 64}, Layout::Replicated(1), 0);
+
+  // Truncated: the item's zip directory is gone.
+  WriteFile(dir.path() + "/" + file, data.substr(0, data.size() - 100));
+  std::string err = ErrorOf([&] { load(t, DcpReader(dir.path())); });
+  EXPECT_HAS(err, file);
+  EXPECT_HAS(err, "'w'");
+  EXPECT_HAS(err, "truncated");
+
+  // Not an archive at all.
+  std::string garbage(data.size(), 'x');
+  WriteFile(dir.path() + "/" + file, garbage);
+  err = ErrorOf([&] { load(t, DcpReader(dir.path())); });
+  EXPECT_HAS(err, file);
+  EXPECT_HAS(err, "not a zip archive");
+}
+
+TEST(TorchArchive, TensorArchiveReadsBackAndObjectsRoundTrip) {
+  const at::Tensor t = Values({3, 4}, at::kBFloat16, 5);
+  const torch_archive::TensorArchive a("bfloat16", {3, 4}, 24);
+  std::string archive = a.prefix();
+  archive.append(static_cast<const char*>(t.const_data_ptr()), 24);
+  archive += a.suffix(torch_archive::Crc32(t.const_data_ptr(), 24));
+  EXPECT_EQ(archive.size(), a.prefix().size() + 24 + a.suffix_size());
+  EXPECT_EQ(a.prefix().size() % 64, 0u);  // the data is 64-byte aligned, as torch.save does
+
+  const pickle::ValuePtr v = torch_archive::DecodeObject(archive, "archive");
+  ASSERT_TRUE(v->IsObjectOf("torch", "Tensor")) << pickle::Repr(*v);
+  EXPECT_EQ(v->state->Get("dtype")->str, "bfloat16");
+  EXPECT_EQ(v->state->Get("data")->str, std::string(static_cast<const char*>(t.const_data_ptr()), 24));
+
+  using pickle::Value;
+  const pickle::ValuePtr obj = Value::Dict({{Value::Str("step"), Value::Int(7)},
+                                            {Value::Str("xs"), Value::List({Value::Float(1.5), Value::Str("a")})}});
+  const pickle::ValuePtr back = torch_archive::DecodeObject(torch_archive::EncodeObject(*obj), "obj");
+  EXPECT_EQ(pickle::Repr(*back), pickle::Repr(*obj));
+  EXPECT_TRUE(torch_archive::IsTorchSaveArchive(archive));
+  EXPECT_FALSE(torch_archive::IsTorchSaveArchive("PK\x03\x04 but not a zip at all, no"));
+}
+
+TEST(TorchArchive, Crc32CombinesPieces) {
+  const std::string a = "hello ", b = "world";
+  EXPECT_EQ(torch_archive::Crc32Combine(torch_archive::Crc32(a.data(), a.size()),
+                                        torch_archive::Crc32(b.data(), b.size()), b.size()),
+            torch_archive::Crc32((a + b).data(), a.size() + b.size()));
+  EXPECT_EQ(torch_archive::Crc32("123456789", 9), 0xCBF43926u);  // the standard check value
+}
+
+}  // namespace
+}  // namespace dcpp

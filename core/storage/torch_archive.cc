@@ -1,0 +1,729 @@
+#include "core/storage/torch_archive.h"
+
+#include <ATen/ATen.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <map>
+#include <set>
+
+#include "core/dtype.h"
+#include "core/error.h"
+
+namespace dcpp {
+namespace torch_archive {
+namespace {
+
+using pickle::Value;
+using pickle::ValuePtr;
+
+constexpr uint32_t kLocalSig = 0x04034b50;
+constexpr uint32_t kCentralSig = 0x02014b50;
+constexpr uint32_t kEndSig = 0x06054b50;
+constexpr uint32_t kEnd64Sig = 0x06064b50;
+constexpr uint32_t kEnd64LocatorSig = 0x07064b50;
+constexpr uint32_t kDescriptorSig = 0x08074b50;
+constexpr uint32_t kMax32 = 0xffffffffu;
+constexpr uint16_t kFlags = 0x0808;  // sizes in a data descriptor; UTF-8 names (as torch.save)
+constexpr uint64_t kAlignment = 64;  // torch.save aligns each entry's data to 64 bytes
+constexpr char kArchiveName[] = "archive";
+
+uint16_t Get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint32_t Get32(const uint8_t* p) { return Get16(p) | static_cast<uint32_t>(Get16(p + 2)) << 16; }
+uint64_t Get64(const uint8_t* p) { return Get32(p) | static_cast<uint64_t>(Get32(p + 4)) << 32; }
+
+void Put16(std::string& s, uint16_t v) {
+  s.push_back(static_cast<char>(v & 0xff));
+  s.push_back(static_cast<char>(v >> 8));
+}
+void Put32(std::string& s, uint32_t v) {
+  Put16(s, static_cast<uint16_t>(v & 0xffff));
+  Put16(s, static_cast<uint16_t>(v >> 16));
+}
+void Put64(std::string& s, uint64_t v) {
+  Put32(s, static_cast<uint32_t>(v & kMax32));
+  Put32(s, static_cast<uint32_t>(v >> 32));
+}
+
+// Reads [begin, begin + n) of the archive, checking it lies inside it.
+std::string ReadRange(FileSource& src, uint64_t archive, uint64_t length, uint64_t begin,
+                      uint64_t n, const std::string& where, const char* what) {
+  DCPP_CHECK(begin <= length && n <= length - begin, where, ": the zip archive is truncated (",
+             what, " at byte ", begin, " of ", length, ")");
+  std::string out(n, '\0');
+  if (n > 0) src.ReadAt(archive + begin, out.data(), n);
+  return out;
+}
+
+// A FileSource over bytes in memory (for archives already read).
+class MemorySource final : public FileSource {
+ public:
+  explicit MemorySource(const std::string& data) : data_(data) {}
+  void ReadAt(uint64_t offset, void* out, size_t length) override {
+    DCPP_CHECK(offset <= data_.size() && length <= data_.size() - offset,
+               "read past the end of an archive in memory");
+    std::memcpy(out, data_.data() + offset, length);
+  }
+  uint64_t Size() override { return data_.size(); }
+
+ private:
+  const std::string& data_;
+};
+
+// The globals a torch.save'd tensor's data.pkl names.
+bool TensorGlobal(const std::string& module, const std::string& name) {
+  if (module == "torch._utils") {
+    return name == "_rebuild_tensor_v2" || name == "_rebuild_tensor_v3" || name == "_rebuild_parameter";
+  }
+  if (module == "collections") return name == "OrderedDict";
+  if (module == "torch.storage") return name == "UntypedStorage";
+  if (module == "torch") {
+    if (name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0) return true;
+    try {
+      DtypeFromName(name);
+      return true;
+    } catch (const Error&) {
+      return false;
+    }
+  }
+  return false;
+}
+
+// Plain Python values a DCP bytes item may hold, besides tensors.
+bool ObjectGlobal(const std::string& module, const std::string& name) {
+  if (TensorGlobal(module, name)) return true;
+  if (module == "_codecs") return name == "encode";
+  if (module == "builtins" || module == "__builtin__") {
+    return name == "set" || name == "frozenset" || name == "bytearray";
+  }
+  if (module == "torch") return name == "Size" || name == "device";
+  return false;
+}
+
+// The dtype of a legacy typed storage class (torch.FloatStorage...).
+std::string StorageDtype(const std::string& cls, const std::string& where) {
+  static const std::map<std::string, std::string> kTypes = {
+      {"FloatStorage", "float32"},       {"DoubleStorage", "float64"},
+      {"HalfStorage", "float16"},        {"BFloat16Storage", "bfloat16"},
+      {"LongStorage", "int64"},          {"IntStorage", "int32"},
+      {"ShortStorage", "int16"},         {"CharStorage", "int8"},
+      {"ByteStorage", "uint8"},          {"BoolStorage", "bool"},
+      {"ComplexFloatStorage", "complex64"}, {"ComplexDoubleStorage", "complex128"},
+  };
+  auto it = kTypes.find(cls);
+  DCPP_CHECK(it != kTypes.end(), where, ": tensor storage type torch.", cls, " is not supported");
+  return it->second;
+}
+
+const char* StorageClass(const std::string& dtype) {
+  static const std::map<std::string, const char*> kClasses = {
+      {"float32", "FloatStorage"},       {"float64", "DoubleStorage"},
+      {"float16", "HalfStorage"},        {"bfloat16", "BFloat16Storage"},
+      {"int64", "LongStorage"},          {"int32", "IntStorage"},
+      {"int16", "ShortStorage"},         {"int8", "CharStorage"},
+      {"uint8", "ByteStorage"},          {"bool", "BoolStorage"},
+      {"complex64", "ComplexFloatStorage"}, {"complex128", "ComplexDoubleStorage"},
+  };
+  auto it = kClasses.find(dtype);
+  return it == kClasses.end() ? nullptr : it->second;
+}
+
+std::vector<int64_t> IntTuple(const ValuePtr& v, const std::string& what) {
+  DCPP_CHECK(v != nullptr, what, " is missing");
+  std::vector<int64_t> out;
+  const ValuePtr seq = v->IsObjectOf("torch", "Size") && v->args && !v->args->items.empty()
+                           ? v->args->items[0]
+                           : v;
+  for (const ValuePtr& x : seq->AsSeq(what)) out.push_back(x->AsInt(what));
+  return out;
+}
+
+// A tensor named by a rebuild call: its dtype, geometry and storage key.
+struct TensorRef {
+  std::string dtype;
+  std::string key;
+  int64_t storage_offset = 0;
+  std::vector<int64_t> sizes, strides;
+};
+
+bool IsRebuild(const Value& v) {
+  return v.IsObjectOf("torch._utils", "_rebuild_tensor_v2") ||
+         v.IsObjectOf("torch._utils", "_rebuild_tensor_v3") ||
+         v.IsObjectOf("torch._utils", "_rebuild_parameter");
+}
+
+TensorRef ParseRebuild(const Value& call, const std::string& where) {
+  if (call.IsObjectOf("torch._utils", "_rebuild_parameter")) {
+    const auto& a = call.args->AsSeq(where + ": _rebuild_parameter arguments");
+    DCPP_CHECK(!a.empty() && IsRebuild(*a[0]), where, ": _rebuild_parameter without a tensor");
+    return ParseRebuild(*a[0], where);
+  }
+  const bool v3 = call.IsObjectOf("torch._utils", "_rebuild_tensor_v3");
+  const auto& a = call.args->AsSeq(where + ": tensor arguments");
+  DCPP_CHECK(a.size() >= (v3 ? 7u : 4u), where, ": tensor rebuild call has ", a.size(), " arguments");
+  DCPP_CHECK(a[0]->Is(Value::Kind::kPersistent), where, ": tensor without a storage");
+  const auto& pid = a[0]->args->AsSeq(where + ": storage id");
+  DCPP_CHECK(pid.size() >= 5 && pid[0]->Is(Value::Kind::kStr) && pid[0]->str == "storage" &&
+                 pid[1]->Is(Value::Kind::kGlobal),
+             where, ": unexpected storage id ", pickle::Repr(*a[0]->args));
+  TensorRef t;
+  t.key = pid[2]->AsStr(where + ": storage key");
+  t.storage_offset = a[1]->AsInt(where + ": storage offset");
+  t.sizes = IntTuple(a[2], where + ": tensor sizes");
+  t.strides = IntTuple(a[3], where + ": tensor strides");
+  if (v3) {
+    DCPP_CHECK(a[6]->Is(Value::Kind::kGlobal) && a[6]->module == "torch", where,
+               ": tensor dtype ", pickle::Repr(*a[6]), " is not a torch dtype");
+    t.dtype = a[6]->name;
+  } else {
+    t.dtype = StorageDtype(pid[1]->name, where);
+  }
+  DtypeFromName(t.dtype);  // throws for a dtype dcpp cannot hold
+  DCPP_CHECK(t.sizes.size() == t.strides.size(), where, ": tensor has ", t.sizes.size(),
+             " sizes but ", t.strides.size(), " strides");
+  return t;
+}
+
+// Checks that every element of `t` lies inside a storage of `storage_bytes` bytes.
+void CheckInside(const TensorRef& t, int64_t es, uint64_t storage_bytes, const std::string& where) {
+  int64_t numel = 1, last = t.storage_offset;
+  for (size_t d = 0; d < t.sizes.size(); ++d) {
+    DCPP_CHECK(t.sizes[d] >= 0 && t.strides[d] >= 0, where, ": negative size or stride");
+    numel *= t.sizes[d];
+    if (t.sizes[d] > 0) last += (t.sizes[d] - 1) * t.strides[d];
+  }
+  DCPP_CHECK(t.storage_offset >= 0, where, ": negative storage offset");
+  DCPP_CHECK(numel == 0 || static_cast<uint64_t>((last + 1) * es) <= storage_bytes, where,
+             ": the tensor reaches past its storage (", storage_bytes, " bytes)");
+}
+
+struct Archive {
+  std::vector<ZipEntry> entries;
+  std::string prefix;  // "archive/"
+  const ZipEntry* Find(const std::string& suffix) const {
+    for (const ZipEntry& e : entries) {
+      if (e.name == prefix + suffix) return &e;
+    }
+    return nullptr;
+  }
+};
+
+Archive OpenArchive(FileSource& src, uint64_t offset, uint64_t length, const std::string& where) {
+  Archive a;
+  a.entries = ReadZipDirectory(src, offset, length, where);
+  for (const ZipEntry& e : a.entries) {
+    const size_t slash = e.name.find('/');
+    if (slash != std::string::npos && e.name.compare(slash, std::string::npos, "/data.pkl") == 0) {
+      a.prefix = e.name.substr(0, slash + 1);
+    }
+  }
+  DCPP_CHECK(!a.prefix.empty(), where, ": not a torch.save archive (no data.pkl)");
+  return a;
+}
+
+std::string ReadEntry(FileSource& src, const ZipEntry& e) {
+  std::string out(e.size, '\0');
+  if (e.size > 0) src.ReadAt(e.data_offset, out.data(), e.size);
+  return out;
+}
+
+// Text of a Python str that holds latin-1 code points, back to the bytes (what
+// _codecs.encode(s, 'latin1') returns).
+std::string Latin1(const std::string& utf8, const std::string& where) {
+  std::string out;
+  for (size_t i = 0; i < utf8.size(); ++i) {
+    const uint8_t c = static_cast<uint8_t>(utf8[i]);
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      DCPP_CHECK((c & 0xe0) == 0xc0 && c <= 0xc3 && i + 1 < utf8.size(), where,
+                 ": _codecs.encode of text that is not latin-1");
+      out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<uint8_t>(utf8[++i]) & 0x3f)));
+    }
+  }
+  return out;
+}
+
+// Turns a decoded object tree into plain values (see DecodeObject).
+ValuePtr Plain(const ValuePtr& v, FileSource& src, const Archive& a, const std::string& where,
+               int depth) {
+  DCPP_CHECK(depth < 200, where, ": object nested too deeply");
+  if (!v) return v;
+  switch (v->kind) {
+    case Value::Kind::kTuple:
+    case Value::Kind::kList:
+    case Value::Kind::kSet: {
+      auto out = std::make_shared<Value>(*v);
+      for (ValuePtr& x : out->items) x = Plain(x, src, a, where, depth + 1);
+      return out;
+    }
+    case Value::Kind::kDict: {
+      auto out = std::make_shared<Value>(*v);
+      for (auto& kv : out->dict) {
+        kv.first = Plain(kv.first, src, a, where, depth + 1);
+        kv.second = Plain(kv.second, src, a, where, depth + 1);
+      }
+      return out;
+    }
+    case Value::Kind::kObject:
+      break;
+    case Value::Kind::kGlobal:
+      if (v->module == "torch") {  // a dtype
+        DtypeFromName(v->name);
+        return Value::Str("torch." + v->name);
+      }
+      throw Error(StrCat(where, ": the object holds the class ", v->module, ".", v->name));
+    case Value::Kind::kPersistent:
+      throw Error(StrCat(where, ": a storage outside a tensor"));
+    default:
+      return v;
+  }
+  const auto& args = v->args ? v->args->items : std::vector<ValuePtr>{};
+  if (v->IsObjectOf("collections", "OrderedDict")) {
+    std::vector<std::pair<ValuePtr, ValuePtr>> items;
+    for (const auto& kv : v->dict) {
+      items.push_back({Plain(kv.first, src, a, where, depth + 1), Plain(kv.second, src, a, where, depth + 1)});
+    }
+    return Value::Dict(std::move(items));
+  }
+  if (v->IsObjectOf("_codecs", "encode")) {
+    DCPP_CHECK(args.size() == 2 && args[0]->Is(Value::Kind::kStr) && args[1]->Is(Value::Kind::kStr) &&
+                   args[1]->str == "latin1",
+               where, ": unexpected _codecs.encode call");
+    return Value::Bytes(Latin1(args[0]->str, where));
+  }
+  if (v->IsObjectOf("torch", "Size")) {
+    std::vector<ValuePtr> dims;
+    for (int64_t x : IntTuple(v, where + ": torch.Size")) dims.push_back(Value::Int(x));
+    return Value::Tuple(std::move(dims));
+  }
+  if (v->IsObjectOf("torch", "device")) {
+    DCPP_CHECK(!args.empty(), where, ": torch.device without arguments");
+    return Value::Str(args[0]->AsStr(where + ": device"));
+  }
+  if (v->IsObjectOf("builtins", "set") || v->IsObjectOf("builtins", "frozenset")) {
+    auto out = std::make_shared<Value>();
+    out->kind = Value::Kind::kSet;
+    if (!args.empty()) {
+      for (const ValuePtr& x : args[0]->AsSeq(where + ": set items")) out->items.push_back(Plain(x, src, a, where, depth + 1));
+    }
+    return out;
+  }
+  if (v->IsObjectOf("builtins", "bytearray")) {
+    if (args.empty()) return Value::Bytes("");
+    if (args[0]->Is(Value::Kind::kBytes)) return Value::Bytes(args[0]->str);
+    DCPP_CHECK(args.size() == 2 && args[0]->Is(Value::Kind::kStr), where, ": unexpected bytearray call");
+    return Value::Bytes(Latin1(args[0]->str, where));
+  }
+  if (IsRebuild(*v)) {
+    const TensorRef t = ParseRebuild(*v, where);
+    const ZipEntry* e = a.Find("data/" + t.key);
+    DCPP_CHECK(e != nullptr, where, ": storage ", t.key, " is missing from the archive");
+    const c10::ScalarType dtype = DtypeFromName(t.dtype);
+    const int64_t es = ElementSize(dtype);
+    CheckInside(t, es, e->size, where);
+    std::string storage = ReadEntry(src, *e);
+    const at::Tensor raw = at::from_blob(storage.data(), {static_cast<int64_t>(storage.size()) / es},
+                                         at::TensorOptions().dtype(dtype));
+    const at::Tensor dense = raw.as_strided(t.sizes, t.strides, t.storage_offset).contiguous();
+    std::vector<ValuePtr> shape;
+    for (int64_t s : t.sizes) shape.push_back(Value::Int(s));
+    auto out = std::make_shared<Value>();
+    out->kind = Value::Kind::kObject;
+    out->cls = Value::Global("torch", "Tensor");
+    out->args = Value::Tuple({});
+    out->state = Value::Dict({
+        {Value::Str("dtype"), Value::Str(t.dtype)},
+        {Value::Str("shape"), Value::Tuple(std::move(shape))},
+        {Value::Str("data"), Value::Bytes(std::string(static_cast<const char*>(dense.const_data_ptr()),
+                                                      static_cast<size_t>(dense.numel() * es)))},
+    });
+    return out;
+  }
+  throw Error(StrCat(where, ": the object holds a ", v->cls ? v->cls->module + "." + v->cls->name : "?",
+                     " call"));
+}
+
+// The local header and the data that follows it for one small entry of an archive.
+struct EntryRecord {
+  std::string name;
+  uint64_t local_offset = 0;
+  uint64_t size = 0;
+  uint32_t crc = 0;
+};
+
+// Appends a local header for `name` whose data starts at a multiple of 64 (as torch.save).
+void LocalHeader(std::string& out, uint64_t archive_pos, const std::string& name, bool zip64) {
+  Put32(out, kLocalSig);
+  Put16(out, zip64 ? 45 : 20);
+  Put16(out, kFlags);
+  Put16(out, 0);  // stored
+  Put16(out, 0);  // time
+  Put16(out, 0);  // date
+  Put32(out, 0);  // crc: in the data descriptor
+  Put32(out, zip64 ? kMax32 : 0);
+  Put32(out, zip64 ? kMax32 : 0);
+  Put16(out, static_cast<uint16_t>(name.size()));
+  const uint64_t zip64_extra = zip64 ? 20 : 0;
+  const uint64_t before = archive_pos + 30 + name.size() + zip64_extra;
+  uint64_t pad = (kAlignment - (before + 4) % kAlignment) % kAlignment;
+  Put16(out, static_cast<uint16_t>(zip64_extra + 4 + pad));
+  out += name;
+  if (zip64) {
+    Put16(out, 0x0001);
+    Put16(out, 16);
+    Put64(out, 0);
+    Put64(out, 0);
+  }
+  Put16(out, 0x4246);  // "FB": torch.save's padding field
+  Put16(out, static_cast<uint16_t>(pad));
+  out.append(pad, 'Z');
+}
+
+void Descriptor(std::string& out, uint32_t crc, uint64_t size, bool zip64) {
+  Put32(out, kDescriptorSig);
+  Put32(out, crc);
+  if (zip64) {
+    Put64(out, size);
+    Put64(out, size);
+  } else {
+    Put32(out, static_cast<uint32_t>(size));
+    Put32(out, static_cast<uint32_t>(size));
+  }
+}
+
+// Appends a small entry (header, data, descriptor) at archive position out.size() + base.
+void SmallEntry(std::string& out, uint64_t base, const std::string& name, const std::string& data,
+                std::vector<EntryRecord>* records) {
+  EntryRecord r{name, base + out.size(), data.size(), Crc32(data.data(), data.size())};
+  LocalHeader(out, base + out.size(), name, false);
+  out += data;
+  Descriptor(out, r.crc, r.size, false);
+  records->push_back(r);
+}
+
+// The central directory and end records for `records`, starting at archive position `base`.
+std::string Directory(const std::vector<EntryRecord>& records, uint64_t base) {
+  std::string out;
+  bool any64 = false;
+  for (const EntryRecord& r : records) {
+    const bool big_size = r.size >= kMax32, big_offset = r.local_offset >= kMax32;
+    std::string extra;
+    if (big_size || big_offset) {
+      std::string fields;
+      if (big_size) {
+        Put64(fields, r.size);
+        Put64(fields, r.size);
+      }
+      if (big_offset) Put64(fields, r.local_offset);
+      Put16(extra, 0x0001);
+      Put16(extra, static_cast<uint16_t>(fields.size()));
+      extra += fields;
+      any64 = true;
+    }
+    Put32(out, kCentralSig);
+    Put16(out, extra.empty() ? 20 : 45);  // made by
+    Put16(out, extra.empty() ? 20 : 45);  // needed
+    Put16(out, kFlags);
+    Put16(out, 0);
+    Put16(out, 0);
+    Put16(out, 0);
+    Put32(out, r.crc);
+    Put32(out, big_size ? kMax32 : static_cast<uint32_t>(r.size));
+    Put32(out, big_size ? kMax32 : static_cast<uint32_t>(r.size));
+    Put16(out, static_cast<uint16_t>(r.name.size()));
+    Put16(out, static_cast<uint16_t>(extra.size()));
+    Put16(out, 0);  // comment
+    Put16(out, 0);  // disk
+    Put16(out, 0);  // internal attributes
+    Put32(out, 0);  // external attributes
+    Put32(out, big_offset ? kMax32 : static_cast<uint32_t>(r.local_offset));
+    out += r.name;
+    out += extra;
+  }
+  const uint64_t cd_size = out.size();
+  const uint64_t end64 = base + out.size();
+  if (any64 || base >= kMax32) {
+    Put32(out, kEnd64Sig);
+    Put64(out, 44);
+    Put16(out, 45);
+    Put16(out, 45);
+    Put32(out, 0);
+    Put32(out, 0);
+    Put64(out, records.size());
+    Put64(out, records.size());
+    Put64(out, cd_size);
+    Put64(out, base);
+    Put32(out, kEnd64LocatorSig);
+    Put32(out, 0);
+    Put64(out, end64);
+    Put32(out, 1);
+  }
+  Put32(out, kEndSig);
+  Put16(out, 0);
+  Put16(out, 0);
+  Put16(out, static_cast<uint16_t>(records.size()));
+  Put16(out, static_cast<uint16_t>(records.size()));
+  Put32(out, cd_size >= kMax32 ? kMax32 : static_cast<uint32_t>(cd_size));
+  Put32(out, base >= kMax32 ? kMax32 : static_cast<uint32_t>(base));
+  Put16(out, 0);
+  return out;
+}
+
+std::string SerializationId() {
+  // torch.save records a 40-digit id per archive; any digits do (torch.load only reads it).
+  static std::atomic<uint64_t> counter{0};
+  const uint64_t now = static_cast<uint64_t>(
+      std::chrono::steady_clock::now().time_since_epoch().count());
+  std::string id = std::to_string(now) + std::to_string(counter.fetch_add(1));
+  id.resize(40, '0');
+  return id;
+}
+
+// The small entries torch.save writes before and after the data.
+const char kFormatVersion[] = "1";
+const char kStorageAlignment[] = "64";
+const char kByteOrder[] = "little";
+const char kVersion[] = "3\n";
+
+std::string Name(const char* entry) { return std::string(kArchiveName) + "/" + entry; }
+
+}  // namespace
+
+uint32_t Crc32(const void* data, size_t length, uint32_t crc) {
+  const auto* p = static_cast<const Bytef*>(data);
+  uLong c = crc;
+  while (length > 0) {
+    const uInt n = static_cast<uInt>(std::min<size_t>(length, 1u << 30));
+    c = ::crc32(c, p, n);
+    p += n;
+    length -= n;
+  }
+  return static_cast<uint32_t>(c);
+}
+
+uint32_t Crc32Combine(uint32_t a, uint32_t b, uint64_t length_b) {
+  return static_cast<uint32_t>(::crc32_combine64(a, b, static_cast<z_off64_t>(length_b)));
+}
+
+std::vector<ZipEntry> ReadZipDirectory(FileSource& src, uint64_t offset, uint64_t length,
+                                       const std::string& where) {
+  DCPP_CHECK(length >= 22, where, ": item of ", length, " bytes is too short to be a zip archive");
+  // The end record is the last 22 bytes unless the archive has a comment (torch writes none).
+  const uint64_t tail_len = std::min<uint64_t>(length, 22 + 65535 + 20);
+  const std::string tail = ReadRange(src, offset, length, length - tail_len, tail_len, where, "end record");
+  const auto* t = reinterpret_cast<const uint8_t*>(tail.data());
+  int64_t end = -1;
+  for (int64_t i = static_cast<int64_t>(tail_len) - 22; i >= 0; --i) {
+    if (Get32(t + i) == kEndSig) {
+      end = i;
+      break;
+    }
+  }
+  DCPP_CHECK(end >= 0, where, ": not a zip archive (no end record); the item is corrupt or not ",
+             "written by torch.save");
+  uint64_t count = Get16(t + end + 10);
+  uint64_t cd_size = Get32(t + end + 12);
+  uint64_t cd_offset = Get32(t + end + 16);
+  if ((count == 0xffff || cd_size == kMax32 || cd_offset == kMax32) && end >= 20 &&
+      Get32(t + end - 20) == kEnd64LocatorSig) {
+    const uint64_t rec = Get64(t + end - 20 + 8);
+    const std::string e64 = ReadRange(src, offset, length, rec, 56, where, "zip64 end record");
+    const auto* z = reinterpret_cast<const uint8_t*>(e64.data());
+    DCPP_CHECK(Get32(z) == kEnd64Sig, where, ": corrupt zip64 end record");
+    count = Get64(z + 32);
+    cd_size = Get64(z + 40);
+    cd_offset = Get64(z + 48);
+  }
+  DCPP_CHECK(count < (1u << 20) && cd_size < (64u << 20), where, ": implausible zip directory (",
+             count, " entries)");
+  const std::string cd = ReadRange(src, offset, length, cd_offset, cd_size, where, "central directory");
+  const auto* c = reinterpret_cast<const uint8_t*>(cd.data());
+  std::vector<ZipEntry> out;
+  uint64_t pos = 0;
+  for (uint64_t n = 0; n < count; ++n) {
+    DCPP_CHECK(pos + 46 <= cd_size && Get32(c + pos) == kCentralSig, where,
+               ": corrupt zip central directory (entry ", n, ")");
+    const uint16_t method = Get16(c + pos + 10);
+    ZipEntry e;
+    e.crc32 = Get32(c + pos + 16);
+    uint64_t csize = Get32(c + pos + 20);
+    e.size = Get32(c + pos + 24);
+    const uint16_t name_len = Get16(c + pos + 28), extra_len = Get16(c + pos + 30),
+                   comment_len = Get16(c + pos + 32);
+    uint64_t local = Get32(c + pos + 42);
+    DCPP_CHECK(pos + 46 + name_len + extra_len + comment_len <= cd_size, where,
+               ": corrupt zip central directory (entry ", n, ")");
+    e.name.assign(reinterpret_cast<const char*>(c + pos + 46), name_len);
+    // zip64 extra field: the 32-bit fields that are 0xffffffff, in order.
+    const uint8_t* x = c + pos + 46 + name_len;
+    for (uint64_t xp = 0; xp + 4 <= extra_len;) {
+      const uint16_t id = Get16(x + xp), len = Get16(x + xp + 2);
+      DCPP_CHECK(xp + 4 + len <= extra_len, where, ": corrupt zip extra field of ", e.name);
+      if (id == 0x0001) {
+        uint64_t q = xp + 4;
+        auto next = [&](uint64_t* field) {
+          if (*field != kMax32) return;
+          DCPP_CHECK(q + 8 <= xp + 4 + len, where, ": corrupt zip64 field of ", e.name);
+          *field = Get64(x + q);
+          q += 8;
+        };
+        next(&e.size);
+        next(&csize);
+        next(&local);
+      }
+      xp += 4 + len;
+    }
+    DCPP_CHECK(method == 0 && csize == e.size, where, ": entry ", e.name,
+               " is compressed; torch.save stores entries uncompressed");
+    const std::string lh = ReadRange(src, offset, length, local, 30, where, "local header");
+    const auto* l = reinterpret_cast<const uint8_t*>(lh.data());
+    DCPP_CHECK(Get32(l) == kLocalSig, where, ": corrupt zip local header of ", e.name);
+    const uint64_t data = local + 30 + Get16(l + 26) + Get16(l + 28);
+    DCPP_CHECK(data <= length && e.size <= length - data, where, ": entry ", e.name,
+               " reaches past the end of the item (", length, " bytes): truncated");
+    e.data_offset = offset + data;
+    out.push_back(std::move(e));
+    pos += 46 + name_len + extra_len + comment_len;
+  }
+  return out;
+}
+
+bool StoredTensor::contiguous() const {
+  int64_t expect = 1;
+  for (size_t d = sizes.size(); d-- > 0;) {
+    if (sizes[d] != 1 && strides[d] != expect) return false;
+    expect *= sizes[d];
+  }
+  return true;
+}
+
+int64_t StoredTensor::element_size() const { return ElementSize(DtypeFromName(dtype)); }
+
+uint64_t StoredTensor::data_offset() const {
+  return storage_file_offset + static_cast<uint64_t>(storage_offset * element_size());
+}
+
+StoredTensor ReadTensorItem(FileSource& src, uint64_t offset, uint64_t length, const std::string& where) {
+  const Archive a = OpenArchive(src, offset, length, where);
+  const ZipEntry* pkl = a.Find("data.pkl");
+  const ValuePtr v = pickle::Decode(ReadEntry(src, *pkl), TensorGlobal, where + " data.pkl");
+  DCPP_CHECK(IsRebuild(*v), where, ": the item holds ", pickle::Repr(*v, 80), ", not a tensor");
+  const TensorRef t = ParseRebuild(*v, where);
+  const ZipEntry* e = a.Find("data/" + t.key);
+  DCPP_CHECK(e != nullptr, where, ": storage ", t.key, " is missing from the archive");
+  StoredTensor out;
+  out.dtype = t.dtype;
+  out.sizes = t.sizes;
+  out.strides = t.strides;
+  out.storage_offset = t.storage_offset;
+  out.storage_file_offset = e->data_offset;
+  out.storage_bytes = e->size;
+  out.storage_crc32 = e->crc32;
+  CheckInside(t, out.element_size(), e->size, where);
+  return out;
+}
+
+bool IsTorchSaveArchive(const std::string& data) {
+  if (data.size() < 22 || Get32(reinterpret_cast<const uint8_t*>(data.data())) != kLocalSig) return false;
+  try {
+    MemorySource src(data);
+    OpenArchive(src, 0, data.size(), "blob");
+    return true;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+pickle::ValuePtr DecodeObject(const std::string& archive, const std::string& where) {
+  MemorySource src(archive);
+  const Archive a = OpenArchive(src, 0, archive.size(), where);
+  const ValuePtr v = pickle::Decode(ReadEntry(src, *a.Find("data.pkl")), ObjectGlobal, where);
+  return Plain(v, src, a, where, 0);
+}
+
+std::string EncodeObject(const pickle::Value& v) {
+  pickle::Writer w(3);
+  w.Put(v);
+  const std::string pkl = w.Finish();
+  std::string out;
+  std::vector<EntryRecord> records;
+  SmallEntry(out, 0, Name("data.pkl"), pkl, &records);
+  SmallEntry(out, 0, Name(".format_version"), kFormatVersion, &records);
+  SmallEntry(out, 0, Name(".storage_alignment"), kStorageAlignment, &records);
+  SmallEntry(out, 0, Name("byteorder"), kByteOrder, &records);
+  SmallEntry(out, 0, Name("version"), kVersion, &records);
+  SmallEntry(out, 0, Name(".data/serialization_id"), SerializationId(), &records);
+  out += Directory(records, out.size());
+  return out;
+}
+
+TensorArchive::TensorArchive(const std::string& dtype, const std::vector<int64_t>& sizes, uint64_t nbytes)
+    : nbytes_(nbytes) {
+  const int64_t es = ElementSize(DtypeFromName(dtype));
+  pickle::Writer w(2);
+  const char* storage_class = StorageClass(dtype);
+  w.Global("torch._utils", storage_class ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
+  w.Mark();
+  w.Mark().Str("storage");
+  if (storage_class) {
+    w.Global("torch", storage_class);
+  } else {
+    w.Global("torch.storage", "UntypedStorage");
+  }
+  // Typed storages count elements, the untyped one bytes.
+  w.Str("0").Str("cpu").Int(static_cast<int64_t>(storage_class ? nbytes / static_cast<uint64_t>(es) : nbytes));
+  w.Tuple().BinPersId();
+  w.Int(0);
+  std::vector<int64_t> strides(sizes.size());
+  int64_t stride = 1;
+  for (size_t d = sizes.size(); d-- > 0;) {
+    strides[d] = stride;
+    stride *= std::max<int64_t>(sizes[d], 1);
+  }
+  w.Mark();
+  for (int64_t s : sizes) w.Int(s);
+  w.Tuple();
+  w.Mark();
+  for (int64_t s : strides) w.Int(s);
+  w.Tuple();
+  w.Bool(false);
+  w.Global("collections", "OrderedDict").Tuple(0).Reduce();
+  if (!storage_class) w.Global("torch", dtype);
+  w.Tuple().Reduce();
+  pkl_ = w.Finish();
+
+  std::vector<EntryRecord> records;
+  SmallEntry(prefix_, 0, Name("data.pkl"), pkl_, &records);
+  SmallEntry(prefix_, 0, Name(".format_version"), kFormatVersion, &records);
+  SmallEntry(prefix_, 0, Name(".storage_alignment"), kStorageAlignment, &records);
+  SmallEntry(prefix_, 0, Name("byteorder"), kByteOrder, &records);
+  data_local_offset_ = prefix_.size();
+  LocalHeader(prefix_, prefix_.size(), Name("data/0"), nbytes >= kMax32);
+  suffix_size_ = suffix(0).size();
+}
+
+std::string TensorArchive::suffix(uint32_t data_crc32) const {
+  // Rebuilds the records of the prefix's entries (their CRCs are of fixed content).
+  std::vector<EntryRecord> records;
+  std::string scratch;
+  SmallEntry(scratch, 0, Name("data.pkl"), pkl_, &records);
+  SmallEntry(scratch, 0, Name(".format_version"), kFormatVersion, &records);
+  SmallEntry(scratch, 0, Name(".storage_alignment"), kStorageAlignment, &records);
+  SmallEntry(scratch, 0, Name("byteorder"), kByteOrder, &records);
+  const bool zip64 = nbytes_ >= kMax32;
+  records.push_back({Name("data/0"), data_local_offset_, nbytes_, data_crc32});
+  std::string out;
+  Descriptor(out, data_crc32, nbytes_, zip64);
+  const uint64_t base = prefix_.size() + nbytes_;
+  SmallEntry(out, base, Name("version"), kVersion, &records);
+  SmallEntry(out, base, Name(".data/serialization_id"), std::string(40, '0'), &records);
+  out += Directory(records, base + out.size());
+  return out;
+}
+
+}  // namespace torch_archive
+}  // namespace dcpp

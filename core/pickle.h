@@ -16,11 +16,11 @@
 //
 // Integers must fit in int64; a longer one is refused. NEWOBJ_EX is accepted only with empty
 // keyword arguments (CPython writes it only for non-empty ones: those are refused, not
-// dropped, since a kObject has nowhere to keep them). In
-// protocols 0-2 the module names Python 2 used are read as Python 3 does ('__builtin__' is
-// 'builtins', 'copy_reg' is 'copyreg') before the allow-list sees them. STOP must leave exactly
-// one value and no open MARK. Cycles (a list that contains itself) decode but leak, as they
-// would with any tree of shared_ptr. Thread-safe (no shared state).
+// dropped, since a kObject has nowhere to keep them). In protocols 0-2 the module names
+// Python 2 used are read as Python 3 does ('__builtin__' is 'builtins', 'copy_reg' is
+// 'copyreg') before the allow-list sees them. STOP must leave exactly one value and no open
+// MARK. Cycles (a list that contains itself) decode but leak, as they would with any tree of
+// shared_ptr. Thread-safe (no shared state).
 #pragma once
 
 #include <cstdint>
@@ -117,14 +117,17 @@ ValuePtr Decode(const std::string& data, const AllowGlobal& allow, const std::st
 
 // Python-like text of a value, for inspect and messages: None, True, 7, 1.5, 'text',
 // b'..' (long bytes shortened), (1, 2), [1, 'a'], {'k': 1}, module.name, and
-// module.name(args...) for objects. At most `max_len` characters (then "...").
+// module.name(args..., key=value...) for objects (state=... when the state is not a dict
+// with str keys), persistent_id(...). At most `max_len` characters (then "...").
 std::string Repr(const Value& v, size_t max_len = 200);
 
 // Emits pickle opcodes, low level: the caller pushes values in the order Python's pickler
 // would and gets the bytes from Finish(). No memo is used (every value is written in full,
 // once per reference). Protocol 2 output unless a higher one (3-5) is asked; PROTO n comes
 // first, FRAME is never written. Put() writes what CPython's pickler does (its choice of
-// opcodes and batches of 1000), less the memo: pickletools.optimize(pickle.dumps(x, 2)).
+// opcodes and batches of 1000) less the memo, byte for byte under protocols 2 and 3
+// (pickletools.optimize(pickle.dumps(x, p)), b'' aside, see Bytes()); from protocol 4 it
+// differs only in GLOBAL for STACK_GLOBAL and in having no FRAME.
 // PyTorch's torch.load(weights_only=True) reads only protocol 2's opcodes (no
 // SHORT_BINUNICODE, SHORT_BINBYTES, FRAME...): write a torch.save data.pkl with Writer(2).
 class Writer {

@@ -1,19 +1,50 @@
 // Prints what a dcpp checkpoint (or a safetensors file or folder) holds, from its metadata
 // alone: every key with its dtype, shape, bytes and chunks (box, data file, byte range), as a
-// table or as JSON (the shape is documented in core/inspect.h and README.md).
+// table or as JSON (the shape is documented in core/inspect.h and README.md). A PyTorch DCP
+// checkpoint's bytes entries are torch.save'd Python objects: their values are shown too
+// ("value" in the JSON's bytes entries).
 //
 //   bazel run //scripts:inspect -- DIR [--json]
 //
 // Exit codes: 0 printed; 1 no folder, no .metadata or a corrupt one; 2 bad command line.
 #include <cstdio>
+#include <map>
+#include <memory>
 #include <filesystem>
 #include <string>
 
 #include "core/error.h"
 #include "core/inspect.h"
 #include "core/metadata.h"
+#include "core/pickle.h"
 #include "core/storage/open.h"
+#include "core/storage/torch_archive.h"
 #include "scripts/cli.h"
+
+namespace {
+
+// The Python value of every blob that is a torch.save archive (what PyTorch DCP stores for a
+// non-tensor entry): its repr, or "<opaque: ...>" for an object dcpp does not decode.
+std::map<std::string, std::string> BlobValues(dcpp::StorageReader& reader, const dcpp::proto::Metadata& md) {
+  std::map<std::string, std::string> out;
+  std::map<std::string, std::unique_ptr<dcpp::FileSource>> open;
+  for (const auto& b : md.bytes()) {
+    if (b.length() > (64u << 20)) continue;  // a listing reads small objects only
+    auto& src = open[b.file()];
+    if (!src) src = reader.Open(b.file());
+    std::string data(b.length(), '\0');
+    src->ReadAt(b.offset(), data.data(), data.size());
+    if (!dcpp::torch_archive::IsTorchSaveArchive(data)) continue;
+    try {
+      out[b.fqn()] = dcpp::pickle::Repr(*dcpp::torch_archive::DecodeObject(data, b.fqn()), 120);
+    } catch (const dcpp::Error& e) {
+      out[b.fqn()] = std::string("<opaque: ") + e.what() + ">";
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Print the keys, shapes and chunks of a dcpp checkpoint", "inspect"};
@@ -26,7 +57,22 @@ int main(int argc, char** argv) {
     DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
     const auto reader = dcpp::OpenReader(path);
     const dcpp::proto::Metadata md = dcpp::ParseMetadata(reader->ReadMetadata(), reader->Describe());
-    const std::string out = json ? dcpp::InspectJson(md).dump(2) + "\n" : dcpp::InspectText(md);
+    const std::map<std::string, std::string> values = BlobValues(*reader, md);
+    std::string out;
+    if (json) {
+      nlohmann::json j = dcpp::InspectJson(md);
+      for (auto& b : j["bytes"]) {
+        auto it = values.find(b["key"].get<std::string>());
+        if (it != values.end()) b["value"] = it->second;
+      }
+      out = j.dump(2) + "\n";
+    } else {
+      out = dcpp::InspectText(md);
+      if (!values.empty()) {
+        out += "\nbytes values (torch.save'd Python objects):\n";
+        for (const auto& [key, v] : values) out += "  " + key + " = " + v + "\n";
+      }
+    }
     std::fwrite(out.data(), 1, out.size(), stdout);
     return dcpp::cli::kOk;
   });

@@ -382,6 +382,44 @@ std::vector<std::string> DcpFiles(const std::string& bytes, const std::string& w
   return {files.begin(), files.end()};
 }
 
+DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
+  FileSystemReader files(dir);
+  const Parsed p = Parse(files.ReadMetadata(), dir + "/.metadata");
+  DcpArchiveCheck out;
+  std::map<std::string, std::unique_ptr<FileSource>> open;
+  std::vector<char> buf(8 << 20);
+  for (const auto& [key, info] : p.storage) {
+    std::string at;
+    for (size_t d = 0; d < key.second.size(); ++d) at += (d ? ", " : "") + std::to_string(key.second[d]);
+    const std::string what = StrCat("key '", key.first, "'", key.second.empty() ? "" : " chunk at [" + at + "]",
+                                    " in ", dir, "/", info.file, " (item at byte ", info.offset, ")");
+    try {
+      auto& src = open[info.file];
+      if (!src) src = files.Open(info.file);
+      for (const torch_archive::ZipEntry& e :
+           torch_archive::ReadZipDirectory(*src, info.offset, info.length, what)) {
+        uint32_t crc = 0;
+        for (uint64_t done = 0; done < e.size;) {
+          const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), e.size - done));
+          src->ReadAt(e.data_offset + done, buf.data(), n);
+          crc = torch_archive::Crc32(buf.data(), n, crc);
+          done += n;
+        }
+        out.entries += 1;
+        out.bytes += static_cast<int64_t>(e.size);
+        if (crc != e.crc32) {
+          out.problems.push_back(StrCat(what, ": entry ", e.name, " fails its CRC-32 (recorded ",
+                                        e.crc32, ", computed ", crc, "): the data is corrupt"));
+        }
+      }
+    } catch (const std::exception& e) {
+      out.problems.push_back(ErrorMessage(e));
+    }
+    out.items += 1;
+  }
+  return out;
+}
+
 DcpReader::DcpReader(std::string dir) : files_(std::move(dir)) {}
 
 std::string DcpReader::ReadMetadata() {

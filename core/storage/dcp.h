@@ -55,6 +55,16 @@ proto::Metadata ReadDcpMetadata(const std::string& pickle, StorageReader& files,
 // The data files a DCP .metadata references (for a writer replacing that checkpoint).
 std::vector<std::string> DcpFiles(const std::string& pickle, const std::string& where);
 
+// What CheckDcpArchives found: every zip entry of every item re-read and its CRC-32 (which
+// torch.save records) compared. Problems name the key, the file and the entry.
+struct DcpArchiveCheck {
+  int64_t items = 0;
+  int64_t entries = 0;
+  int64_t bytes = 0;
+  std::vector<std::string> problems;
+};
+DcpArchiveCheck CheckDcpArchives(const std::string& dir);
+
 class DcpReader final : public StorageReader {
  public:
   explicit DcpReader(std::string dir);

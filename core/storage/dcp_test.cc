@@ -243,6 +243,29 @@ TEST(Dcp, NamesTheKeyAndFileOfABrokenItem) {
   EXPECT_HAS(err, "not a zip archive");
 }
 
+TEST(Dcp, ArchiveCrcsCatchCorruptData) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("w", Values({64, 64}, at::kFloat, 0));
+  sd.AddBytes("blob", "payload");
+  save(sd, DcpWriter(dir.path()));
+  DcpArchiveCheck ok = CheckDcpArchives(dir.path());
+  EXPECT_TRUE(ok.problems.empty()) << ok.problems[0];
+  EXPECT_EQ(ok.items, 2);
+  EXPECT_GE(ok.bytes, 64 * 64 * 4);
+
+  const proto::Metadata md = ParseMetadata(DcpReader(dir.path()).ReadMetadata(), dir.path());
+  const proto::ChunkMeta& c = md.tensors(0).chunks(0);
+  std::string data = ReadFile(dir.path() + "/" + c.file());
+  data[c.offset() + 100] ^= 0x40;
+  WriteFile(dir.path() + "/" + c.file(), data);
+  const DcpArchiveCheck bad = CheckDcpArchives(dir.path());
+  ASSERT_EQ(bad.problems.size(), 1u);
+  EXPECT_HAS(bad.problems[0], "key 'w'");
+  EXPECT_HAS(bad.problems[0], c.file());
+  EXPECT_HAS(bad.problems[0], "CRC-32");
+}
+
 TEST(TorchArchive, TensorArchiveReadsBackAndObjectsRoundTrip) {
   const at::Tensor t = Values({3, 4}, at::kBFloat16, 5);
   const torch_archive::TensorArchive a("bfloat16", {3, 4}, 24);

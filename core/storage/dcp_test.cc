@@ -6,7 +6,10 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
+#include <set>
 
 #include "core/convert.h"
 #include "core/dcpp.h"
@@ -241,6 +244,87 @@ TEST(Dcp, NamesTheKeyAndFileOfABrokenItem) {
   err = ErrorOf([&] { load(t, DcpReader(dir.path())); });
   EXPECT_HAS(err, file);
   EXPECT_HAS(err, "not a zip archive");
+}
+
+// Rewrites every object of class `cls` in the tree (a pickle may share values: each once).
+void ForEachObject(const pickle::ValuePtr& v, const std::function<void(pickle::Value&)>& fn,
+                   std::set<const pickle::Value*>& seen) {
+  if (!v || !seen.insert(v.get()).second) return;
+  if (v->Is(pickle::Value::Kind::kObject)) fn(*v);
+  for (const auto& x : v->items) ForEachObject(x, fn, seen);
+  for (const auto& [k, x] : v->dict) {
+    ForEachObject(k, fn, seen);
+    ForEachObject(x, fn, seen);
+  }
+  ForEachObject(v->args, fn, seen);
+  ForEachObject(v->state, fn, seen);
+}
+
+void RemoveKey(pickle::Value& dict, const std::string& key) {
+  auto& d = dict.dict;
+  d.erase(std::remove_if(d.begin(), d.end(), [&](const auto& kv) { return kv.first->str == key; }), d.end());
+}
+
+// What PyTorch 2.3 to 2.11 have written: TensorProperties under its older module, no version
+// and no storage_meta (2.3), checkpoint_id as a pathlib._local path (Python 3.13), and
+// _StorageInfo with an empty list of transform descriptors (2.7+).
+TEST(Dcp, AcceptsTheMetadataVariantsPyTorchHasWrittenSince23) {
+  TempDir dir;
+  const StateDict saved = Sample();
+  save(saved, DcpWriter(dir.path()));
+  const std::string md_path = dir.path() + "/.metadata";
+  const auto allow_all = [](const std::string&, const std::string&) { return true; };
+  using pickle::Value;
+
+  const std::string original = ReadFile(md_path);
+  const std::vector<std::string> variants = {"old-module", "unversioned", "pathlib-local", "transforms"};
+  for (const std::string& variant : variants) {
+    const pickle::ValuePtr root = pickle::Decode(original, allow_all, md_path);
+    std::set<const Value*> seen;
+    ForEachObject(root, [&](Value& o) {
+      if (variant == "old-module" && o.IsObjectOf("torch.distributed.checkpoint.metadata", "TensorProperties")) {
+        o.cls = Value::Global("torch.distributed._shard.sharded_tensor.metadata", "TensorProperties");
+        o.state->items[3]->cls = Value::Global("torch.distributed._shard.sharded_tensor.metadata", "MEM_FORMAT_ENCODING");
+      }
+      if (variant == "transforms" && o.IsObjectOf("torch.distributed.checkpoint.filesystem", "_StorageInfo")) {
+        o.state->dict.push_back({Value::Str("transform_descriptors"), Value::List({})});
+      }
+    }, seen);
+    if (variant == "unversioned") {
+      RemoveKey(*root->state, "version");
+      RemoveKey(*root->state, "storage_meta");
+    }
+    if (variant == "pathlib-local") {
+      const pickle::ValuePtr meta = root->Attr("storage_meta");
+      ASSERT_NE(meta, nullptr);
+      auto path = std::make_shared<Value>();
+      path->kind = Value::Kind::kObject;
+      path->cls = Value::Global("pathlib._local", "PosixPath");
+      path->args = Value::Tuple({Value::Str("/"), Value::Str("tmp"), Value::Str("ckpt")});
+      RemoveKey(*meta->state, "checkpoint_id");
+      meta->state->dict.push_back({Value::Str("checkpoint_id"), path});
+    }
+    pickle::Writer w(2);
+    WriteFile(md_path, w.Put(*root).Finish());
+    StateDict loaded = Targets(saved);
+    load(loaded, DcpReader(dir.path()));
+    for (const TensorEntry& e : saved.tensors()) {
+      EXPECT_TRUE(Same(Full(saved, e.fqn), loaded.FindTensor(e.fqn)->chunks[0].tensor)) << variant << " " << e.fqn;
+    }
+  }
+  // A transform (e.g. compression) is refused by name.
+  const pickle::ValuePtr root = pickle::Decode(original, allow_all, md_path);
+  std::set<const Value*> seen;
+  ForEachObject(root, [&](Value& o) {
+    if (o.IsObjectOf("torch.distributed.checkpoint.filesystem", "_StorageInfo")) {
+      RemoveKey(*o.state, "transform_descriptors");
+      o.state->dict.push_back({Value::Str("transform_descriptors"), Value::List({Value::Str("zstd")})});
+    }
+  }, seen);
+  pickle::Writer w(2);
+  WriteFile(md_path, w.Put(*root).Finish());
+  StateDict t = Targets(saved);
+  EXPECT_HAS(ErrorOf([&] { load(t, DcpReader(dir.path())); }), "stream transforms ['zstd']");
 }
 
 TEST(Dcp, ArchiveCrcsCatchCorruptData) {

@@ -8,8 +8,9 @@
 //   dcpp::load(sd, dcpp::FileSystemReader("/ckpt"));   // in place, any layout
 //
 // The folder may also hold PyTorch DCP's own format (DcpWriter/DcpReader, core/storage/dcp.h)
-// or safetensors files: load(sd, dir) detects which; save(sd, dir, {.format = Format::kDcp})
-// writes DCP's format, which torch.distributed.checkpoint.load reads.
+// or safetensors files: load(sd, dir) detects which; save(sd, dir, options) with
+// options.format = Format::kDcp writes DCP's format, which torch.distributed.checkpoint.load
+// reads.
 //
 // save() and load() are collective when `comm` is set: every rank calls them with its own
 // state dict. Errors are dcpp::Error, raised on every rank when any rank fails; a failed save

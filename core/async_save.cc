@@ -5,6 +5,8 @@
 #include <chrono>
 #include <thread>
 
+#include "core/storage/open.h"
+
 #ifdef DCPP_WITH_CUDA
 #include <c10/cuda/CUDAStream.h>
 #endif
@@ -82,7 +84,7 @@ PendingSave AsyncSaver::Save(const StateDict& sd, std::unique_ptr<StorageWriter>
 }
 
 PendingSave AsyncSaver::Save(const StateDict& sd, const std::string& dir, const SaveOptions& options) {
-  return Save(sd, std::make_unique<FileSystemWriter>(dir), options);
+  return Save(sd, OpenWriter(dir, options.format), options);
 }
 
 }  // namespace dcpp

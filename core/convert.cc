@@ -539,9 +539,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
 
 ConvertStats convert(const std::string& src_dir, const std::string& dst_dir,
                      const ConvertOptions& opt) {
-  FileSystemReader reader(src_dir);
-  FileSystemWriter writer(dst_dir);
-  return convert(reader, writer, opt);
+  return convert(*OpenReader(src_dir), *OpenWriter(dst_dir, opt.format), opt);
 }
 
 }  // namespace dcpp

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "core/storage/open.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
@@ -38,6 +39,9 @@ struct ConvertOptions {
   // Replace a checkpoint already committed in the destination (it stays intact until the new
   // one commits). Default: false = refuse.
   bool overwrite = false;
+  // For convert(src_dir, dst_dir): the format written (the source's is detected). Default:
+  // native.
+  Format format = Format::kNative;
   bool verify_checksums = true;
   std::string creator = "dcpp convert";
   // Called after each batch of writes with (bytes written so far, bytes to write), from the

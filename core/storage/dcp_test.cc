@@ -11,6 +11,7 @@
 #include <functional>
 #include <set>
 
+#include "core/async_save.h"
 #include "core/convert.h"
 #include "core/dcpp.h"
 #include "core/metadata.h"
@@ -167,6 +168,34 @@ TEST(Dcp, ConvertsNativeToDcpAndBack) {
     const pickle::ValuePtr v = torch_archive::DecodeObject(loaded.FindBytes("blob")->data, "blob");
     EXPECT_EQ(v->str, saved.FindBytes("blob")->data) << path;
   }
+}
+
+TEST(Dcp, AsyncSaveAndPathOverloadsWriteIt) {
+  TempDir dir, conv;
+  StateDict sd;
+  at::Tensor w = Values({8, 4}, at::kFloat, 2);
+  sd.AddTensor("w", w);
+  SaveOptions so;
+  so.format = Format::kDcp;
+  AsyncSaver saver;
+  PendingSave pending = saver.Save(sd, dir.path(), so);
+  w.add_(1);  // after the snapshot: not in the checkpoint
+  pending.wait();
+  ASSERT_TRUE(IsDcpMetadata(ReadFile(dir.path() + "/.metadata")));
+  StateDict t;
+  t.AddUnallocated("w", at::kFloat, {8, 4}, Layout::Replicated(1), 0);
+  load(t, dir.path());  // detects the format
+  EXPECT_TRUE(at::equal(t.FindTensor("w")->chunks[0].tensor, Values({8, 4}, at::kFloat, 2)));
+
+  ConvertOptions co;
+  co.format = Format::kDcp;
+  co.world_size = 2;
+  co.overwrite = true;
+  convert(dir.path(), conv.path(), co);
+  StateDict u;
+  u.AddUnallocated("w", at::kFloat, {8, 4}, Layout::Replicated(1), 0);
+  load(u, conv.path());
+  EXPECT_TRUE(at::equal(u.FindTensor("w")->chunks[0].tensor, Values({8, 4}, at::kFloat, 2)));
 }
 
 TEST(Dcp, SavingOverACheckpointReplacesItAfterCommit) {

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Bad DCP checkpoints made by the real PyTorch (bad_input.py): a .metadata pickle that would run
+# os.system (as GLOBAL, and as posix.system hidden inside real DCP metadata), a truncated
+# .metadata, an unknown Metadata.version, a truncated data file, a flipped bit in a tensor's
+# data. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
+# and never run the payload.
+set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
+root="$TEST_SRCDIR/$TEST_WORKSPACE"
+here="$root/tests/interop"
+inspect="$root/scripts/inspect"
+dump="$here/dcpp_dump"
+t="$TEST_TMPDIR"
+b="$t/bad"
+marker="$t/MARKER"
+export PYTHONDONTWRITEBYTECODE=1
+
+py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
+if [[ -z "$py" ]]; then
+  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
+  exit 0
+fi
+
+check make 0 '^made bad checkpoints' -- "$py" "$here/bad_input.py" "$b" "$marker"
+check good-loads 0 '^dumped 2 tensors, 2 bytes entries$' -- "$dump" "$b/good" "$t/dump"
+
+# (a) A pickle that calls os.system: refused by name, nothing executed.
+check global-inspect 1 "global 'os.system' is not allowed in .*evil_global/.metadata" -- "$inspect" "$b/evil_global"
+check global-dump 1 "global 'os.system' is not allowed" -- "$dump" "$b/evil_global" "$t/x"
+check global-convert 1 "global 'os.system' is not allowed" -- "$root/scripts/convert" "$b/evil_global" "$t/x2" --world-size 2
+[[ ! -e "$t/x2/.metadata" ]] || { echo "FAIL convert of an evil checkpoint committed one"; fails=$((fails + 1)); }
+check nested-inspect 1 "global 'posix.system' is not allowed in .*evil_nested/.metadata" -- "$inspect" "$b/evil_nested"
+check nested-verify 1 "global 'posix.system' is not allowed" -- "$root/scripts/verify" "$b/evil_nested"
+[[ ! -e "$marker" ]] || { echo "FAIL a pickle payload ran: $marker exists"; fails=$((fails + 1)); }
+
+# (b) .metadata cut to half.
+check truncated-metadata 1 'truncated .*truncated_md/.metadata' -- "$inspect" "$b/truncated_md"
+
+# (c) Metadata.version 9.9.9.
+check unknown-version 1 "version '9.9.9' is unknown" -- "$inspect" "$b/version"
+
+# (d) A data file cut in the middle of an item: the message names the file and the key.
+key=$(cat "$b/truncated_key")
+file=$(cat "$b/truncated_file")
+check truncated-data 1 "$file (key '$key'.*truncated" -- "$dump" "$b/truncated_data" "$t/y"
+
+# (e) A flipped bit in a tensor's data: DCP records no checksums, but each item's archive has
+# the CRC-32 of its data, which verify checks.
+check corrupt-verify 1 "key 'w' .*fails its CRC-32" -- "$root/scripts/verify" "$b/corrupt"
+grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL corrupt-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
+
+exit $fails

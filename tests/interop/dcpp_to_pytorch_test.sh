@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# dcpp -> PyTorch: dcpp_make saves the seeds' MLP (+ an uneven bf16 tensor, a torch.save'd list
+# and a raw blob) FSDP- and TP-sharded over 2 "ranks" in DCP's format, and natively (converted
+# to DCP by //scripts:convert --format dcp with planners/fsdp_to_tp.lua); then
+# torch.distributed.checkpoint.load on 2 gloo ranks reads each folder into DTensors Shard(0)
+# and into a parallelize_module TP model, and finds every value (pytorch_load.py).
+set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
+root="$TEST_SRCDIR/$TEST_WORKSPACE"
+here="$root/tests/interop"
+t="$TEST_TMPDIR"
+export PYTHONDONTWRITEBYTECODE=1
+
+py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
+if [[ -z "$py" ]]; then
+  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
+  exit 0
+fi
+
+for l in fsdp tp; do
+  check "make-dcp-$l" 0 "^saved dcp $l over 2 ranks" -- "$here/dcpp_make" "$t/$l" --format dcp --layout $l --world 2
+done
+check make-native 0 '^saved native fsdp' -- "$here/dcpp_make" "$t/native" --format native --layout fsdp --world 2
+check convert-to-dcp 0 'to 2 ranks .* (dcp format)' -- "$root/scripts/convert" "$t/native" "$t/converted" \
+  --planner planners/fsdp_to_tp.lua --world-size 2 --format dcp --quiet
+before=$fails
+check pytorch-loads 0 "loaded $t/converted: ok" -- "$py" "$here/pytorch_load.py" "$t/fsdp" "$t/tp" "$t/converted"
+for d in fsdp tp; do
+  if [[ $fails == "$before" ]] && ! grep -q "^loaded $t/$d: ok$" <<<"$out"; then
+    echo "FAIL pytorch-loads: no 'loaded $t/$d: ok' in: $out"
+    fails=$((fails + 1))
+  fi
+done
+
+exit $fails

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The headline story, PyTorch at both ends: 2 gloo ranks save an FSDP2-sharded MLP and its Adam
+# state with torch.distributed.checkpoint; dcpp's `convert --planner planners/fsdp_to_tp.lua
+# --world-size 2 --format dcp` reshards it offline into tensor parallel (net1 column-wise, net2
+# row-wise), still in DCP's format; inspect, verify and diff accept the result; and 2 gloo
+# ranks load it with torch.distributed.checkpoint into a parallelize_module TP model and
+# optimizer whose every parameter, moment, step and param_groups value equals the original.
+set -uo pipefail
+source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
+root="$TEST_SRCDIR/$TEST_WORKSPACE"
+here="$root/tests/interop"
+t="$TEST_TMPDIR"
+export PYTHONDONTWRITEBYTECODE=1
+
+py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
+if [[ -z "$py" ]]; then
+  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
+  exit 0
+fi
+
+check pytorch-saves-fsdp 0 '^saved FSDP(2) checkpoint' -- "$py" "$here/fsdp_to_tp.py" save "$t/fsdp" "$t/ref"
+check convert 0 'converted [0-9]* keys .* from 2 to 2 ranks .* (dcp format)' -- "$root/scripts/convert" \
+  "$t/fsdp" "$t/tp" --planner planners/fsdp_to_tp.lua --world-size 2 --format dcp
+grep -q 'net2.weight  *Shard(0)@\[2\]  *Shard(1)@\[2\]' <<<"$out" ||
+  { echo "FAIL convert did not plan net2.weight row-wise: $out"; fails=$((fails + 1)); }
+check inspect 0 'net1.weight  *float32  *\[16, 10\]' -- "$root/scripts/inspect" "$t/tp"
+check verify 0 '^verified: .* no problems$' -- "$root/scripts/verify" "$t/tp"
+grep -q '^checked the CRC-32 of [1-9][0-9]* archive entries' <<<"$out" || { echo "FAIL verify did not check the archives' CRC-32: $out"; fails=$((fails + 1)); }
+check diff 0 'identical$' -- "$root/scripts/diff" "$t/fsdp" "$t/tp"
+check pytorch-loads-tp 0 '^TP(2) model loaded from .*: [0-9]* keys equal the FSDP original$' -- \
+  "$py" "$here/fsdp_to_tp.py" load "$t/tp" "$t/ref"
+
+exit $fails

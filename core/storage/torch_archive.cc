@@ -73,6 +73,47 @@ class MemorySource final : public FileSource {
   const std::string& data_;
 };
 
+// One item of a file seen through its first and last 4 KiB, read once: an archive's headers,
+// data.pkl and directory are there unless the item is large and unusual, so parsing it costs
+// two reads. Other ranges go to the file.
+class CachedItem final : public FileSource {
+ public:
+  CachedItem(FileSource& src, uint64_t offset, uint64_t length) : src_(src) {
+    const uint64_t file_size = src.Size();
+    const uint64_t head = std::min<uint64_t>({length, kWindow, file_size > offset ? file_size - offset : 0});
+    head_begin_ = offset;
+    head_.resize(head);
+    if (head > 0) src.ReadAt(offset, head_.data(), head);
+    const uint64_t end = std::min(offset + length, file_size);
+    const uint64_t tail = std::min<uint64_t>(end > offset ? end - offset : 0, kWindow);
+    tail_begin_ = end - tail;
+    if (tail_begin_ >= offset + head) {
+      tail_.resize(tail);
+      if (tail > 0) src.ReadAt(tail_begin_, tail_.data(), tail);
+    } else {
+      tail_begin_ = head_begin_;  // the head covers it
+    }
+  }
+  void ReadAt(uint64_t offset, void* data, size_t length) override {
+    if (Serve(head_, head_begin_, offset, data, length) || Serve(tail_, tail_begin_, offset, data, length)) return;
+    src_.ReadAt(offset, data, length);
+  }
+  uint64_t Size() override { return src_.Size(); }
+
+ private:
+  static constexpr uint64_t kWindow = 4096;
+  static bool Serve(const std::string& buf, uint64_t begin, uint64_t offset, void* data, size_t length) {
+    if (buf.empty() || offset < begin || offset - begin > buf.size() || length > buf.size() - (offset - begin)) {
+      return false;
+    }
+    std::memcpy(data, buf.data() + (offset - begin), length);
+    return true;
+  }
+  FileSource& src_;
+  uint64_t head_begin_ = 0, tail_begin_ = 0;
+  std::string head_, tail_;
+};
+
 // The globals a torch.save'd tensor's data.pkl names.
 bool TensorGlobal(const std::string& module, const std::string& name) {
   if (module == "torch._utils") {
@@ -513,16 +554,24 @@ std::vector<ZipEntry> ReadZipDirectory(FileSource& src, uint64_t offset, uint64_
                                        const std::string& where) {
   DCPP_CHECK(length >= 22, where, ": item of ", length, " bytes is too short to be a zip archive");
   // The end record is the last 22 bytes unless the archive has a comment (torch writes none).
-  const uint64_t tail_len = std::min<uint64_t>(length, 22 + 65535 + 20);
-  const std::string tail = ReadRange(src, offset, length, length - tail_len, tail_len, where, "end record");
-  const auto* t = reinterpret_cast<const uint8_t*>(tail.data());
+  // Look in the last 4 KiB first (which usually holds the whole directory), then in the
+  // most a comment allows.
+  std::string tail;
+  const uint8_t* t = nullptr;
   int64_t end = -1;
-  for (int64_t i = static_cast<int64_t>(tail_len) - 22; i >= 0; --i) {
-    if (Get32(t + i) == kEndSig) {
-      end = i;
-      break;
+  for (uint64_t want : {uint64_t{4096}, uint64_t{22 + 65535 + 20}}) {
+    const uint64_t tail_len = std::min<uint64_t>(length, want);
+    tail = ReadRange(src, offset, length, length - tail_len, tail_len, where, "end record");
+    t = reinterpret_cast<const uint8_t*>(tail.data());
+    for (int64_t i = static_cast<int64_t>(tail_len) - 22; i >= 0; --i) {
+      if (Get32(t + i) == kEndSig) {
+        end = i;
+        break;
+      }
     }
+    if (end >= 0 || tail_len == length) break;
   }
+  const uint64_t tail_len = tail.size();
   DCPP_CHECK(end >= 0, where, ": not a zip archive (no end record); the item is corrupt or not ",
              "written by torch.save");
   uint64_t count = Get16(t + end + 10);
@@ -607,7 +656,8 @@ uint64_t StoredTensor::data_offset() const {
   return storage_file_offset + static_cast<uint64_t>(storage_offset * element_size());
 }
 
-StoredTensor ReadTensorItem(FileSource& src, uint64_t offset, uint64_t length, const std::string& where) {
+StoredTensor ReadTensorItem(FileSource& file, uint64_t offset, uint64_t length, const std::string& where) {
+  CachedItem src(file, offset, length);
   const Archive a = OpenArchive(src, offset, length, where);
   const ZipEntry* pkl = a.Find("data.pkl");
   const ValuePtr v = pickle::Decode(ReadEntry(src, *pkl), TensorGlobal, where + " data.pkl");

@@ -13,14 +13,21 @@
 //   extra.obj     bytes: a torch.save archive of the Python list [1, 'a']
 //   extra.raw     bytes: raw (not an archive); DCP stores it as a Python bytes object
 //
+// Under torchrun (RANK and WORLD_SIZE set) each process is one rank of a real gloo group: it
+// adds only its own chunks and they save together (--world is then WORLD_SIZE), so every rank
+// writes its own files and rank 0 commits the metadata.
+//
 // Exit codes: 0 saved, 1 error, 2 usage.
 #include <ATen/ATen.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "core/comm/gloo.h"
 #include "core/dcpp.h"
 #include "core/pickle.h"
 #include "core/storage/open.h"
@@ -78,6 +85,11 @@ int main(int argc, char** argv) {
   }
   if ((layout != "fsdp" && layout != "tp") || world < 1) return Usage();
   try {
+    std::unique_ptr<dcpp::C10dComm> comm;
+    if (dcpp::LaunchedByTorchrun()) {
+      comm = dcpp::CommFromTorchrunEnv(std::chrono::minutes(2));
+      world = comm->size();
+    }
     using dcpp::Layout;
     using dcpp::Placement;
     const Layout rep = Layout::Replicated(world);
@@ -93,7 +105,9 @@ int main(int argc, char** argv) {
     for (size_t k = 0; k < keys.size(); ++k) {
       keep.push_back(Values(static_cast<int64_t>(k), keys[k]));
       const Layout& l = layout == "fsdp" ? keys[k].fsdp : keys[k].tp;
-      for (int64_t r = 0; r < world; ++r) sd.AddSharded(keys[k].fqn, keep.back(), l, r);
+      for (int64_t r = 0; r < world; ++r) {
+        if (comm == nullptr || r == comm->rank()) sd.AddSharded(keys[k].fqn, keep.back(), l, r);
+      }
     }
     using dcpp::pickle::Value;
     sd.AddBytes("extra.obj",
@@ -101,9 +115,12 @@ int main(int argc, char** argv) {
     sd.AddBytes("extra.raw", kRaw);
     dcpp::SaveOptions opt;
     opt.format = dcpp::ParseFormat(format);
+    opt.comm = comm.get();
     dcpp::save(sd, out, opt);
-    std::printf("saved %s %s over %lld ranks into %s\n", format.c_str(), layout.c_str(),
-                static_cast<long long>(world), out.c_str());
+    if (comm == nullptr || comm->rank() == 0) {
+      std::printf("saved %s %s over %lld ranks%s into %s\n", format.c_str(), layout.c_str(),
+                  static_cast<long long>(world), comm ? " (one process each)" : "", out.c_str());
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dcpp_make: error: %s\n", dcpp::ErrorMessage(e).c_str());
     return 1;

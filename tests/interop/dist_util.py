@@ -9,6 +9,7 @@ the others and raise; so does a run past `timeout` seconds.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,7 @@ def launch(script, world, args, timeout=300):
         p.wait()
         if p.returncode != 0 and failed is None:
             failed = f"rank {r} exited {p.returncode}"
+    shutil.rmtree(store, ignore_errors=True)
     if failed:
         print(f"FAIL {os.path.basename(script)} {' '.join(args[:1])}: {failed}", flush=True)
         sys.exit(1)

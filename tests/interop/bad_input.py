@@ -13,6 +13,7 @@ OUT/version         good with Metadata.version "9.9.9" (dataclasses.replace, pic
 OUT/truncated_data  good with its data file cut in the middle of an item; OUT/truncated_key
                     holds that item's key and OUT/truncated_file the file's name
 OUT/corrupt         good with one bit of w's data flipped (its zip entry's CRC-32 no longer holds)
+OUT/transformed     good whose metadata says every item is zstd-compressed (a stream transform)
 
 Both payloads are first proven live: Python's own pickle.loads of the same bytes with a probe
 path instead of MARKER runs the command (the probe file appears and is removed), so a dcpp that
@@ -111,6 +112,12 @@ def main(out, marker):
         byte = f.read(1)
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0x10]))
+    # Every item behind a stream transform (what FileSystemWriter(_extensions=[ZStandard()])
+    # records; the data stays plain, only the metadata says so).
+    d = copy_good(out, "transformed")
+    storage = {k: dataclasses.replace(v, transform_descriptors=["stream.zstd/1"]) for k, v in md.storage_data.items()}
+    with open(os.path.join(d, ".metadata"), "wb") as f:
+        pickle.dump(dataclasses.replace(md, storage_data=storage), f)
     print(f"made bad checkpoints in {out}")
 
 

@@ -2,7 +2,7 @@
 # Bad DCP checkpoints made by the real PyTorch (bad_input.py): a .metadata pickle that would run
 # os.system (as GLOBAL, and as posix.system hidden inside real DCP metadata), a truncated
 # .metadata, an unknown Metadata.version, a truncated data file, a flipped bit in a tensor's
-# data. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
+# data, compressed items. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
 # and never run the payload.
 set -uo pipefail
 source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
@@ -48,5 +48,8 @@ check truncated-data 1 "$file (key '$key'.*truncated" -- "$dump" "$b/truncated_d
 # the CRC-32 of its data, which verify checks.
 check corrupt-verify 1 "key 'w' .*fails its CRC-32" -- "$root/scripts/verify" "$b/corrupt"
 grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL corrupt-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
+
+# (f) Items behind a stream transform (compression) that dcpp does not implement: named.
+check stream-transform 1 "uses stream transforms \['stream.zstd/1'\]" -- "$dump" "$b/transformed" "$t/z"
 
 exit $fails

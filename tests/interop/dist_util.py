@@ -25,7 +25,8 @@ def launch(script, world, args, timeout=300):
     for rank in range(world):
         env = dict(os.environ)
         env.update({_RANK_ENV: str(rank), "WORLD_SIZE": str(world), "DCPP_INTEROP_STORE": store + "/store",
-                    "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo")})
+                    "GLOO_SOCKET_IFNAME": env.get("GLOO_SOCKET_IFNAME", "lo"),
+                    "OMP_NUM_THREADS": env.get("OMP_NUM_THREADS", "1")})
         procs.append(subprocess.Popen([sys.executable, script] + list(args), env=env))
     deadline = time.time() + timeout
     failed = None

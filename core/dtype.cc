@@ -50,4 +50,11 @@ ScalarType DtypeFromName(const std::string& name) {
 
 int64_t ElementSize(ScalarType t) { return static_cast<int64_t>(c10::elementSize(t)); }
 
+bool IsDtypeName(const std::string& name) {
+  for (const auto& kv : kNames) {
+    if (name == kv.second) return true;
+  }
+  return false;
+}
+
 }  // namespace dcpp

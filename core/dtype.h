@@ -14,6 +14,8 @@ std::string DtypeName(c10::ScalarType t);
 
 // The dtype named `name`; throws dcpp::Error naming it if unknown.
 c10::ScalarType DtypeFromName(const std::string& name);
+// True if `name` is one of those names.
+bool IsDtypeName(const std::string& name);
 
 // Bytes per element.
 int64_t ElementSize(c10::ScalarType t);

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -73,6 +74,34 @@ int64_t ParseBytes(const std::string& text) {
     throw UsageError("cannot read '" + text + "' as a positive size (e.g. 1073741824, 512M, 4G)");
   }
   return static_cast<int64_t>(v * scale);
+}
+
+namespace {
+double Seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+ProgressBar::ProgressBar() : start_(Seconds()) {}
+
+ProgressBar::~ProgressBar() {
+  if (drawn_) std::fprintf(stderr, "\n");
+}
+
+void ProgressBar::Update(int64_t done, int64_t total) {
+  const double now = Seconds();
+  if (done < total && last_ >= 0 && now - last_ < 0.1) return;
+  last_ = now;
+  const double secs = now - start_;
+  const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
+  const int width = 30;
+  const int filled = total > 0 ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total)) : width;
+  std::string bar(static_cast<size_t>(filled), '#');
+  bar.resize(width, '.');
+  const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+  std::fprintf(stderr, "\r[%s] %s / %s  %s/s  ETA %.0fs   ", bar.c_str(), HumanBytes(static_cast<double>(done)).c_str(),
+               HumanBytes(static_cast<double>(total)).c_str(), HumanBytes(rate).c_str(), eta);
+  drawn_ = true;
 }
 
 }  // namespace dcpp::cli

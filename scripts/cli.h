@@ -11,6 +11,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -39,6 +40,19 @@ bool StderrIsTerminal();
 
 // "1.5 GiB", "512 B".
 std::string HumanBytes(double bytes);
+
+// "\r[#####.....] <done> / <total>  <rate>/s  ETA <s>" on stderr, at most ten times a second
+// (only when told to: callers draw it when StderrIsTerminal()). The destructor ends the line.
+class ProgressBar {
+ public:
+  ProgressBar();
+  ~ProgressBar();
+  void Update(int64_t done, int64_t total);
+
+ private:
+  double start_ = 0, last_ = -1;
+  bool drawn_ = false;
+};
 
 // Parses "1073741824", "512M", "512MiB", "4G", "1.5GiB" into bytes; throws UsageError.
 int64_t ParseBytes(const std::string& text);

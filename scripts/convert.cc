@@ -23,36 +23,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// "[#########.........]  1.2 GiB / 4.0 GiB  850 MiB/s  ETA 3s" on stderr, redrawn at most
-// ten times a second.
-class ProgressBar {
- public:
-  void Update(int64_t done, int64_t total) {
-    const auto now = Clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const double secs = std::chrono::duration<double>(now - start_).count();
-    const double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    const int width = 30;
-    const int filled = total > 0 ? static_cast<int>(width * static_cast<double>(done) / static_cast<double>(total)) : width;
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.resize(width, '.');
-    const double eta = rate > 0 ? static_cast<double>(total - done) / rate : 0;
-    std::fprintf(stderr, "\r[%s] %s / %s  %s/s  ETA %.0fs   ", bar.c_str(),
-                 dcpp::cli::HumanBytes(static_cast<double>(done)).c_str(),
-                 dcpp::cli::HumanBytes(static_cast<double>(total)).c_str(),
-                 dcpp::cli::HumanBytes(rate).c_str(), eta);
-    drawn_ = true;
-  }
-  ~ProgressBar() {
-    if (drawn_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  Clock::time_point start_ = Clock::now(), last_{};
-  bool drawn_ = false;
-};
-
 std::string ShapeText(const std::vector<int64_t>& shape) {
   std::string s;
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
@@ -119,7 +89,7 @@ int main(int argc, char** argv) {
     }
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     opt.planner = dcpp::cli::UserPath(opt.planner);
-    ProgressBar bar;
+    dcpp::cli::ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {
       opt.progress = [&bar](int64_t done, int64_t total) { bar.Update(done, total); };
     }

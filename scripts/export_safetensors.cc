@@ -42,28 +42,6 @@ int64_t ParseSize(const std::string& text) {
   return dcpp::cli::ParseBytes(text);
 }
 
-// "\r<done> / <total>  <rate>/s" on stderr, at most ten times a second.
-class Progress {
- public:
-  void Update(int64_t done, int64_t total) {
-    const auto now = Clock::now();
-    if (done < total && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    const double secs = std::chrono::duration<double>(now - start_).count();
-    std::fprintf(stderr, "\r%s / %s  %s/s   ", dcpp::cli::HumanBytes(static_cast<double>(done)).c_str(),
-                 dcpp::cli::HumanBytes(static_cast<double>(total)).c_str(),
-                 dcpp::cli::HumanBytes(secs > 0 ? static_cast<double>(done) / secs : 0).c_str());
-    drawn_ = true;
-  }
-  ~Progress() {
-    if (drawn_) std::fprintf(stderr, "\n");
-  }
-
- private:
-  Clock::time_point start_ = Clock::now(), last_{};
-  bool drawn_ = false;
-};
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -84,7 +62,7 @@ int main(int argc, char** argv) {
     opt.max_shard_bytes = ParseSize(shard);
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     const std::string from = dcpp::cli::UserPath(src), to = dcpp::cli::UserPath(dst);
-    Progress bar;
+    dcpp::cli::ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {
       opt.progress = [&bar](int64_t done, int64_t total) { bar.Update(done, total); };
     }

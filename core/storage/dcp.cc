@@ -61,15 +61,7 @@ bool MetadataGlobal(const std::string& module, const std::string& name) {
       {"pathlib._local", "Path"},
   };
   if (kAllowed.count({module, name})) return true;
-  if (module == "torch") {  // dtypes: torch.float32, ...
-    try {
-      DtypeFromName(name);
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
-  }
-  return false;
+  return module == "torch" && IsDtypeName(name);  // dtypes: torch.float32, ...
 }
 
 std::vector<int64_t> SizeOf(const ValuePtr& v, const std::string& what) {
@@ -163,13 +155,8 @@ Parsed Parse(const std::string& bytes, const std::string& where) {
 
 // The rank in a "__<rank>_<n>.distcp" name, or -1.
 long RankOf(const std::string& file) {
-  unsigned long rank = 0, n = 0;
-  int consumed = 0;
-  if (std::sscanf(file.c_str(), "__%lu_%lu.distcp%n", &rank, &n, &consumed) == 2 &&
-      consumed == static_cast<int>(file.size())) {
-    return static_cast<long>(rank);
-  }
-  return -1;
+  long rank = -1, n = -1;
+  return ParseDataFileName(file, &rank, &n) ? rank : -1;
 }
 
 // A chunk whose archive header is yet to be read.

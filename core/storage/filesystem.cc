@@ -53,13 +53,8 @@ std::vector<std::string> ListDir(const std::string& dir) {
 
 // "__<rank>_<n>.distcp" -> n, or -1.
 long DataFileNumber(const std::string& name) {
-  unsigned long rank = 0, n = 0;
-  int consumed = 0;
-  if (std::sscanf(name.c_str(), "__%lu_%lu.distcp%n", &rank, &n, &consumed) == 2 &&
-      consumed == static_cast<int>(name.size())) {
-    return static_cast<long>(n);
-  }
-  return -1;
+  long rank = 0, n = -1;
+  return ParseDataFileName(name, &rank, &n) ? n : -1;
 }
 
 class PosixSink final : public FileSink {
@@ -119,6 +114,18 @@ class PosixSource final : public FileSource {
 };
 
 }  // namespace
+
+bool ParseDataFileName(const std::string& name, long* rank, long* n) {
+  unsigned long r = 0, k = 0;
+  int consumed = 0;
+  if (std::sscanf(name.c_str(), "__%lu_%lu.distcp%n", &r, &k, &consumed) != 2 ||
+      consumed != static_cast<int>(name.size())) {
+    return false;
+  }
+  *rank = static_cast<long>(r);
+  *n = static_cast<long>(k);
+  return true;
+}
 
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&

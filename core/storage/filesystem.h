@@ -45,4 +45,8 @@ class FileSystemReader final : public StorageReader {
 // "." or "..", no NUL, not empty.
 bool IsPlainFileName(const std::string& name);
 
+// Splits a data file name "__<rank>_<n>.distcp" (dcpp's and PyTorch DCP's) into its rank and
+// number; false for any other name.
+bool ParseDataFileName(const std::string& name, long* rank, long* n);
+
 }  // namespace dcpp

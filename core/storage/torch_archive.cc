@@ -123,12 +123,7 @@ bool TensorGlobal(const std::string& module, const std::string& name) {
   if (module == "torch.storage") return name == "UntypedStorage";
   if (module == "torch") {
     if (name.size() > 7 && name.compare(name.size() - 7, 7, "Storage") == 0) return true;
-    try {
-      DtypeFromName(name);
-      return true;
-    } catch (const Error&) {
-      return false;
-    }
+    return IsDtypeName(name);
   }
   return false;
 }

@@ -524,6 +524,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       c->set_checksum(o->checksum);
     }
     planner_data["convert.planner"] = planner->script_name();
+    // DCP's key paths travel along (a writer in DCP's format uses those of the keys kept).
+    auto paths = md.planner_data().find("dcp.paths");
+    if (paths != md.planner_data().end()) planner_data[paths->first] = paths->second;
     std::vector<std::string> keep;
     proto::Metadata out = internal::BuildMetadata({results.SerializeAsString()}, opt.creator, world,
                                                   planner_data, &keep);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <fcntl.h>
+#include <nlohmann/json.hpp>
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,6 +154,31 @@ Parsed Parse(const std::string& bytes, const std::string& where) {
   return p;
 }
 
+// DefaultSavePlanner's planner_data: for each flattened key, the path of dict keys (str) and
+// list positions (int) it came from, e.g. 'optim.param_groups.0.lr' ->
+// ('optim', 'param_groups', 0, 'lr'), 'net1.weight' -> ('net1.weight',). Kept as JSON
+// ({fqn: [str or int, ...]}) in dcpp's planner data so that a conversion writes it back and
+// PyTorch's tools that rebuild the nesting (dcp_to_torch_save) see the original structure.
+std::string PathsJson(const ValuePtr& data) {
+  if (!data || !data->Is(Value::Kind::kDict)) return "";
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [k, v] : data->dict) {
+    if (!k->Is(Value::Kind::kStr) || !(v->Is(Value::Kind::kTuple) || v->Is(Value::Kind::kList))) return "";
+    nlohmann::json path = nlohmann::json::array();
+    for (const ValuePtr& c : v->items) {
+      if (c->Is(Value::Kind::kStr)) {
+        path.push_back(c->str);
+      } else if (c->Is(Value::Kind::kInt)) {
+        path.push_back(c->i);
+      } else {
+        return "";  // a planner's own data, not a path mapping
+      }
+    }
+    out[k->str] = std::move(path);
+  }
+  return out.dump();
+}
+
 // The rank in a "__<rank>_<n>.distcp" name, or -1.
 long RankOf(const std::string& file) {
   long rank = -1, n = -1;
@@ -301,6 +327,8 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
   const bool versioned = version && version->Is(Value::Kind::kStr);
   out.set_creator(StrCat("PyTorch DCP (metadata version ", versioned ? version->str : "unversioned", ")"));
   (*out.mutable_planner_data())["dcp.version"] = versioned ? version->str : "";
+  const std::string paths = PathsJson(p.root->Attr("planner_data"));
+  if (!paths.empty()) (*out.mutable_planner_data())[kDcpPaths] = paths;
 
   const ValuePtr sdm = p.root->Attr("state_dict_metadata");
   DCPP_CHECK(sdm && sdm->Is(Value::Kind::kDict), md_where, ": state_dict_metadata is missing");
@@ -604,16 +632,35 @@ std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& check
   }
   w.SetItems();
 
-  // DefaultSavePlanner records how each flattened key nests; keys are dotted paths here.
+  // How each flattened key nests (as DefaultSavePlanner records it): the path the source
+  // checkpoint recorded when it still names this key, else the key as one component (what
+  // PyTorch writes for a flat state dict's keys).
+  nlohmann::json known = nlohmann::json::object();
+  auto it = md.planner_data().find(kDcpPaths);
+  if (it != md.planner_data().end()) {
+    known = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+    if (!known.is_object()) known = nlohmann::json::object();
+  }
   w.Str("planner_data").EmptyDict().Mark();
   auto path = [&](const std::string& fqn) {
     w.Str(fqn).Mark();
-    size_t start = 0;
-    while (true) {
-      const size_t dot = fqn.find('.', start);
-      w.Str(fqn.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
-      if (dot == std::string::npos) break;
-      start = dot + 1;
+    auto p = known.find(fqn);
+    std::string joined;
+    if (p != known.end() && p->is_array()) {
+      for (const auto& c : *p) {
+        joined += (joined.empty() ? "" : ".") + (c.is_string() ? c.get<std::string>() : c.dump());
+      }
+    }
+    if (p != known.end() && joined == fqn) {
+      for (const auto& c : *p) {
+        if (c.is_string()) {
+          w.Str(c.get<std::string>());
+        } else {
+          w.Int(c.get<int64_t>());
+        }
+      }
+    } else {
+      w.Str(fqn);
     }
     w.Tuple();
   };

@@ -46,6 +46,9 @@ bool IsDcpMetadata(const std::string& metadata);
 
 // The DCP metadata version this dcpp writes, and the major version it reads.
 constexpr char kDcpVersion[] = "1.0.0";
+// dcpp planner-data key holding DCP's key paths (JSON {fqn: [str or int, ...]}), read from a
+// DCP checkpoint and written back by DcpWriter.
+constexpr char kDcpPaths[] = "dcp.paths";
 
 // Translates DCP's .metadata into dcpp's, reading each item's archive header through
 // `files` (`threads` at once). Errors name `where` and the key or file.

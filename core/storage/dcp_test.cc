@@ -356,6 +356,32 @@ TEST(Dcp, AcceptsTheMetadataVariantsPyTorchHasWrittenSince23) {
   EXPECT_HAS(ErrorOf([&] { load(t, DcpReader(dir.path())); }), "stream transforms ['zstd']");
 }
 
+// DCP's planner_data maps each key to the path it was flattened from; PyTorch's tools that
+// rebuild the nesting (dcp_to_torch_save) rely on it.
+TEST(Dcp, KeyPathsAreKeptFromTheSourceOrWholeKeys) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("net1.weight", Values({2, 2}, at::kFloat, 0));
+  sd.AddTensor("optim.param_groups.0.lr", at::scalar_tensor(0.1));
+  proto::Metadata md;
+  {
+    save(sd, DcpWriter(dir.path()));
+    md = ParseMetadata(DcpReader(dir.path()).ReadMetadata(), dir.path());
+  }
+  // Written by dcpp without a source: every key is one component.
+  EXPECT_EQ(md.planner_data().at(kDcpPaths),
+            R"({"net1.weight":["net1.weight"],"optim.param_groups.0.lr":["optim.param_groups.0.lr"]})");
+  // With paths from a source (and one stale entry, for a key that was renamed since).
+  (*md.mutable_planner_data())[kDcpPaths] =
+      R"({"optim.param_groups.0.lr":["optim","param_groups",0,"lr"],"net1.weight":["net9","weight"]})";
+  const auto allow_all = [](const std::string&, const std::string&) { return true; };
+  const pickle::ValuePtr root = pickle::Decode(WriteDcpMetadata(md, dir.path()), allow_all, "md");
+  const pickle::ValuePtr paths = root->Attr("planner_data");
+  ASSERT_NE(paths, nullptr);
+  EXPECT_EQ(pickle::Repr(*paths->Get("optim.param_groups.0.lr")), "('optim', 'param_groups', 0, 'lr')");
+  EXPECT_EQ(pickle::Repr(*paths->Get("net1.weight")), "('net1.weight',)");
+}
+
 TEST(Dcp, ArchiveCrcsCatchCorruptData) {
   TempDir dir;
   StateDict sd;

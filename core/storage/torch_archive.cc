@@ -653,6 +653,14 @@ uint64_t StoredTensor::data_offset() const {
 
 StoredTensor ReadTensorItem(FileSource& file, uint64_t offset, uint64_t length, const std::string& where) {
   CachedItem src(file, offset, length);
+  if (length >= 9) {
+    // DCP's serialization_format=SAFETENSORS writes raw safetensors items instead.
+    char head[9];
+    src.ReadAt(offset, head, sizeof head);
+    DCPP_CHECK(Get32(reinterpret_cast<const uint8_t*>(head)) == kLocalSig || head[8] != '{', where,
+               ": the item is a safetensors blob (DCP's serialization_format=SAFETENSORS), "
+               "which dcpp does not read; only torch.save items are");
+  }
   const Archive a = OpenArchive(src, offset, length, where);
   const ZipEntry* pkl = a.Find("data.pkl");
   const ValuePtr v = pickle::Decode(ReadEntry(src, *pkl), TensorGlobal, where + " data.pkl");

@@ -27,6 +27,24 @@ check inspect 0 'net1.weight  *float32  *\[16, 10\]' -- "$root/scripts/inspect" 
 check verify 0 '^verified: .* no problems$' -- "$root/scripts/verify" "$t/tp"
 grep -q '^checked the CRC-32 of [1-9][0-9]* archive entries' <<<"$out" || { echo "FAIL verify did not check the archives' CRC-32: $out"; fails=$((fails + 1)); }
 check diff 0 'identical$' -- "$root/scripts/diff" "$t/fsdp" "$t/tp"
+# PyTorch's dcp_to_torch_save rebuilds the nesting from the key paths in .metadata: the
+# converted checkpoint must give the same structure as PyTorch's own.
+check same-nesting 0 '^same nesting: ' -- "$py" -c '
+import sys, warnings, torch
+warnings.filterwarnings("ignore")
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+def shape(o):
+    if isinstance(o, dict): return {k: shape(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)): return [shape(v) for v in o]
+    return type(o).__name__
+got = []
+for src in sys.argv[1:3]:
+    dcp_to_torch_save(src, src + ".pt")
+    got.append(shape(torch.load(src + ".pt", weights_only=False)))
+if got[0] != got[1]:
+    sys.exit(f"nesting differs:\n{got[0]}\n{got[1]}")
+print("same nesting:", sorted(got[0]))
+' "$t/fsdp" "$t/tp"
 check pytorch-loads-tp 0 '^TP(2) model loaded from .*: [0-9]* keys equal the FSDP original$' -- \
   "$py" "$here/fsdp_to_tp.py" load "$t/tp" "$t/ref"
 

@@ -5,21 +5,11 @@
 # data, compressed items. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
 # and never run the payload.
 set -uo pipefail
-source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
-root="$TEST_SRCDIR/$TEST_WORKSPACE"
-here="$root/tests/interop"
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
 inspect="$root/scripts/inspect"
 dump="$here/dcpp_dump"
-t="$TEST_TMPDIR"
 b="$t/bad"
 marker="$t/MARKER"
-export PYTHONDONTWRITEBYTECODE=1
-
-py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
-if [[ -z "$py" ]]; then
-  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
-  exit 0
-fi
 
 check make 0 '^made bad checkpoints' -- "$py" "$here/bad_input.py" "$b" "$marker"
 check good-loads 0 '^dumped 2 tensors, 2 bytes entries$' -- "$dump" "$b/good" "$t/dump"

@@ -6,17 +6,7 @@
 # torch.distributed.checkpoint.load on 2 gloo ranks reads each folder into DTensors Shard(0)
 # and into a parallelize_module TP model, and finds every value (pytorch_load.py).
 set -uo pipefail
-source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
-root="$TEST_SRCDIR/$TEST_WORKSPACE"
-here="$root/tests/interop"
-t="$TEST_TMPDIR"
-export PYTHONDONTWRITEBYTECODE=1
-
-py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
-if [[ -z "$py" ]]; then
-  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
-  exit 0
-fi
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
 
 for l in fsdp tp; do
   check "make-dcp-$l" 0 "^saved dcp $l over 2 ranks" -- "$here/dcpp_make" "$t/$l" --format dcp --layout $l --world 2

@@ -6,17 +6,7 @@
 # ranks load it with torch.distributed.checkpoint into a parallelize_module TP model and
 # optimizer whose every parameter, moment, step and param_groups value equals the original.
 set -uo pipefail
-source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
-root="$TEST_SRCDIR/$TEST_WORKSPACE"
-here="$root/tests/interop"
-t="$TEST_TMPDIR"
-export PYTHONDONTWRITEBYTECODE=1
-
-py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
-if [[ -z "$py" ]]; then
-  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
-  exit 0
-fi
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
 
 check pytorch-saves-fsdp 0 '^saved FSDP(2) checkpoint' -- "$py" "$here/fsdp_to_tp.py" save "$t/fsdp" "$t/ref"
 check convert 0 'converted [0-9]* keys .* from 2 to 2 ranks .* (dcp format)' -- "$root/scripts/convert" \

@@ -6,17 +6,7 @@
 # load whole) and every tensor and object must equal what PyTorch had (compare_dump.py). The
 # FSDP folder also goes through inspect, verify and convert (to 3 ranks, native format).
 set -uo pipefail
-source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
-root="$TEST_SRCDIR/$TEST_WORKSPACE"
-here="$root/tests/interop"
-t="$TEST_TMPDIR"
-export PYTHONDONTWRITEBYTECODE=1
-
-py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
-if [[ -z "$py" ]]; then
-  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
-  exit 0
-fi
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
 
 check pytorch-saves 0 '^saved ' -- "$py" "$here/pytorch_save.py" "$t/ckpt" "$t/ref"
 for c in fsdp tp; do

@@ -6,19 +6,11 @@
 #      convert to TP, diff against the source, and exported back for Python to compare.
 # Plus the export command line's refusals, failures and exit codes.
 set -uo pipefail
-source "$TEST_SRCDIR/$TEST_WORKSPACE/scripts/testing/check.sh"
-root="$TEST_SRCDIR/$TEST_WORKSPACE"
+source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
 bin="$root/scripts"
 export_st="$bin/export_safetensors"
 pycheck="$root/tests/interop/safetensors_check.py"
-t="$TEST_TMPDIR"
-export PYTHONDONTWRITEBYTECODE=1
 
-py=$(head -n1 "$TEST_SRCDIR/torch/python.txt" 2>/dev/null || true)
-if [[ -z "$py" ]]; then
-  echo "SKIP: LibTorch did not come from a Python install (no python in @torch//:python.txt)"
-  exit 0
-fi
 "$py" -c 'import safetensors, torch' || { echo "FAIL: $py cannot import safetensors and torch (run scripts/setup.sh)"; exit 1; }
 
 # ---- (a) dcpp -> safetensors -> Python ----

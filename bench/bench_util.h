@@ -63,6 +63,35 @@ inline double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20)
   throw std::runtime_error(what + ": " + std::strerror(errno));
 }
 
+// Runs the shell command `cmd`, echoing its output lines ("  | ..."), and returns the rest of
+// its last line that starts with `tag` (a child's machine-readable result); throws if the
+// command fails or prints no such line.
+inline std::string RunTagged(const std::string& cmd, const std::string& tag) {
+  std::printf("  $ %s\n", cmd.c_str());
+  std::fflush(stdout);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) Fail("popen");
+  std::string line, last;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p) != nullptr) {
+    line += buf;
+    if (!line.empty() && line.back() == '\n') {
+      if (line.compare(0, tag.size(), tag) == 0) {
+        last = line.substr(tag.size());
+      } else {
+        std::printf("  | %s", line.c_str());
+        std::fflush(stdout);
+      }
+      line.clear();
+    }
+  }
+  const int rc = ::pclose(p);
+  if (rc != 0 || last.empty()) {
+    throw std::runtime_error("command failed (status " + std::to_string(rc) + "): " + cmd);
+  }
+  return last;
+}
+
 inline void WriteAll(int fd, const void* data, size_t n) {
   const char* p = static_cast<const char*>(data);
   while (n > 0) {

@@ -139,28 +139,7 @@ std::string FindScript(const std::string& arg) {
 
 // Runs `cmd`, echoing its output, and returns the JSON of its last "DCP_RESULT " line.
 nlohmann::json RunPython(const std::string& cmd) {
-  static const std::string tag = "DCP_RESULT ";
-  std::cout << "  $ " << cmd << std::endl;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) Fail("popen");
-  std::string line, last;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) {
-    line += buf;
-    if (!line.empty() && line.back() == '\n') {
-      if (line.compare(0, tag.size(), tag) == 0) {
-        last = line.substr(tag.size());
-      } else {
-        std::cout << "  | " << line << std::flush;
-      }
-      line.clear();
-    }
-  }
-  const int rc = ::pclose(p);
-  if (rc != 0 || last.empty()) {
-    throw std::runtime_error("command failed (status " + std::to_string(rc) + "): " + cmd);
-  }
-  return nlohmann::json::parse(last);
+  return nlohmann::json::parse(RunTagged(cmd + " 2>&1", "DCP_RESULT "));
 }
 
 void WriteSpecJson(const std::string& path, const std::vector<Spec>& specs) {

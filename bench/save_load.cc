@@ -193,29 +193,9 @@ int MemChild(int argc, char** argv) {
   return 0;
 }
 
-// Runs `cmd`, echoing its stdout, and returns the JSON of the last line starting with `tag`.
+// The JSON a child prints after `tag` on its last such line.
 nlohmann::json RunAndParse(const std::string& cmd, const std::string& tag) {
-  std::cout << "  $ " << cmd << std::endl;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) Fail("popen");
-  std::string line, last;
-  char buf[4096];
-  while (std::fgets(buf, sizeof buf, p) != nullptr) {
-    line += buf;
-    if (!line.empty() && line.back() == '\n') {
-      if (line.compare(0, tag.size(), tag) == 0) {
-        last = line.substr(tag.size());
-      } else {
-        std::cout << "  | " << line << std::flush;
-      }
-      line.clear();
-    }
-  }
-  const int rc = ::pclose(p);
-  if (rc != 0 || last.empty()) {
-    throw std::runtime_error("command failed (status " + std::to_string(rc) + "): " + cmd);
-  }
-  return nlohmann::json::parse(last);
+  return nlohmann::json::parse(RunTagged(cmd, tag));
 }
 
 std::string Quote(const std::string& s) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
+#include <nlohmann/json.hpp>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -61,6 +63,40 @@ inline double MiB(int64_t bytes) { return static_cast<double>(bytes) / (1 << 20)
 
 [[noreturn]] inline void Fail(const std::string& what) {
   throw std::runtime_error(what + ": " + std::strerror(errno));
+}
+
+// `s` quoted for the shell.
+inline std::string Quote(const std::string& s) {
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
+
+// A benchmark's Python script: as given (relative to the working directory, the runfiles tree
+// under `bazel run`), else under the workspace named by BUILD_WORKSPACE_DIRECTORY.
+inline std::string FindScript(const std::string& arg) {
+  if (std::filesystem::exists(arg)) return std::filesystem::absolute(arg).string();
+  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
+    const std::string p = std::string(ws) + "/" + arg;
+    if (std::filesystem::exists(p)) return p;
+  }
+  throw std::runtime_error("cannot find the Python script '" + arg + "'");
+}
+
+// "'<python>' '<script>'": $DCPP_PYTHON, else python3, running the script FindScript finds.
+inline std::string PythonCommand(const std::string& script) {
+  const char* py = std::getenv("DCPP_PYTHON");
+  return Quote(py != nullptr && *py ? py : "python3") + " " + Quote(FindScript(script));
+}
+
+// The tensors a benchmark makes, as JSON for its Python baseline:
+// [{"name", "dtype" ("float32" or "bfloat16"), "shape"}, ...].
+inline void WriteSpecJson(const std::string& path, const std::vector<Spec>& specs) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const Spec& s : specs) {
+    j.push_back({{"name", s.name}, {"dtype", s.dtype == c10::ScalarType::Float ? "float32" : "bfloat16"}, {"shape", s.shape}});
+  }
+  std::ofstream(path) << j.dump();
 }
 
 // Runs the shell command `cmd`, echoing its output lines ("  | ..."), and returns the rest of

@@ -120,34 +120,9 @@ void Zero(std::vector<at::Tensor>& ts) {
 
 // ---- the Python side ----
 
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// The script: as given (relative to the working directory, the runfiles tree under
-// `bazel run`), else under the workspace named by BUILD_WORKSPACE_DIRECTORY.
-std::string FindScript(const std::string& arg) {
-  if (std::filesystem::exists(arg)) return std::filesystem::absolute(arg).string();
-  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
-    const std::string p = std::string(ws) + "/" + arg;
-    if (std::filesystem::exists(p)) return p;
-  }
-  throw std::runtime_error("cannot find the PyTorch script '" + arg + "'");
-}
-
 // Runs `cmd`, echoing its output, and returns the JSON of its last "DCP_RESULT " line.
 nlohmann::json RunPython(const std::string& cmd) {
   return nlohmann::json::parse(RunTagged(cmd + " 2>&1", "DCP_RESULT "));
-}
-
-void WriteSpecJson(const std::string& path, const std::vector<Spec>& specs) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const Spec& s : specs) {
-    j.push_back({{"name", s.name}, {"dtype", s.dtype == at::kFloat ? "float32" : "bfloat16"}, {"shape", s.shape}});
-  }
-  std::ofstream(path) << j.dump();
 }
 
 // ---- raw baseline: the data files read sequentially into one preallocated buffer ----
@@ -230,8 +205,7 @@ int Main(int argc, char** argv) {
   // ---- PyTorch: write the checkpoint, then its loads (processes that exit before ours) ----
   const std::string spec_path = scratch.Sub("spec.json");
   WriteSpecJson(spec_path, specs);
-  const char* py_env = std::getenv("DCPP_PYTHON");
-  const std::string py = Quote(py_env != nullptr && *py_env ? py_env : "python3") + " " + Quote(FindScript(o.script));
+  const std::string py = PythonCommand(o.script);
   const std::string args = " " + Quote(spec_path) + " " + Quote(ckpt);
   const nlohmann::json written = RunPython(py + " write" + args);
   if (written["bytes"].get<int64_t>() != bytes) throw std::runtime_error("the script built other tensors");

@@ -198,33 +198,6 @@ nlohmann::json RunAndParse(const std::string& cmd, const std::string& tag) {
   return nlohmann::json::parse(RunTagged(cmd, tag));
 }
 
-std::string Quote(const std::string& s) {
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
-// The DCP script: as given (relative to the working directory, which is the runfiles tree
-// under `bazel run`), else next to the workspace named by BUILD_WORKSPACE_DIRECTORY.
-std::string FindScript(const std::string& arg) {
-  if (std::filesystem::exists(arg)) return std::filesystem::absolute(arg).string();
-  if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) {
-    const std::string p = std::string(ws) + "/" + arg;
-    if (std::filesystem::exists(p)) return p;
-  }
-  throw std::runtime_error("cannot find the DCP baseline script '" + arg + "'");
-}
-
-void WriteSpecJson(const std::string& path, const std::vector<Spec>& specs) {
-  nlohmann::json j = nlohmann::json::array();
-  for (const Spec& s : specs) {
-    j.push_back({{"name", s.name},
-                 {"dtype", s.dtype == at::kFloat ? "float32" : "bfloat16"},
-                 {"shape", s.shape}});
-  }
-  std::ofstream(path) << j.dump();
-}
-
 int Main(int argc, char** argv) {
   std::string script = "bench/dcp_baseline.py";
   int64_t total_mib = 2048;
@@ -354,10 +327,9 @@ int Main(int argc, char** argv) {
   if (!skip_dcp) {
     const std::string spec_path = scratch.Sub("spec.json");
     WriteSpecJson(spec_path, specs);
-    const char* py = std::getenv("DCPP_PYTHON");
     std::ostringstream threads_arg;
     for (size_t i = 0; i < std::size(kThreadCounts); ++i) threads_arg << (i ? "," : "") << kThreadCounts[i];
-    const std::string cmd = Quote(py != nullptr && *py ? py : "python3") + " " + Quote(FindScript(script)) +
+    const std::string cmd = PythonCommand(script) +
                             " " + Quote(spec_path) + " " + Quote(scratch.Sub("dcp")) + " " +
                             std::to_string(reps) + " " + threads_arg.str();
     const nlohmann::json r = RunAndParse(cmd, "DCP_RESULT ");

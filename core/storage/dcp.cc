@@ -333,14 +333,7 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
   const ValuePtr sdm = p.root->Attr("state_dict_metadata");
   DCPP_CHECK(sdm && sdm->Is(Value::Kind::kDict), md_where, ": state_dict_metadata is missing");
   std::vector<Pending> pending;
-  // Chunk messages are reserved up front: `pending` points into them.
-  size_t chunk_count = 0;
-  for (const auto& [k, v] : sdm->dict) {
-    const ValuePtr chunks = v->Attr("chunks");
-    if (chunks) chunk_count += chunks->AsSeq(md_where).size();
-  }
-  out.mutable_tensors()->Reserve(static_cast<int>(sdm->dict.size()));
-  pending.reserve(chunk_count);
+  // (`pending` keeps pointers to chunk messages: a repeated field's elements never move.)
   long max_rank = -1;
   for (const auto& [k, v] : sdm->dict) {
     const std::string fqn = k->AsStr(md_where + ": state_dict_metadata key");

@@ -4,8 +4,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
@@ -383,14 +381,6 @@ ValuePtr Plain(const ValuePtr& v, FileSource& src, const Archive& a, const std::
                      " call"));
 }
 
-// The local header and the data that follows it for one small entry of an archive.
-struct EntryRecord {
-  std::string name;
-  uint64_t local_offset = 0;
-  uint64_t size = 0;
-  uint32_t crc = 0;
-};
-
 // Appends a local header for `name` whose data starts at a multiple of 64 (as torch.save).
 void LocalHeader(std::string& out, uint64_t archive_pos, const std::string& name, bool zip64) {
   Put32(out, kLocalSig);
@@ -433,8 +423,8 @@ void Descriptor(std::string& out, uint32_t crc, uint64_t size, bool zip64) {
 
 // Appends a small entry (header, data, descriptor) at archive position out.size() + base.
 void SmallEntry(std::string& out, uint64_t base, const std::string& name, const std::string& data,
-                std::vector<EntryRecord>* records) {
-  EntryRecord r{name, base + out.size(), data.size(), Crc32(data.data(), data.size())};
+                std::vector<ZipRecord>* records) {
+  ZipRecord r{name, base + out.size(), data.size(), Crc32(data.data(), data.size())};
   LocalHeader(out, base + out.size(), name, false);
   out += data;
   Descriptor(out, r.crc, r.size, false);
@@ -442,10 +432,10 @@ void SmallEntry(std::string& out, uint64_t base, const std::string& name, const 
 }
 
 // The central directory and end records for `records`, starting at archive position `base`.
-std::string Directory(const std::vector<EntryRecord>& records, uint64_t base) {
+std::string Directory(const std::vector<ZipRecord>& records, uint64_t base) {
   std::string out;
   bool any64 = false;
-  for (const EntryRecord& r : records) {
+  for (const ZipRecord& r : records) {
     const bool big_size = r.size >= kMax32, big_offset = r.local_offset >= kMax32;
     std::string extra;
     if (big_size || big_offset) {
@@ -509,23 +499,29 @@ std::string Directory(const std::vector<EntryRecord>& records, uint64_t base) {
   return out;
 }
 
-std::string SerializationId() {
-  // torch.save records a 40-digit id per archive; any digits do (torch.load only reads it).
-  static std::atomic<uint64_t> counter{0};
-  const uint64_t now = static_cast<uint64_t>(
-      std::chrono::steady_clock::now().time_since_epoch().count());
-  std::string id = std::to_string(now) + std::to_string(counter.fetch_add(1));
-  id.resize(40, '0');
-  return id;
-}
-
-// The small entries torch.save writes before and after the data.
+// The small entries torch.save writes before and after the data. The 40-digit serialization
+// id is per archive in torch.save; torch.load only reads it, so any digits do.
 const char kFormatVersion[] = "1";
 const char kStorageAlignment[] = "64";
 const char kByteOrder[] = "little";
 const char kVersion[] = "3\n";
+const char kSerializationId[] = "0000000000000000000000000000000000000000";
 
 std::string Name(const char* entry) { return std::string(kArchiveName) + "/" + entry; }
+
+// The entries before the storage: data.pkl and torch.save's format notes.
+void LeadingEntries(std::string& out, const std::string& pkl, std::vector<ZipRecord>* records) {
+  SmallEntry(out, 0, Name("data.pkl"), pkl, records);
+  SmallEntry(out, 0, Name(".format_version"), kFormatVersion, records);
+  SmallEntry(out, 0, Name(".storage_alignment"), kStorageAlignment, records);
+  SmallEntry(out, 0, Name("byteorder"), kByteOrder, records);
+}
+
+// The entries after the storage, at archive position `base` + out.size().
+void TrailingEntries(std::string& out, uint64_t base, std::vector<ZipRecord>* records) {
+  SmallEntry(out, base, Name("version"), kVersion, records);
+  SmallEntry(out, base, Name(".data/serialization_id"), kSerializationId, records);
+}
 
 }  // namespace
 
@@ -703,13 +699,9 @@ std::string EncodeObject(const pickle::Value& v) {
   w.Put(v);
   const std::string pkl = w.Finish();
   std::string out;
-  std::vector<EntryRecord> records;
-  SmallEntry(out, 0, Name("data.pkl"), pkl, &records);
-  SmallEntry(out, 0, Name(".format_version"), kFormatVersion, &records);
-  SmallEntry(out, 0, Name(".storage_alignment"), kStorageAlignment, &records);
-  SmallEntry(out, 0, Name("byteorder"), kByteOrder, &records);
-  SmallEntry(out, 0, Name("version"), kVersion, &records);
-  SmallEntry(out, 0, Name(".data/serialization_id"), SerializationId(), &records);
+  std::vector<ZipRecord> records;
+  LeadingEntries(out, pkl, &records);
+  TrailingEntries(out, 0, &records);
   out += Directory(records, out.size());
   return out;
 }
@@ -747,33 +739,19 @@ TensorArchive::TensorArchive(const std::string& dtype, const std::vector<int64_t
   w.Global("collections", "OrderedDict").Tuple(0).Reduce();
   if (!storage_class) w.Global("torch", dtype);
   w.Tuple().Reduce();
-  pkl_ = w.Finish();
-
-  std::vector<EntryRecord> records;
-  SmallEntry(prefix_, 0, Name("data.pkl"), pkl_, &records);
-  SmallEntry(prefix_, 0, Name(".format_version"), kFormatVersion, &records);
-  SmallEntry(prefix_, 0, Name(".storage_alignment"), kStorageAlignment, &records);
-  SmallEntry(prefix_, 0, Name("byteorder"), kByteOrder, &records);
-  data_local_offset_ = prefix_.size();
-  LocalHeader(prefix_, prefix_.size(), Name("data/0"), nbytes >= kMax32);
+  LeadingEntries(prefix_, w.Finish(), &records_);
+  records_.push_back({Name("data/0"), prefix_.size(), nbytes, 0});
+  LocalHeader(prefix_, prefix_.size(), records_.back().name, nbytes >= kMax32);
   suffix_size_ = suffix(0).size();
 }
 
 std::string TensorArchive::suffix(uint32_t data_crc32) const {
-  // Rebuilds the records of the prefix's entries (their CRCs are of fixed content).
-  std::vector<EntryRecord> records;
-  std::string scratch;
-  SmallEntry(scratch, 0, Name("data.pkl"), pkl_, &records);
-  SmallEntry(scratch, 0, Name(".format_version"), kFormatVersion, &records);
-  SmallEntry(scratch, 0, Name(".storage_alignment"), kStorageAlignment, &records);
-  SmallEntry(scratch, 0, Name("byteorder"), kByteOrder, &records);
-  const bool zip64 = nbytes_ >= kMax32;
-  records.push_back({Name("data/0"), data_local_offset_, nbytes_, data_crc32});
+  std::vector<ZipRecord> records = records_;
+  records.back().crc = data_crc32;
   std::string out;
-  Descriptor(out, data_crc32, nbytes_, zip64);
+  Descriptor(out, data_crc32, nbytes_, nbytes_ >= kMax32);
   const uint64_t base = prefix_.size() + nbytes_;
-  SmallEntry(out, base, Name("version"), kVersion, &records);
-  SmallEntry(out, base, Name(".data/serialization_id"), std::string(40, '0'), &records);
+  TrailingEntries(out, base, &records);
   out += Directory(records, base + out.size());
   return out;
 }

@@ -74,6 +74,14 @@ pickle::ValuePtr DecodeObject(const std::string& archive, const std::string& whe
 // loadable by torch.load.
 std::string EncodeObject(const pickle::Value& v);
 
+// An entry of an archive being written: where its local header is, and its size and CRC-32.
+struct ZipRecord {
+  std::string name;
+  uint64_t local_offset = 0;
+  uint64_t size = 0;
+  uint32_t crc = 0;
+};
+
 // The archive around one tensor's row-major data: prefix() + data + suffix(crc32 of data) is
 // what torch.save(tensor) writes for a contiguous tensor of that dtype and shape.
 class TensorArchive {
@@ -84,11 +92,10 @@ class TensorArchive {
   std::string suffix(uint32_t data_crc32) const;
 
  private:
-  std::string pkl_;
   std::string prefix_;
   uint64_t nbytes_;
+  std::vector<ZipRecord> records_;  // the prefix's entries, then the data's (CRC filled by suffix)
   size_t suffix_size_ = 0;
-  uint64_t data_local_offset_ = 0;
 };
 
 // CRC-32 (zip's) of `data`, and of the concatenation of two pieces.

@@ -100,6 +100,15 @@ void WaitAll(std::vector<Proc>& procs, std::chrono::seconds limit) {
   }
 }
 
+// "exit 1", "signal 13 (Broken pipe)": how a process ended, for failure messages.
+std::string Describe(int status) {
+  if (WIFEXITED(status)) return "exit " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) {
+    return "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
+  }
+  return "status " + std::to_string(status);
+}
+
 std::string Slurp(const std::string& path) {
   std::ifstream in(path);
   return std::string(std::istreambuf_iterator<char>(in), {});
@@ -139,7 +148,8 @@ TEST(Launch, AKilledRankMakesTheOthersFailWithinTheTimeout) {
   EXPECT_EQ(WEXITSTATUS(procs[1].status), 3);
   for (int r : {0, 2}) {
     const std::string out = Slurp(procs[r].out);
-    EXPECT_TRUE(WIFEXITED(procs[r].status) && WEXITSTATUS(procs[r].status) == 1) << out;
+    EXPECT_TRUE(WIFEXITED(procs[r].status) && WEXITSTATUS(procs[r].status) == 1)
+        << "rank " << r << " " << Describe(procs[r].status) << ": " << out;
     EXPECT_NE(out.find("error:"), std::string::npos) << out;
     EXPECT_LT(procs[r].seconds, kTimeoutMs / 1000.0 + 20) << out;
   }

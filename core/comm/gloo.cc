@@ -4,6 +4,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <signal.h>
+
 #include <cstdlib>
 
 #include "core/error.h"
@@ -28,12 +30,24 @@ int EnvInt(const char* name) {
   throw Error(StrCat("environment variable ", name, "='", v, "' is not an integer"));
 }
 
+// gloo and the TCPStore write to sockets without MSG_NOSIGNAL, so a peer that dies mid-collective
+// raises SIGPIPE, whose default action kills this process silently instead of letting the
+// collective fail with an error naming the peer. Python ignores SIGPIPE for the same reason;
+// we do too, unless the program already installed a handler of its own.
+void IgnoreDefaultSigpipe() {
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) {
+    signal(SIGPIPE, SIG_IGN);
+  }
+}
+
 }  // namespace
 
 c10::intrusive_ptr<c10d::Backend> MakeGlooBackend(const c10::intrusive_ptr<c10d::Store>& store,
                                                   int rank, int size,
                                                   std::chrono::milliseconds timeout,
                                                   const std::string& host) {
+  IgnoreDefaultSigpipe();
   try {
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
     const std::string ifname = Env("GLOO_SOCKET_IFNAME");
@@ -58,6 +72,7 @@ c10::intrusive_ptr<c10d::Backend> MakeGlooBackend(const c10::intrusive_ptr<c10d:
 bool LaunchedByTorchrun() { return !Env("RANK").empty() && !Env("WORLD_SIZE").empty(); }
 
 std::unique_ptr<C10dComm> CommFromTorchrunEnv(std::chrono::milliseconds timeout) {
+  IgnoreDefaultSigpipe();
   const int rank = EnvInt("RANK");
   const int world = EnvInt("WORLD_SIZE");
   DCPP_CHECK(world >= 1 && rank >= 0 && rank < world, "RANK=", rank, " outside WORLD_SIZE=", world);

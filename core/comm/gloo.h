@@ -20,6 +20,8 @@ namespace dcpp {
 
 // A gloo process group of `size` ranks meeting in `store`. `host` names the interface gloo
 // binds ("127.0.0.1" on one machine); empty uses GLOO_SOCKET_IFNAME or the host's name.
+// Both functions here set SIGPIPE to be ignored when it still has its default action, so that
+// a rank that dies makes the others' collectives fail with an error rather than killing them.
 c10::intrusive_ptr<c10d::Backend> MakeGlooBackend(const c10::intrusive_ptr<c10d::Store>& store,
                                                   int rank, int size,
                                                   std::chrono::milliseconds timeout,

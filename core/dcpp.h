@@ -47,8 +47,12 @@ struct SaveOptions {
   std::map<std::string, std::string> planner_options;
   // The ranks taking part. Default: nullptr = this process alone.
   Comm* comm = nullptr;
-  // Host memory per thread for staging non-contiguous or CUDA chunks. Default: 64 MiB.
+  // The staging pool, per writer thread: host memory through which CUDA and non-contiguous
+  // chunks reach storage, split into `staging_buffers` buffers (pinned for CUDA chunks). The
+  // device-to-host copy of one buffer overlaps the write of the previous ones; host memory
+  // stays within the pool whatever the checkpoint size. Default: 64 MiB in 4 buffers.
   int64_t staging_bytes = 64 << 20;
+  int staging_buffers = 4;
   // Recorded in the metadata. Default: "dcpp".
   std::string creator = "dcpp";
   // The format save(sd, dir) writes: kNative or kDcp (PyTorch's). Default: kNative.
@@ -67,7 +71,10 @@ struct LoadOptions {
   bool allow_partial_load = false;
   // Verify the XXH3 checksum of every chunk read whole. Default: true.
   bool verify_checksums = true;
+  // The staging pool, per reader thread (as SaveOptions): reads into one buffer overlap the
+  // host-to-device copies out of the others. Default: 64 MiB in 4 buffers.
   int64_t staging_bytes = 64 << 20;
+  int staging_buffers = 4;
   // Where chunks that load() allocates live. Default: CPU.
   c10::Device allocate_device = c10::Device(c10::kCPU);
 };
@@ -76,6 +83,8 @@ struct SaveStats {
   int64_t items_written = 0;  // chunks and blobs this rank wrote
   int64_t bytes_written = 0;
   int64_t files = 0;
+  int64_t staged_bytes = 0;        // bytes that went through the staging pool
+  int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
 };
 
 struct LoadStats {
@@ -83,6 +92,8 @@ struct LoadStats {
   int64_t bytes_read = 0;    // bytes read from storage (>= needed when reads are coalesced)
   int64_t read_calls = 0;
   int64_t checksums_verified = 0;
+  int64_t staged_bytes = 0;        // bytes that went through the staging pool
+  int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
 };
 
 SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& options = {});

@@ -3,7 +3,9 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
+#include <memory>
 #include <set>
 
 #include "core/checksum.h"
@@ -13,6 +15,7 @@
 #include "core/metadata.h"
 #include "core/planner/planner.h"
 #include "core/save_internal.h"
+#include "core/staging.h"
 #include "core/storage/open.h"
 
 namespace dcpp {
@@ -140,48 +143,65 @@ namespace {
 
 class ChunkWriter {
  public:
-  explicit ChunkWriter(int64_t staging_bytes) : staging_bytes_(staging_bytes) {}
+  explicit ChunkWriter(const SaveOptions& opt) : ring_(opt.staging_bytes, opt.staging_buffers) {}
 
-  // Writes `t` (sizes = box) row-major at `offset`; returns its XXH3-64.
-  uint64_t Write(FileSink& sink, uint64_t offset, const at::Tensor& t) {
-    const int64_t nbytes = t.numel() * static_cast<int64_t>(t.element_size());
-    if (nbytes == 0) return Checksum::Of(nullptr, 0);
+  // Writes `t` (sizes = box) row-major at `offset`; `done` receives its XXH3-64 once the last
+  // byte is written: at once for contiguous CPU memory, else when the staging ring gets there
+  // (at the latest in Drain()). Errors name `what`.
+  void Write(FileSink& sink, uint64_t offset, const at::Tensor& t, const std::string& what,
+             std::function<void(uint64_t)> done) {
+    const int64_t es = static_cast<int64_t>(t.element_size());
+    const int64_t nbytes = t.numel() * es;
+    if (nbytes == 0) return done(Checksum::Of(nullptr, 0));
     if (t.device().is_cpu() && t.is_contiguous()) {
       // Hash each block right before writing it, while it is in cache: one pass over memory.
       const char* p = static_cast<const char*>(t.const_data_ptr());
       Checksum sum;
-      for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
-        const size_t len = static_cast<size_t>(std::min(kBlockBytes, nbytes - off));
-        sum.Update(p + off, len);
-        sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
+      try {
+        for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
+          const size_t len = static_cast<size_t>(std::min(kBlockBytes, nbytes - off));
+          sum.Update(p + off, len);
+          sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
+        }
+      } catch (const std::exception& e) {
+        throw Error(StrCat(what, ": ", ErrorMessage(e)));
       }
-      return sum.Digest();
+      return done(sum.Digest());
     }
-    // Non-contiguous or device memory: stage contiguous blocks through a bounded buffer.
-    Checksum sum;
+    // CUDA or non-contiguous: blocks through the staging ring, whose copy of block k+1 runs
+    // while block k is hashed and written (blocks retire in order, so the hash streams).
+    auto sum = std::make_shared<Checksum>();
     const Box whole = WholeBox(t.sizes().vec());
-    for (const Block& b : SplitRowMajor(whole, static_cast<int64_t>(t.element_size()), staging_bytes_)) {
-      const int64_t bytes = b.box.numel() * static_cast<int64_t>(t.element_size());
-      at::Tensor dst = Staging(bytes, t.scalar_type(), b.box.sizes);
-      dst.copy_(internal::ViewOf(t, whole, b.box));
-      sink.WriteAt(offset + static_cast<uint64_t>(b.byte_offset), dst.const_data_ptr(),
-                   static_cast<size_t>(bytes));
-      sum.Update(dst.const_data_ptr(), static_cast<size_t>(bytes));
+    const std::vector<Block> blocks = SplitRowMajor(whole, es, ring_.block_bytes());
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      const Block& b = blocks[i];
+      const bool last = i + 1 == blocks.size();
+      const uint64_t at = offset + static_cast<uint64_t>(b.byte_offset);
+      auto on_host = [&sink, at, sum, last, what, done](const uint8_t* data, int64_t n) {
+        try {
+          sum->Update(data, static_cast<size_t>(n));
+          sink.WriteAt(at, data, static_cast<size_t>(n));
+        } catch (const std::exception& e) {
+          throw Error(StrCat(what, ": ", ErrorMessage(e)));
+        }
+        if (last) done(sum->Digest());
+      };
+      try {
+        ring_.ToHost(internal::ViewOf(t, whole, b.box), on_host);
+      } catch (const Error&) {
+        throw;
+      } catch (const std::exception& e) {
+        throw Error(StrCat(what, ": ", ErrorMessage(e)));
+      }
     }
-    return sum.Digest();
   }
+
+  // Completes every staged write.
+  void Drain() { ring_.Drain(); }
+  const StagingRing& ring() const { return ring_; }
 
  private:
-  at::Tensor Staging(int64_t bytes, c10::ScalarType dtype, at::IntArrayRef sizes) {
-    if (!buffer_.defined() || buffer_.numel() < bytes) {
-      buffer_ = at::empty({std::max(bytes, std::min<int64_t>(staging_bytes_, 1 << 20))}, at::kByte);
-      // (bytes exceeds staging_bytes_ only for a single element larger than the budget)
-    }
-    return buffer_.narrow(0, 0, bytes).view(dtype).view(sizes);
-  }
-
-  int64_t staging_bytes_;
-  at::Tensor buffer_;
+  StagingRing ring_;
 };
 
 // Writes this rank's items, one thread per group of files. Returns the chunk records.
@@ -196,10 +216,11 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
 
   const int threads = std::max(1, std::min<int>(opt.thread_count, static_cast<int>(files.size())));
   std::vector<proto::WriteResults> results(threads);
+  std::vector<int64_t> staged(threads, 0), staging_host(threads, 0);
   std::vector<std::function<void()>> jobs;
   for (int t = 0; t < threads; ++t) {
     jobs.push_back([&, t] {
-      ChunkWriter cw(opt.staging_bytes);
+      ChunkWriter cw(opt);
       for (size_t f = t; f < files.size(); f += threads) {
         auto sink = writer.Open(files[f]);
         for (const proto::PlanItem* it : by_file[files[f]]) {
@@ -214,27 +235,25 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
             b->set_checksum(Checksum::Of(src.bytes->data(), src.bytes->size()));
             continue;
           }
-          uint64_t checksum;
-          try {
-            checksum = cw.Write(*sink, it->file_offset(), src.chunk->tensor);
-          } catch (const std::exception& e) {
-            throw Error(StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString(), ": ",
-                               ErrorMessage(e)));
-          }
           proto::TensorMeta* tm = results[t].add_tensors();
           tm->set_fqn(it->fqn());
           tm->set_dtype(it->dtype());
           *tm->mutable_shape() = it->shape();
-          proto::ChunkMeta* c = tm->add_chunks();
+          proto::ChunkMeta* c = tm->add_chunks();  // (elements of a repeated field stay put)
           *c->mutable_offsets() = it->offsets();
           *c->mutable_sizes() = it->sizes();
           c->set_file(files[f]);
           c->set_offset(it->file_offset());
           c->set_length(it->nbytes());
-          c->set_checksum(checksum);
+          cw.Write(*sink, it->file_offset(), src.chunk->tensor,
+                   StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString()),
+                   [c](uint64_t checksum) { c->set_checksum(checksum); });
         }
+        cw.Drain();
         sink->Finish();
       }
+      staged[t] = cw.ring().staged_bytes();
+      staging_host[t] = cw.ring().host_bytes();
     });
   }
   internal::ForkJoin(jobs);
@@ -246,6 +265,10 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
   stats->items_written = mine.items_size();
   for (const auto& it : mine.items()) stats->bytes_written += static_cast<int64_t>(it.nbytes());
   stats->files = static_cast<int64_t>(files.size());
+  for (int t = 0; t < threads; ++t) {
+    stats->staged_bytes += staged[t];
+    stats->staging_peak_bytes += staging_host[t];
+  }
   return all;
 }
 

@@ -2,14 +2,14 @@
 
 #include <ATen/ATen.h>
 
+#include <c10/core/StreamGuard.h>
+
 #include <chrono>
+#include <map>
 #include <thread>
 
+#include "core/staging.h"
 #include "core/storage/open.h"
-
-#ifdef DCPP_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
-#endif
 
 namespace dcpp {
 
@@ -20,7 +20,7 @@ bool PendingSave::done() const {
 
 StateDict SnapshotToHost(const StateDict& sd) {
   StateDict out;
-  bool any_cuda = false;
+  std::map<c10::DeviceIndex, c10::Stream> streams;  // a copy stream per device
   for (const TensorEntry& e : sd.tensors()) {
     TensorEntry copy{e.fqn, e.dtype, e.shape, {}};
     for (const LocalChunk& c : e.chunks) {
@@ -30,26 +30,22 @@ StateDict SnapshotToHost(const StateDict& sd) {
       if (c.tensor.device().is_cpu()) {
         host = c.tensor.clone(at::MemoryFormat::Contiguous);
       } else {
-        // Pinned, so that the copy is a real asynchronous DMA on the tensor's current stream.
+        // Pinned, so that the copy is a real asynchronous DMA, on a copy stream that first
+        // waits for the kernels already queued on the current stream.
+        auto it = streams.find(c.tensor.device().index());
+        if (it == streams.end()) {
+          it = streams.emplace(c.tensor.device().index(), CopyStreamAfterCurrent(c.tensor.device())).first;
+        }
         host = at::empty(c.tensor.sizes(), at::TensorOptions().dtype(c.tensor.scalar_type()).pinned_memory(true));
+        c10::StreamGuard guard(it->second);
         host.copy_(c.tensor, /*non_blocking=*/true);
-        any_cuda = true;
       }
       copy.chunks.push_back({c.box, host});
     }
     out.Add(std::move(copy));
   }
-  if (any_cuda) {
-#ifdef DCPP_WITH_CUDA
-    // One wait for all the copies, instead of one per tensor. (Copies from tensors on several
-    // devices each went on that device's current stream.)
-    for (c10::DeviceIndex d = 0; d < c10::cuda::device_count(); ++d) {
-      c10::cuda::getCurrentCUDAStream(d).synchronize();
-    }
-#else
-    throw Error("SnapshotToHost: CUDA tensors need the CUDA build (--config=cuda)");
-#endif
-  }
+  // One wait per device for all its copies, instead of one per tensor.
+  for (auto& [device, stream] : streams) stream.synchronize();
   for (const BytesEntry& b : sd.bytes()) out.Add(BytesEntry{b.fqn, b.data});
   return out;
 }

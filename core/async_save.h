@@ -7,8 +7,10 @@
 //   dcpp::SaveStats st = pending.wait();           // the result, or the save's dcpp::Error
 //
 // Save() returns once every chunk has been snapshotted: CPU tensors are copied, CUDA tensors
-// go to pinned host buffers with asynchronous copies and one stream synchronisation, so later
-// changes to the tensors cannot leak into the checkpoint. The snapshot (host memory equal to
+// go to pinned host buffers by asynchronous copies on a copy stream per device (after the
+// kernels already queued on the current stream) and one synchronisation per device, so later
+// changes to the tensors cannot leak into the checkpoint. Pinned memory comes from PyTorch's
+// caching host allocator: the first Save() pays for pinning it, later ones reuse it. The snapshot (host memory equal to
 // the state dict's size) lives until the background save ends. Bytes entries are copied too.
 //
 // With SaveOptions::comm set the background save runs the collectives on that Comm from its

@@ -12,6 +12,15 @@
 
 namespace dcpp {
 
+c10::Stream CopyStreamAfterCurrent(c10::Device device) {
+  c10::impl::VirtualGuardImpl impl(device.type());
+  const c10::Stream stream = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
+  c10::Event ready(device.type());
+  ready.record(impl.getStream(device));
+  ready.block(stream);
+  return stream;
+}
+
 struct StagingRing::Slot {
   at::Tensor host;                  // uint8, block_bytes_ (or one larger element)
   bool pinned = false;
@@ -92,15 +101,8 @@ void StagingRing::Release(int s, bool cuda, c10::Device device, std::function<vo
 
 c10::Stream StagingRing::CopyStream(c10::Device device) {
   auto it = streams_.find(device.index());
-  if (it != streams_.end()) return it->second;
-  c10::impl::VirtualGuardImpl impl(device.type());
-  const c10::Stream stream = impl.getStreamFromGlobalPool(device, /*isHighPriority=*/false);
-  // Everything queued so far on the current stream (the trainer's kernels) comes first.
-  c10::Event ready(device.type());
-  ready.record(impl.getStream(device));
-  ready.block(stream);
-  streams_.emplace(device.index(), stream);
-  return stream;
+  if (it == streams_.end()) it = streams_.emplace(device.index(), CopyStreamAfterCurrent(device)).first;
+  return it->second;
 }
 
 void StagingRing::ToHost(const at::Tensor& src,

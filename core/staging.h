@@ -31,6 +31,10 @@
 
 namespace dcpp {
 
+// A stream of `device`'s pool for copies, made to wait for the work queued so far on the
+// device's current stream (the trainer's kernels come first).
+c10::Stream CopyStreamAfterCurrent(c10::Device device);
+
 class StagingRing {
  public:
   // `pool_bytes` of host memory in `buffers` buffers (at least 2, for double buffering).
@@ -70,7 +74,7 @@ class StagingRing {
   int Take(int64_t bytes, bool pinned);
   void Retire(int slot);
   void Release(int slot, bool cuda, c10::Device device, std::function<void()> then);
-  // The ring's copy stream on `device`, made to wait for the device's current stream.
+  // The ring's copy stream on `device` (CopyStreamAfterCurrent on first use).
   c10::Stream CopyStream(c10::Device device);
 
   int64_t block_bytes_;

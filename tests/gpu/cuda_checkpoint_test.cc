@@ -1,9 +1,12 @@
 // CUDA tensors through the engine: every dtype, resharding into CUDA targets, allocation on
 // the GPU, an NCCL group (one GPU: world of one), gloo ranks holding CUDA tensors, and
 // async_save of CUDA tensors changed right after Save() returns.
+// Also the staging ring: bounded pinned host memory, and ordering against the trainer's stream.
 // Skips when no GPU is visible (always in the CPU build).
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <c10/core/StreamGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
@@ -125,6 +128,87 @@ TEST(Cuda, AsyncSaveSnapshotsBeforeTheTensorsChange) {
   back.AddTensor("w", at::zeros({1024, 256}));
   load(back, dir.path());
   EXPECT_TRUE(at::equal(back.tensors()[0].chunks[0].tensor, before));
+}
+
+// Large CUDA chunks, strided ones among them, through a pool far smaller than the data, with
+// two threads each way: values intact and pinned host memory within the pools.
+TEST(Cuda, StagedThroughASmallPinnedPoolBothWays) {
+  SKIP_WITHOUT_GPU();
+  testing::TempDir dir;
+  const auto on_gpu = at::TensorOptions().device(kGpu);
+  const at::Tensor a = at::rand({2048, 4096}, on_gpu);                     // 32 MiB
+  const at::Tensor b = at::rand({4096, 1024}, on_gpu.dtype(at::kBFloat16)).t();  // strided
+  const at::Tensor c = at::randint(0, 1 << 20, {3, 1000, 777}, on_gpu.dtype(at::kLong));
+  StateDict sd;
+  sd.AddTensor("a", a);
+  sd.AddTensor("b", b);
+  sd.AddTensor("c", c);
+  SaveOptions so;
+  so.thread_count = 2;
+  so.staging_bytes = 1 << 20;
+  so.staging_buffers = 4;
+  const SaveStats saved = save(sd, dir.path(), so);
+  const int64_t total = a.nbytes() + b.nbytes() + c.nbytes();
+  EXPECT_EQ(saved.staged_bytes, total);
+  EXPECT_LE(saved.staging_peak_bytes, 2 << 20);
+
+  at::Tensor b_storage = at::zeros({4096, 1024}, on_gpu.dtype(at::kBFloat16));
+  StateDict back;
+  back.AddUnallocated("a", at::kFloat, {2048, 4096}, Layout::Replicated(1), 0);
+  back.AddTensor("b", b_storage.t());
+  back.AddSharded("c", at::zeros_like(c), Layout::Sharded(1, 0), 0);
+  LoadOptions lo;
+  lo.thread_count = 2;
+  lo.staging_bytes = 3 << 20;
+  lo.staging_buffers = 3;
+  lo.allocate_device = kGpu;
+  const LoadStats loaded = load(back, dir.path(), lo);
+  EXPECT_EQ(loaded.staged_bytes, total);
+  EXPECT_LE(loaded.staging_peak_bytes, 6 << 20);
+  EXPECT_EQ(loaded.checksums_verified, 3);
+  EXPECT_TRUE(at::equal(back.FindTensor("a")->chunks[0].tensor, a));
+  EXPECT_TRUE(at::equal(b_storage.t(), b));
+  EXPECT_TRUE(at::equal(back.FindTensor("c")->chunks[0].tensor, c));
+}
+
+// The trainer works on a stream of its own: a save right after queued kernels must see their
+// results, and a load must land after kernels queued on its targets (the copy streams wait).
+TEST(Cuda, CopiesAreOrderedAfterTheCurrentStream) {
+  SKIP_WITHOUT_GPU();
+  testing::TempDir dir;
+  c10::impl::VirtualGuardImpl impl(c10::DeviceType::CUDA);
+  const auto on_gpu = at::TensorOptions().device(kGpu);
+  at::Tensor x = at::zeros({64 << 20}, on_gpu);  // 256 MiB: the kernels take a while
+  at::Tensor target = at::zeros({64 << 20}, on_gpu);
+  {
+    c10::StreamGuard trainer(impl.getStreamFromGlobalPool(kGpu));
+    for (int i = 0; i < 20; ++i) x.add_(1);
+    StateDict sd;
+    sd.AddTensor("x", x);
+    SaveOptions so;
+    so.staging_bytes = 8 << 20;
+    save(sd, dir.path(), so);
+    for (int i = 0; i < 20; ++i) target.add_(3);  // queued; the load must come after
+    StateDict back;
+    back.AddTensor("x", target);
+    LoadOptions lo;
+    lo.staging_bytes = 8 << 20;
+    load(back, dir.path(), lo);
+    EXPECT_EQ(target.min().item<float>(), 20.0f);
+    EXPECT_EQ(target.max().item<float>(), 20.0f);
+
+    // async_save: the snapshot holds the queued kernels' results and not what comes after.
+    for (int i = 0; i < 20; ++i) x.add_(1);
+    AsyncSaver saver;
+    StateDict sd2;
+    sd2.AddTensor("x", x);
+    PendingSave p = saver.Save(sd2, dir / "async");
+    x.fill_(-1);
+    p.wait();
+    load(back, dir / "async", lo);
+    EXPECT_EQ(target.min().item<float>(), 40.0f);
+    EXPECT_EQ(target.max().item<float>(), 40.0f);
+  }
 }
 
 }  // namespace

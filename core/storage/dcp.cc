@@ -437,6 +437,10 @@ std::string DcpReader::ReadMetadata() {
   return SerializeMetadata(ReadDcpMetadata(bytes, files_, files_.Describe()));
 }
 
+std::string DcpReader::LocalPath(const std::string& name) const {
+  return name.find(kStrided) == std::string::npos ? files_.LocalPath(name) : "";
+}
+
 std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
   const size_t at = name.find(kStrided);
   if (at == std::string::npos) return files_.Open(name);

@@ -75,6 +75,8 @@ class DcpReader final : public StorageReader {
   std::string ReadMetadata() override;
   std::unique_ptr<FileSource> Open(const std::string& name) override;
   std::string Describe() const override { return files_.Describe(); }
+  // Plain archive items only (strided ones are reordered through a virtual source).
+  std::string LocalPath(const std::string& name) const override;
 
  private:
   FileSystemReader files_;

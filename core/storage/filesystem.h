@@ -36,6 +36,7 @@ class FileSystemReader final : public StorageReader {
   std::string ReadMetadata() override;
   std::unique_ptr<FileSource> Open(const std::string& name) override;
   std::string Describe() const override { return dir_; }
+  std::string LocalPath(const std::string& name) const override { return dir_ + "/" + name; }
 
  private:
   std::string dir_;

@@ -75,8 +75,6 @@ std::vector<std::string> ListFiles(const std::string& dir, const std::string& su
   return out;
 }
 
-std::string Quoted(const std::string& s) { return "'" + s + "'"; }
-
 // One tensor of one file, as its header describes it.
 struct Entry {
   std::string name;

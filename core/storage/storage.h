@@ -80,6 +80,9 @@ class StorageReader {
   virtual std::string ReadMetadata() = 0;
   virtual std::unique_ptr<FileSource> Open(const std::string& name) = 0;
   virtual std::string Describe() const = 0;
+  // The path of data file `name` when its bytes sit as they are in a local file (for readers
+  // that bypass FileSource, e.g. GPUDirect Storage); "" otherwise.
+  virtual std::string LocalPath(const std::string& name) const { return ""; }
 };
 
 }  // namespace dcpp

@@ -562,7 +562,6 @@ std::vector<ZipEntry> ReadZipDirectory(FileSource& src, uint64_t offset, uint64_
     }
     if (end >= 0 || tail_len == length) break;
   }
-  const uint64_t tail_len = tail.size();
   DCPP_CHECK(end >= 0, where, ": not a zip archive (no end record); the item is corrupt or not ",
              "written by torch.save");
   uint64_t count = Get16(t + end + 10);

@@ -94,6 +94,7 @@ struct LoadStats {
   int64_t checksums_verified = 0;
   int64_t staged_bytes = 0;        // bytes that went through the staging pool
   int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
+  int64_t broadcast_bytes = 0;  // bytes received (or sent, on the root) by broadcast
 };
 
 SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& options = {});

@@ -1,6 +1,7 @@
 // load(): read metadata -> each rank plans its reads (Lua: key remapping and sources; C++:
 // overlaps and validation) -> every rank reads the byte ranges it needs and copies them into
-// its tensors. No data moves between ranks.
+// its tensors. No data moves between ranks, except regions that the planner's optional
+// load_broadcast has one rank read for all and broadcast (read once, broadcast).
 #include <ATen/ATen.h>
 
 #include <algorithm>
@@ -178,10 +179,13 @@ struct Plan {
   std::vector<LocalChunk*> to_allocate;
   std::vector<c10::ScalarType> allocate_dtype;
   int64_t bytes_needed = 0;
+  // The tensor targets that load (as load_broadcast sees them) and their chunks.
+  std::vector<LoadWant> wants;
+  std::vector<LocalChunk*> want_chunks;
 };
 
 Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
-              const PlanContext& ctx, const std::string& where) {
+              LoadPlanner& planner, const PlanContext& ctx, const std::string& where) {
   std::vector<LoadTarget> targets;
   std::vector<std::pair<TensorEntry*, LocalChunk*>> tensor_of;  // per target
   std::vector<BytesEntry*> bytes_of;
@@ -198,10 +202,9 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
     tensor_of.emplace_back(nullptr, nullptr);
     bytes_of.push_back(&b);
   }
-  auto planner = LoadPlanner::Create(opt.planner);
   std::vector<int> missing;
-  const std::vector<LoadRead> reads = planner->Local(ctx, targets, md, &missing);
-  const std::string who = "planner " + planner->script_name() + " load_local";
+  const std::vector<LoadRead> reads = planner.Local(ctx, targets, md, &missing);
+  const std::string who = "planner " + planner.script_name() + " load_local";
 
   if (!missing.empty() && !opt.allow_partial_load) {
     std::string names;
@@ -223,6 +226,7 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
   std::map<std::pair<const proto::TensorMeta*, int>, size_t> unit_of;
   std::vector<int64_t> covered(targets.size(), 0);
   std::vector<std::set<int>> chunks_of(targets.size());
+  std::vector<std::string> key_of(targets.size());  // the first saved key feeding each target
   for (const LoadRead& r : reads) {
     const LoadTarget& t = targets[r.target];
     if (t.is_bytes) {
@@ -249,6 +253,7 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
     const Box saved = ChunkBox(m.chunks(r.chunk));
     const auto overlap = Intersect(saved, t.box);
     if (!overlap) continue;  // nothing to copy; harmless
+    if (key_of[r.target].empty()) key_of[r.target] = r.key;
     if (!chunks_of[r.target].insert(r.chunk).second) continue;
     covered[r.target] += overlap->numel();
     auto [pos, inserted] = unit_of.emplace(std::make_pair(&m, r.chunk), plan.units.size());
@@ -271,6 +276,10 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
       plan.to_allocate.push_back(c);
       plan.allocate_dtype.push_back(tensor_of[i].first->dtype);
     }
+    plan.wants.push_back({targets[i].fqn, key_of[i], targets[i].dtype, targets[i].shape,
+                          targets[i].box,
+                          targets[i].box.numel() * ElementSize(tensor_of[i].first->dtype)});
+    plan.want_chunks.push_back(c);
   }
   return plan;
 }
@@ -329,6 +338,192 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
   }
 }
 
+// ---- Read once, broadcast (the planner's optional load_broadcast) ----
+
+// What travels between ranks for it: int64s and length-prefixed strings, in the byte order of
+// the ranks (one job's ranks share it, as Scatter assumes).
+void PutInt(std::string& out, int64_t v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
+void PutStr(std::string& out, const std::string& s) {
+  PutInt(out, static_cast<int64_t>(s.size()));
+  out += s;
+}
+void PutInts(std::string& out, const std::vector<int64_t>& v) {
+  PutInt(out, static_cast<int64_t>(v.size()));
+  for (int64_t x : v) PutInt(out, x);
+}
+
+class Unpacker {
+ public:
+  explicit Unpacker(const std::string& s) : s_(s) {}
+  bool done() const { return pos_ == s_.size(); }
+  int64_t Int() {
+    int64_t v = 0;
+    Need(sizeof(v));
+    std::memcpy(&v, s_.data() + pos_, sizeof(v));
+    pos_ += sizeof(v);
+    return v;
+  }
+  std::string Str() {
+    const int64_t n = Int();
+    Need(n);
+    std::string out = s_.substr(pos_, static_cast<size_t>(n));
+    pos_ += static_cast<size_t>(n);
+    return out;
+  }
+  std::vector<int64_t> Ints() {
+    const int64_t n = Int();
+    Need(n * static_cast<int64_t>(sizeof(int64_t)));
+    std::vector<int64_t> v(static_cast<size_t>(n));
+    for (int64_t& x : v) x = Int();
+    return v;
+  }
+
+ private:
+  void Need(int64_t n) {
+    DCPP_CHECK(n >= 0 && static_cast<uint64_t>(n) <= s_.size() - pos_,
+               "load: malformed broadcast plan message");
+  }
+  const std::string& s_;
+  size_t pos_ = 0;
+};
+
+std::string PackWants(const std::vector<LoadWant>& wants) {
+  std::string out;
+  PutInt(out, static_cast<int64_t>(wants.size()));
+  for (const LoadWant& w : wants) {
+    PutStr(out, w.fqn);
+    PutStr(out, w.key);
+    PutStr(out, w.dtype);
+    PutInts(out, w.shape);
+    PutInts(out, w.box.offsets);
+    PutInts(out, w.box.sizes);
+    PutInt(out, w.nbytes);
+  }
+  return out;
+}
+
+std::vector<LoadWant> UnpackWants(const std::string& s) {
+  Unpacker in(s);
+  std::vector<LoadWant> wants(static_cast<size_t>(std::max<int64_t>(0, in.Int())));
+  for (LoadWant& w : wants) {
+    w.fqn = in.Str();
+    w.key = in.Str();
+    w.dtype = in.Str();
+    w.shape = in.Ints();
+    w.box.offsets = in.Ints();
+    w.box.sizes = in.Ints();
+    w.nbytes = in.Int();
+  }
+  DCPP_CHECK(in.done(), "load: malformed broadcast plan message");
+  return wants;
+}
+
+std::string PackGroups(const std::vector<BroadcastGroup>& groups) {
+  std::string out;
+  for (const BroadcastGroup& g : groups) {
+    PutStr(out, g.fqn);
+    PutInts(out, g.box.offsets);
+    PutInts(out, g.box.sizes);
+    PutInt(out, g.root);
+  }
+  return out;
+}
+
+std::vector<BroadcastGroup> UnpackGroups(const std::string& s) {
+  Unpacker in(s);
+  std::vector<BroadcastGroup> groups;
+  while (!in.done()) {
+    BroadcastGroup g;
+    g.fqn = in.Str();
+    g.box.offsets = in.Ints();
+    g.box.sizes = in.Ints();
+    g.root = static_cast<int>(in.Int());
+    groups.push_back(std::move(g));
+  }
+  return groups;
+}
+
+// Every rank's tensor targets gathered on the coordinator, which runs load_broadcast (errors
+// raise on every rank); every rank gets the groups, packed.
+std::string PlanBroadcasts(Comm& comm, LoadPlanner& planner, const PlanContext& ctx,
+                           const proto::Metadata& md, const Plan& plan) {
+  const std::vector<std::string> all = comm.Gather(PackWants(plan.wants), 0);
+  std::string packed;
+  OnEveryRank(comm, "load", [&] {
+    if (comm.rank() != 0) return;
+    std::vector<std::vector<LoadWant>> wanted;
+    wanted.reserve(all.size());
+    for (const std::string& w : all) wanted.push_back(UnpackWants(w));
+    packed = PackGroups(planner.Broadcast(ctx, wanted, md));
+  });
+  return comm.Broadcast(packed, 0);
+}
+
+// This rank's part in one group: the chunk the region is broadcast into, and (off the root)
+// further target chunks with the same box, filled from it afterwards.
+struct Receive {
+  std::string fqn;
+  Box box;
+  int root = 0;
+  LocalChunk* chunk = nullptr;
+  std::vector<LocalChunk*> copies;
+};
+
+// Finds each group's target chunks; off the root, leaves them out of the reads (they are
+// still allocated).
+std::vector<Receive> ApplyBroadcasts(Plan& plan, const std::string& packed, int rank) {
+  const std::vector<BroadcastGroup> groups = UnpackGroups(packed);
+  if (groups.empty()) return {};
+  std::map<std::pair<std::string, Box>, std::vector<LocalChunk*>> chunks;
+  for (size_t i = 0; i < plan.wants.size(); ++i) {
+    chunks[{plan.wants[i].fqn, plan.wants[i].box}].push_back(plan.want_chunks[i]);
+  }
+  std::vector<Receive> out;
+  std::set<const LocalChunk*> skip;
+  for (const BroadcastGroup& g : groups) {
+    auto it = chunks.find({g.fqn, g.box});
+    DCPP_CHECK(it != chunks.end(), "load: key '", g.fqn, "' ", g.box.ToString(),
+               " is broadcast, but this rank has no such target chunk");
+    Receive r{g.fqn, g.box, g.root, it->second[0], {}};
+    if (rank != g.root) {
+      r.copies.assign(it->second.begin() + 1, it->second.end());
+      skip.insert(it->second.begin(), it->second.end());
+    }
+    out.push_back(std::move(r));
+  }
+  if (!skip.empty()) {
+    for (Unit& u : plan.units) {
+      u.pieces.erase(std::remove_if(u.pieces.begin(), u.pieces.end(),
+                                    [&](const Piece& p) { return skip.count(p.target) > 0; }),
+                     u.pieces.end());
+    }
+    plan.units.erase(std::remove_if(plan.units.begin(), plan.units.end(),
+                                    [](const Unit& u) { return u.pieces.empty(); }),
+                     plan.units.end());
+  }
+  return out;
+}
+
+// After the reads, on every rank in group order: each region from its root (which read it)
+// to the others. Returns the bytes received (sent, on a root).
+int64_t RunBroadcasts(Comm& comm, const std::vector<Receive>& receives) {
+  int64_t bytes = 0;
+  for (const Receive& r : receives) {
+    at::Tensor t = internal::ViewOf(r.chunk->tensor, r.chunk->box, r.box);
+    try {
+      comm.BroadcastTensor(t, r.root);
+    } catch (const std::exception& e) {
+      throw Error(StrCat("load: broadcast of key '", r.fqn, "' ", r.box.ToString(), " from rank ",
+                         r.root, " failed: ", ErrorMessage(e)));
+    }
+    for (LocalChunk* c : r.copies) internal::ViewOf(c->tensor, c->box, r.box).copy_(t);
+    bytes += t.numel() * static_cast<int64_t>(t.element_size());
+  }
+  return bytes;
+}
+
 }  // namespace
 
 LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
@@ -340,6 +535,7 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   ctx.thread_count = std::max(1, opt.thread_count);
   ctx.allow_partial_load = opt.allow_partial_load;
   ctx.options = opt.planner_options;
+  ctx.comm_device = comm.device_type();
 
   // The coordinator reads the metadata once; every rank gets the same bytes.
   std::string md_bytes;
@@ -350,15 +546,31 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
 
   Counters counters;
   LoadStats stats;
+  proto::Metadata md;
+  LoadOptions eff = opt;  // formats without checksums (DCP, safetensors) are read unverified
+  std::unique_ptr<LoadPlanner> planner;
+  Plan plan;
+  // With several ranks, a planner with load_broadcast first picks regions that one rank reads
+  // for all (the others leave them out of their reads and receive them by broadcast).
+  auto broadcasting = [&] { return comm.size() > 1 && planner->has_broadcast(); };
   OnEveryRank(comm, "load", [&] {
-    const proto::Metadata md = ParseMetadata(md_bytes, reader.Describe());
+    md = ParseMetadata(md_bytes, reader.Describe());
     ctx.mesh.assign(md.mesh_shape().begin(), md.mesh_shape().end());
-    LoadOptions eff = opt;  // formats without checksums (DCP, safetensors) are read unverified
     eff.verify_checksums = opt.verify_checksums && HasChecksums(md);
-    Plan plan = MakePlan(sd, md, eff, ctx, reader.Describe());
+    planner = LoadPlanner::Create(opt.planner);
+    plan = MakePlan(sd, md, eff, *planner, ctx, reader.Describe());
     stats.bytes_needed = plan.bytes_needed;
-    Execute(plan, reader, eff, counters);
+    if (!broadcasting()) Execute(plan, reader, eff, counters);
   });
+  if (broadcasting()) {
+    const std::string groups = PlanBroadcasts(comm, *planner, ctx, md, plan);
+    std::vector<Receive> receives;
+    OnEveryRank(comm, "load", [&] {
+      receives = ApplyBroadcasts(plan, groups, comm.rank());
+      Execute(plan, reader, eff, counters);
+    });
+    stats.broadcast_bytes = RunBroadcasts(comm, receives);
+  }
   stats.bytes_read = counters.bytes_read;
   stats.read_calls = counters.read_calls;
   stats.checksums_verified = counters.verified;

@@ -89,6 +89,32 @@ std::string C10dComm::Broadcast(const std::string& data, int root) {
   return FromTensor(payload[0], n);
 }
 
+void C10dComm::BroadcastTensor(at::Tensor& t, int root) {
+  DCPP_CHECK(root >= 0 && root < size_, "broadcast: root ", root, " outside the group of ", size_);
+  if (t.numel() == 0) return;  // same shape everywhere: no rank sends or receives anything
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  opts.timeout = timeout_;
+  // The backend sees the bytes (uint8), so every dtype travels, whatever the backend supports.
+  // (A group made for the current CUDA device may name no index.)
+  const bool on_device = t.device().type() == device_.type() &&
+                         (!device_.has_index() || t.device().index() == device_.index());
+  const bool direct = on_device && t.is_contiguous();
+  at::Tensor buf = t;
+  if (!direct) {  // a temporary: the root's values, or room for them
+    buf = rank_ == root ? t.to(device_).contiguous()
+                        : at::empty(t.sizes(), t.options().device(device_));
+  }
+  std::vector<at::Tensor> payload = {buf.view({-1}).view(at::kByte)};
+  Collective("broadcast(tensor)", rank_, timeout_,
+             [&] { return backend_->broadcast(payload, opts); });
+  if (!direct && rank_ != root) t.copy_(buf);
+}
+
+std::string C10dComm::device_type() const {
+  return c10::DeviceTypeName(device_.type(), /*lower_case=*/true);
+}
+
 std::string C10dComm::Scatter(const std::vector<std::string>& parts, int root) {
   // Lengths from the root, then one broadcast of all parts; each rank keeps its own. Global
   // plans are scattered once per save, so simplicity wins over the extra bytes.

@@ -40,6 +40,10 @@ class C10dComm final : public Comm {
   std::string Scatter(const std::vector<std::string>& parts, int root) override;
   std::string Broadcast(const std::string& data, int root) override;
   std::string AllReduceError(const std::string& error) override;
+  // Straight into `t` when it is contiguous and on this group's device (e.g. a CUDA tensor
+  // with NCCL); otherwise through a temporary there (gloo: CPU, NCCL: CUDA), copied back.
+  void BroadcastTensor(at::Tensor& t, int root) override;
+  std::string device_type() const override;
 
   // Every rank's `mine`, on every rank.
   std::vector<std::string> AllGather(const std::string& mine);

@@ -134,6 +134,7 @@ void PushContext(lua_State* L, const PlanContext& ctx) {
   lua_pushboolean(L, ctx.allow_partial_load);
   lua_setfield(L, -2, "allow_partial_load");
   SetNum(L, "first_file_index", ctx.first_file_index);
+  SetStr(L, "comm_device", ctx.comm_device);
   lua_newtable(L);
   for (const auto& [k, v] : ctx.options) SetStr(L, k.c_str(), v);
   lua_setfield(L, -2, "options");
@@ -394,7 +395,12 @@ LoadPlanner::~LoadPlanner() = default;
 std::unique_ptr<LoadPlanner> LoadPlanner::Create(const std::string& script_path) {
   auto [name, source] = ReadScript(script_path, "planners/default_load.lua");
   auto vm = LoadModule(name, source, {"load_local"});
-  return std::unique_ptr<LoadPlanner>(new LoadPlanner(std::move(vm), name));
+  auto p = std::unique_ptr<LoadPlanner>(new LoadPlanner(std::move(vm), name));
+  lua_State* L = p->vm_->state();
+  PushMethod(L, "load_broadcast");
+  p->has_broadcast_ = lua_isfunction(L, -1);
+  lua_pop(L, 1);
+  return p;
 }
 
 std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
@@ -454,6 +460,98 @@ std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
   }
   lua_settop(L, top);
   return reads;
+}
+
+std::vector<BroadcastGroup> LoadPlanner::Broadcast(
+    const PlanContext& ctx, const std::vector<std::vector<LoadWant>>& wanted,
+    const proto::Metadata& md) {
+  lua_State* L = vm_->state();
+  const int top = lua_gettop(L);
+  const std::string where = "planner " + name_ + " load_broadcast";
+  if (!has_broadcast_) return {};
+  PushMethod(L, "load_broadcast");
+  PushContext(L, ctx);
+  lua_createtable(L, static_cast<int>(wanted.size()), 0);
+  for (size_t r = 0; r < wanted.size(); ++r) {
+    lua_createtable(L, static_cast<int>(wanted[r].size()), 0);
+    for (size_t i = 0; i < wanted[r].size(); ++i) {
+      const LoadWant& w = wanted[r][i];
+      lua_createtable(L, 0, 7);
+      SetStr(L, "fqn", w.fqn);
+      if (!w.key.empty()) SetStr(L, "key", w.key);
+      SetStr(L, "dtype", w.dtype);
+      PushInts(L, w.shape);
+      lua_setfield(L, -2, "shape");
+      PushInts(L, w.box.offsets);
+      lua_setfield(L, -2, "offsets");
+      PushInts(L, w.box.sizes);
+      lua_setfield(L, -2, "sizes");
+      SetNum(L, "nbytes", static_cast<double>(w.nbytes));
+      lua_rawseti(L, -2, static_cast<int>(i + 1));
+    }
+    lua_rawseti(L, -2, static_cast<int>(r + 1));
+  }
+  PushMetadata(L, md);
+  vm_->Call(3, 1, where);
+  if (lua_isnil(L, -1)) {
+    lua_settop(L, top);
+    return {};
+  }
+  if (!lua_istable(L, -1)) throw Error(where + ": must return a list of groups");
+
+  // Each rank's targets by (fqn, box): the first one of each.
+  const int world = static_cast<int>(wanted.size());
+  std::vector<std::map<std::pair<std::string, Box>, const LoadWant*>> index(world);
+  for (int r = 0; r < world; ++r) {
+    for (const LoadWant& w : wanted[r]) index[r].emplace(std::make_pair(w.fqn, w.box), &w);
+  }
+  std::vector<BroadcastGroup> out;
+  std::set<std::pair<std::string, Box>> seen;
+  const int gl = lua_gettop(L);
+  const int n = static_cast<int>(lua_objlen(L, gl));
+  for (int i = 1; i <= n; ++i) {
+    lua_rawgeti(L, gl, i);
+    const int it = lua_gettop(L);
+    if (!lua_istable(L, it)) throw Error(StrCat(where, ": group ", i, " is not a table"));
+    BroadcastGroup g;
+    bool has_fqn = false;
+    g.fqn = FieldString(L, it, "fqn", &has_fqn);
+    if (!has_fqn) throw Error(StrCat(where, ": group ", i, " has no `fqn` string"));
+    lua_getfield(L, it, "offsets");
+    g.box.offsets = ReadInts(L, -1);
+    lua_getfield(L, it, "sizes");
+    g.box.sizes = ReadInts(L, -1);
+    lua_pop(L, 2);
+    const std::string what = StrCat(where, ": group ", i, " (key '", g.fqn, "' ",
+                                     g.box.offsets.size() == g.box.sizes.size()
+                                         ? g.box.ToString()
+                                         : std::string("with a malformed box"),
+                                     ")");
+    int64_t root = -1;
+    if (!FieldInt(L, it, "root", &root)) throw Error(what + " has no `root` rank");
+    DCPP_CHECK(root >= 0 && root < world, what, ": root ", root, " is not a rank (0..",
+               world - 1, ")");
+    g.root = static_cast<int>(root);
+    DCPP_CHECK(seen.insert(std::make_pair(g.fqn, g.box)).second, what, " appears twice");
+    const LoadWant* first = nullptr;
+    for (int r = 0; r < world; ++r) {
+      auto w = index[r].find(std::make_pair(g.fqn, g.box));
+      DCPP_CHECK(w != index[r].end(), what, ": rank ", r, " has no target chunk of key '", g.fqn,
+                 "' with exactly that box, so it cannot receive the region by broadcast");
+      if (first == nullptr) {
+        first = w->second;
+        continue;
+      }
+      DCPP_CHECK(w->second->dtype == first->dtype, what, ": rank ", r, " wants it as ",
+                 w->second->dtype, ", rank 0 as ", first->dtype);
+      DCPP_CHECK(w->second->key == first->key, what, ": rank ", r, " reads it from saved key '",
+                 w->second->key, "', rank 0 from '", first->key, "'");
+    }
+    out.push_back(std::move(g));
+    lua_pop(L, 1);
+  }
+  lua_settop(L, top);
+  return out;
 }
 
 // ---- ConvertPlanner ----

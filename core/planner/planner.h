@@ -7,7 +7,7 @@
 //
 // Scripts see a global `dcpp` table of helpers (overlap, box_key, numel, sorted_keys) and a `ctx`
 // table per call (rank, world_size, mesh, thread_count, allow_partial_load, first_file_index,
-// options). Not thread-safe: one planner per thread.
+// comm_device, options). Not thread-safe: one planner per thread.
 #pragma once
 
 #include <cstdint>
@@ -32,6 +32,7 @@ struct PlanContext {
   int thread_count = 1;
   bool allow_partial_load = false;
   int first_file_index = 0;                   // save: data file numbers start here
+  std::string comm_device = "cpu";            // load: the Comm's device ("cpu", "cuda")
   std::map<std::string, std::string> options; // free-form, e.g. from --set key=value
 };
 
@@ -81,6 +82,24 @@ struct LoadRead {
   int chunk = -1;   // index into the saved key's chunks; -1 for bytes
 };
 
+// One tensor target chunk of one rank, as the coordinator's load_broadcast sees it.
+struct LoadWant {
+  std::string fqn;
+  std::string key;  // the saved key load_local reads it from ("" if unknown)
+  std::string dtype;
+  std::vector<int64_t> shape;
+  Box box;
+  int64_t nbytes = 0;
+};
+
+// A region of a tensor read from storage by `root` alone and broadcast to every rank, each of
+// which has a target chunk of `fqn` with exactly this box.
+struct BroadcastGroup {
+  std::string fqn;
+  Box box;
+  int root = 0;
+};
+
 class LoadPlanner {
  public:
   static std::unique_ptr<LoadPlanner> Create(const std::string& script_path = "");
@@ -89,12 +108,23 @@ class LoadPlanner {
   // Chooses the saved sources of every target. Targets with no source go to `missing`.
   std::vector<LoadRead> Local(const PlanContext& ctx, const std::vector<LoadTarget>& targets,
                               const proto::Metadata& md, std::vector<int>* missing);
+  // True when the script defines the optional P.load_broadcast.
+  bool has_broadcast() const { return has_broadcast_; }
+  // Coordinator, several ranks: which replicated regions one rank reads and broadcasts.
+  // `wanted[r]` lists rank r's tensor targets. Runs P.load_broadcast(ctx, wanted, md) and
+  // validates its groups: every rank has a target chunk of the group's fqn with exactly its
+  // box (of one dtype and saved key on all ranks), the root is a rank, no group twice.
+  // Throws dcpp::Error naming the script and the key otherwise. Groups keep the script's order.
+  std::vector<BroadcastGroup> Broadcast(const PlanContext& ctx,
+                                        const std::vector<std::vector<LoadWant>>& wanted,
+                                        const proto::Metadata& md);
   const std::string& script_name() const { return name_; }
 
  private:
   LoadPlanner(std::unique_ptr<LuaVm> vm, std::string name);
   std::unique_ptr<LuaVm> vm_;
   std::string name_;
+  bool has_broadcast_ = false;
 };
 
 // One key of a conversion's output: read `source` from the checkpoint, write it as `key` with

@@ -1,0 +1,188 @@
+// LoadPlanner's optional load_broadcast: the default planner's decision (which regions, which
+// roots, when) and the engine's validation of what a script returns.
+#include "core/planner/planner.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/testing/temp_dir.h"
+
+namespace dcpp {
+namespace {
+
+using testing::TempDir;
+
+LoadWant Want(const std::string& fqn, std::vector<int64_t> offsets, std::vector<int64_t> sizes,
+              const std::string& dtype = "float32", const std::string& key = "") {
+  LoadWant w;
+  w.fqn = fqn;
+  w.key = key.empty() ? fqn : key;
+  w.dtype = dtype;
+  w.box = Box{std::move(offsets), std::move(sizes)};
+  w.shape = w.box.sizes;
+  w.nbytes = w.box.numel() * (dtype == "float32" ? 4 : 2);
+  return w;
+}
+
+PlanContext Ctx(int world, const std::string& device, const std::string& mode) {
+  PlanContext ctx;
+  ctx.world_size = world;
+  ctx.comm_device = device;
+  if (!mode.empty()) ctx.options["broadcast"] = mode;
+  return ctx;
+}
+
+// Three ranks: `norm` and `emb` wanted whole by all alike; everything else is not a candidate.
+std::vector<std::vector<LoadWant>> ThreeRanks() {
+  std::vector<std::vector<LoadWant>> wanted(3);
+  for (int r = 0; r < 3; ++r) {
+    auto& w = wanted[r];
+    w.push_back(Want("w", {4 * r, 0}, {4, 8}));                  // sharded: boxes differ
+    w.push_back(Want("norm", {0}, {16}));                         // 64 bytes
+    if (r < 2) w.push_back(Want("pair", {0}, {8}));               // not on rank 2
+    w.push_back(Want("dt", {0}, {8}, r == 2 ? "bfloat16" : "float32"));  // dtype differs
+    w.push_back(Want("key", {0}, {8}, "float32", r == 1 ? "other" : "key"));  // saved key differs
+    w.push_back(Want("empty", {0}, {0}));                         // nothing to send
+    w.push_back(Want("emb", {0, 0}, {10, 10}));                   // 400 bytes
+  }
+  return wanted;
+}
+
+TEST(DefaultLoadPlanner, BroadcastsRegionsEveryRankWantsAlikeRootsBalancedByBytes) {
+  auto planner = LoadPlanner::Create();
+  ASSERT_TRUE(planner->has_broadcast());
+  const auto groups = planner->Broadcast(Ctx(3, "cpu", "on"), ThreeRanks(), proto::Metadata());
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].fqn, "norm");  // in rank 0's order
+  EXPECT_EQ(groups[0].box, (Box{{0}, {16}}));
+  EXPECT_EQ(groups[1].fqn, "emb");
+  EXPECT_EQ(groups[1].box, (Box{{0, 0}, {10, 10}}));
+  EXPECT_EQ(groups[1].root, 0);  // the largest first, to rank 0
+  EXPECT_EQ(groups[0].root, 1);  // then the least-loaded rank
+}
+
+TEST(DefaultLoadPlanner, EqualRegionsGoRoundRobin) {
+  std::vector<std::vector<LoadWant>> wanted(4);
+  for (auto& w : wanted) {
+    for (int i = 0; i < 6; ++i) w.push_back(Want("t" + std::to_string(i), {0}, {32}));
+  }
+  const auto groups =
+      LoadPlanner::Create()->Broadcast(Ctx(4, "cpu", "on"), wanted, proto::Metadata());
+  ASSERT_EQ(groups.size(), 6u);
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(groups[i].root, i % 4) << groups[i].fqn;
+}
+
+TEST(DefaultLoadPlanner, BroadcastOptionAndCommDevice) {
+  auto planner = LoadPlanner::Create();
+  const proto::Metadata md;
+  EXPECT_TRUE(planner->Broadcast(Ctx(3, "cpu", "off"), ThreeRanks(), md).empty());
+  EXPECT_TRUE(planner->Broadcast(Ctx(3, "cuda", "off"), ThreeRanks(), md).empty());
+  EXPECT_TRUE(planner->Broadcast(Ctx(3, "cpu", ""), ThreeRanks(), md).empty());  // auto on gloo
+  EXPECT_TRUE(planner->Broadcast(Ctx(3, "cpu", "auto"), ThreeRanks(), md).empty());
+  EXPECT_EQ(planner->Broadcast(Ctx(3, "cuda", ""), ThreeRanks(), md).size(), 2u);  // auto, NCCL
+  EXPECT_EQ(planner->Broadcast(Ctx(3, "cuda", "auto"), ThreeRanks(), md).size(), 2u);
+  try {
+    planner->Broadcast(Ctx(3, "cpu", "sometimes"), ThreeRanks(), md);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("broadcast must be on, off or auto"), std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("default_load.lua"), std::string::npos) << e.what();
+  }
+}
+
+// A script whose load_broadcast returns fixed groups (a Lua expression); it also checks what
+// it is given.
+class ScriptedGroups : public ::testing::Test {
+ protected:
+  // Runs the script returning `groups` over ThreeRanks(); returns the error ("" if none).
+  std::string Run(const std::string& groups, std::vector<BroadcastGroup>* out = nullptr) {
+    std::ofstream(path_) << "local G = " << groups << R"(
+local P = {}
+function P.load_local(ctx, targets, md) return {}, {} end
+function P.load_broadcast(ctx, wanted, md)
+  assert(#wanted == ctx.world_size and wanted[2][1].key ~= nil and wanted[1][1].nbytes > 0)
+  return G
+end
+return P
+)";
+    try {
+      auto planner = LoadPlanner::Create(path_);
+      EXPECT_TRUE(planner->has_broadcast());
+      auto g = planner->Broadcast(Ctx(3, "cpu", ""), ThreeRanks(), proto::Metadata());
+      if (out != nullptr) *out = g;
+      return "";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(path_ + " load_broadcast"), std::string::npos)
+          << e.what();
+      return e.what();
+    }
+  }
+  TempDir dir_;
+  std::string path_ = dir_ / "groups.lua";
+};
+
+TEST_F(ScriptedGroups, ValidGroupsComeBackInOrderWithTheirRoots) {
+  std::vector<BroadcastGroup> g;
+  ASSERT_EQ(Run("{{fqn = 'emb', offsets = {0, 0}, sizes = {10, 10}, root = 2},"
+                " {fqn = 'norm', offsets = {0}, sizes = {16}, root = 2}}", &g), "");
+  ASSERT_EQ(g.size(), 2u);
+  EXPECT_EQ(g[0].fqn, "emb");
+  EXPECT_EQ(g[0].root, 2);
+  EXPECT_EQ(g[1].fqn, "norm");
+  EXPECT_EQ(Run("{}", &g), "");
+  EXPECT_TRUE(g.empty());
+  EXPECT_EQ(Run("nil", &g), "");
+  EXPECT_TRUE(g.empty());
+}
+
+TEST_F(ScriptedGroups, BadGroupsAreRefusedNamingTheKey) {
+  auto has = [](const std::string& msg, const std::string& part) {
+    return msg.find(part) != std::string::npos;
+  };
+  // A box only rank 1 wants.
+  std::string e = Run("{{fqn = 'w', offsets = {4, 0}, sizes = {4, 8}, root = 1}}");
+  EXPECT_TRUE(has(e, "key 'w' [4:8, 0:8]") && has(e, "rank 0 has no target chunk of key 'w'"))
+      << e;
+  // Wanted by two of three ranks.
+  e = Run("{{fqn = 'pair', offsets = {0}, sizes = {8}, root = 0}}");
+  EXPECT_TRUE(has(e, "rank 2 has no target chunk of key 'pair'")) << e;
+  // Root out of range, either side.
+  e = Run("{{fqn = 'norm', offsets = {0}, sizes = {16}, root = 3}}");
+  EXPECT_TRUE(has(e, "key 'norm'") && has(e, "root 3 is not a rank (0..2)")) << e;
+  e = Run("{{fqn = 'norm', offsets = {0}, sizes = {16}, root = -1}}");
+  EXPECT_TRUE(has(e, "root -1 is not a rank")) << e;
+  e = Run("{{fqn = 'norm', offsets = {0}, sizes = {16}}}");
+  EXPECT_TRUE(has(e, "key 'norm'") && has(e, "no `root`")) << e;
+  // The same region twice.
+  e = Run("{{fqn = 'norm', offsets = {0}, sizes = {16}, root = 0},"
+          " {fqn = 'norm', offsets = {0}, sizes = {16}, root = 1}}");
+  EXPECT_TRUE(has(e, "group 2 (key 'norm' [0:16])") && has(e, "appears twice")) << e;
+  // Ranks that disagree on dtype or saved key.
+  e = Run("{{fqn = 'dt', offsets = {0}, sizes = {8}, root = 0}}");
+  EXPECT_TRUE(has(e, "key 'dt'") && has(e, "rank 2 wants it as bfloat16")) << e;
+  e = Run("{{fqn = 'key', offsets = {0}, sizes = {8}, root = 0}}");
+  EXPECT_TRUE(has(e, "key 'key'") && has(e, "saved key 'other'")) << e;
+  // A key no rank has, malformed entries.
+  e = Run("{{fqn = 'nope', offsets = {0}, sizes = {1}, root = 0}}");
+  EXPECT_TRUE(has(e, "key 'nope'")) << e;
+  e = Run("{{offsets = {0}, sizes = {16}, root = 0}}");
+  EXPECT_TRUE(has(e, "group 1 has no `fqn`")) << e;
+  e = Run("{42}");
+  EXPECT_TRUE(has(e, "group 1 is not a table")) << e;
+  e = Run("42");
+  EXPECT_TRUE(has(e, "must return a list of groups")) << e;
+}
+
+TEST(LoadPlanner, ScriptWithoutLoadBroadcastHasNone) {
+  TempDir dir;
+  const std::string path = dir / "plain.lua";
+  std::ofstream(path) << "return {load_local = function(ctx, t, md) return {}, {} end}\n";
+  auto planner = LoadPlanner::Create(path);
+  EXPECT_FALSE(planner->has_broadcast());
+  EXPECT_TRUE(planner->Broadcast(Ctx(3, "cuda", "on"), ThreeRanks(), proto::Metadata()).empty());
+}
+
+}  // namespace
+}  // namespace dcpp

@@ -75,6 +75,12 @@ struct LoadOptions {
   // host-to-device copies out of the others. Default: 64 MiB in 4 buffers.
   int64_t staging_bytes = 64 << 20;
   int staging_buffers = 4;
+  // Read chunks that go whole into a contiguous CUDA target with GPUDirect Storage (cuFile,
+  // core/storage/gds.h), storage to GPU memory without host buffers. Only with
+  // verify_checksums off (or a format without checksums): the bytes never reach host memory.
+  // Where cuFile, its driver or the file's registration is unavailable, the staging ring is
+  // used instead (LoadStats::gpudirect_note says why). Default: false.
+  bool gpudirect = false;
   // Where chunks that load() allocates live. Default: CPU.
   c10::Device allocate_device = c10::Device(c10::kCPU);
 };
@@ -89,11 +95,14 @@ struct SaveStats {
 
 struct LoadStats {
   int64_t bytes_needed = 0;  // bytes the targets receive
-  int64_t bytes_read = 0;    // bytes read from storage (>= needed when reads are coalesced)
+  int64_t bytes_read = 0;    // bytes read from storage (more than needed where reads are
+                             // coalesced; less where regions come by broadcast)
   int64_t read_calls = 0;
   int64_t checksums_verified = 0;
   int64_t staged_bytes = 0;        // bytes that went through the staging pool
   int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
+  int64_t gpudirect_bytes = 0;     // bytes read straight into GPU memory (LoadOptions::gpudirect)
+  std::string gpudirect_note;      // why GPUDirect was not used for some chunks, if asked for
   int64_t broadcast_bytes = 0;  // bytes received (or sent, on the root) by broadcast
 };
 

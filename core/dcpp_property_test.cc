@@ -99,7 +99,8 @@ TEST(Property, RandomShapesDtypesAndChunkingsLoadBitIdentically) {
     }
     LoadOptions lo;
     lo.thread_count = 1 + static_cast<int>(rng() % 3);
-    lo.staging_bytes = 1 + static_cast<int64_t>(rng() % 256);  // tiny: many staging blocks
+    lo.staging_buffers = 2 + static_cast<int>(rng() % 3);
+    lo.staging_bytes = lo.staging_buffers + static_cast<int64_t>(rng() % 256);  // tiny: many blocks
     ASSERT_NO_THROW(load(target, dir.path(), lo));
     for (int i = 0; i < ntensors; ++i) {
       const TensorEntry* e = target.FindTensor("t" + std::to_string(i));

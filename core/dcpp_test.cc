@@ -165,5 +165,62 @@ TEST(Layouts, NonContiguousSourcesAndTargets) {
   EXPECT_TRUE(at::equal(storage, base));
 }
 
+// Strided chunks go through the staging ring both ways; its host memory stays within the pool
+// however large the chunk.
+TEST(Staging, HostMemoryIsBoundedByThePool) {
+  TempDir dir;
+  const at::Tensor base = at::randn({512, 1024});  // 2 MiB
+  StateDict sd;
+  sd.AddTensor("w", base.t());
+  SaveOptions so;
+  so.staging_bytes = 64 << 10;
+  so.staging_buffers = 2;
+  const SaveStats saved = save(sd, dir.path(), so);
+  EXPECT_EQ(saved.staged_bytes, base.numel() * 4);
+  EXPECT_GT(saved.staging_peak_bytes, 0);
+  EXPECT_LE(saved.staging_peak_bytes, 64 << 10);
+
+  at::Tensor storage = at::zeros({512, 1024});
+  StateDict back;
+  back.AddTensor("w", storage.t());
+  LoadOptions lo;
+  lo.staging_bytes = 48 << 10;
+  lo.staging_buffers = 3;
+  const LoadStats loaded = load(back, dir.path(), lo);
+  EXPECT_TRUE(at::equal(storage, base));
+  EXPECT_EQ(loaded.staged_bytes, base.numel() * 4);
+  EXPECT_LE(loaded.staging_peak_bytes, 48 << 10);
+  EXPECT_EQ(loaded.checksums_verified, 1);
+
+  // Contiguous CPU chunks bypass the ring: no host memory beyond the tensors themselves.
+  StateDict plain;
+  plain.AddTensor("w", at::zeros({1024, 512}));
+  EXPECT_EQ(load(plain, dir.path(), lo).staged_bytes, 0);
+  EXPECT_TRUE(at::equal(plain.FindTensor("w")->chunks[0].tensor, base.t()));
+
+  lo.staging_buffers = 1;
+  EXPECT_THROW(load(back, dir.path(), lo), Error);
+}
+
+// GPUDirect only applies with checksum verification off; asking for it with verification on
+// loads through host memory as usual and says why.
+TEST(Staging, GpuDirectWithChecksumsOnSaysWhyItIsNotUsed) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("w", at::arange(10, at::kFloat));
+  save(sd, dir.path());
+  StateDict back;
+  back.AddTensor("w", at::zeros({10}));
+  LoadOptions lo;
+  lo.gpudirect = true;
+  LoadStats st = load(back, dir.path(), lo);
+  EXPECT_EQ(st.gpudirect_bytes, 0);
+  EXPECT_NE(st.gpudirect_note.find("checksum verification is on"), std::string::npos);
+  EXPECT_TRUE(at::equal(back.FindTensor("w")->chunks[0].tensor, at::arange(10, at::kFloat)));
+  lo.verify_checksums = false;  // CPU targets never use it: nothing to say
+  st = load(back, dir.path(), lo);
+  EXPECT_EQ(st.gpudirect_note, "");
+}
+
 }  // namespace
 }  // namespace dcpp

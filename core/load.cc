@@ -3,11 +3,14 @@
 // its tensors. No data moves between ranks, except regions that the planner's optional
 // load_broadcast has one rank read for all and broadcast (read once, broadcast).
 #include <ATen/ATen.h>
+#include <c10/core/DeviceGuard.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 
 #include "core/checksum.h"
@@ -17,6 +20,8 @@
 #include "core/engine_util.h"
 #include "core/metadata.h"
 #include "core/planner/planner.h"
+#include "core/staging.h"
+#include "core/storage/gds.h"
 
 namespace dcpp {
 namespace {
@@ -42,13 +47,26 @@ struct Unit {
 };
 
 struct Counters {
-  std::atomic<int64_t> bytes_read{0}, read_calls{0}, verified{0};
+  std::atomic<int64_t> bytes_read{0}, read_calls{0}, verified{0}, staged{0}, staging_host{0};
+  std::atomic<int64_t> gpudirect{0};
+  std::mutex mu;
+  std::string gpudirect_note;  // the first reason GPUDirect was not used
+
+  void Note(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (gpudirect_note.empty()) gpudirect_note = why;
+  }
 };
 
 class ChunkReader {
  public:
   ChunkReader(StorageReader& reader, const LoadOptions& opt, Counters& counters)
-      : reader_(reader), opt_(opt), counters_(counters) {}
+      : reader_(reader), opt_(opt), counters_(counters),
+        ring_(opt.staging_bytes, opt.staging_buffers) {}
+
+  // Completes the copies still in flight out of the staging ring.
+  void Drain() { ring_.Drain(); }
+  const StagingRing& ring() const { return ring_; }
 
   void Read(const Unit& u) {
     FileSource& src = Source(u.chunk->file());
@@ -80,9 +98,42 @@ class ChunkReader {
     counters_.read_calls += 1;
   }
 
-  uint8_t* Staging(int64_t bytes) {
-    if (static_cast<int64_t>(staging_.size()) < bytes) staging_.resize(static_cast<size_t>(bytes));
-    return staging_.data();
+  // GPUDirect Storage: the whole chunk from its file straight into `dst`. False (and a note)
+  // where it is off or unavailable; the caller then stages.
+  bool ReadToGpu(const Unit& u, const at::Tensor& dst) {
+    if (!opt_.gpudirect || opt_.verify_checksums) return false;
+    auto it = gds_files_.find(u.chunk->file());
+    if (it == gds_files_.end()) {
+      const std::string path = reader_.LocalPath(u.chunk->file());
+      std::string why;
+      std::unique_ptr<GdsFile> file;
+      if (path.empty()) {
+        why = StrCat(reader_.Describe(), "/", u.chunk->file(), " is not a plain local file");
+      } else {
+        file = GdsFile::Open(path, &why);
+      }
+      if (!file) counters_.Note(why);
+      it = gds_files_.emplace(u.chunk->file(), std::move(file)).first;
+    }
+    if (!it->second) return false;
+    if (!gpu_ordered_) {
+      // cuFile writes outside any stream: let the kernels already queued on the target finish.
+      c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dst.device()).synchronize();
+      gpu_ordered_ = true;
+    }
+    c10::DeviceGuard guard(dst.device());
+    const int64_t n = static_cast<int64_t>(u.chunk->length());
+    it->second->Read(dst.mutable_data_ptr(), static_cast<size_t>(n), u.chunk->offset());
+    counters_.bytes_read += n;
+    counters_.read_calls += 1;
+    counters_.gpudirect += n;
+    return true;
+  }
+
+  // Whether any target of `u` is on a CUDA device (its staging buffers are then pinned).
+  static bool ToCuda(const Unit& u) {
+    return std::any_of(u.pieces.begin(), u.pieces.end(),
+                       [](const Piece& p) { return p.target->tensor.is_cuda(); });
   }
 
   void CheckSum(const Unit& u, uint64_t got) {
@@ -113,18 +164,23 @@ class ChunkReader {
         CheckSum(u, sum.Digest());
         return;
       }
+      if (dst.is_cuda() && dst.is_contiguous() && ReadToGpu(u, dst)) return;
     }
+    // Through the staging ring: the read of block k+1 overlaps the copies out of block k.
     Checksum sum;
-    for (const Block& b : SplitRowMajor(u.box, es, opt_.staging_bytes)) {
+    const bool pinned = ToCuda(u);
+    for (const Block& b : SplitRowMajor(u.box, es, ring_.block_bytes())) {
       const int64_t bytes = b.box.numel() * es;
-      uint8_t* buf = Staging(bytes);
-      Pread(src, u.chunk->offset() + static_cast<uint64_t>(b.byte_offset), buf, bytes);
-      if (opt_.verify_checksums) sum.Update(buf, static_cast<size_t>(bytes));
-      const at::Tensor staged = at::from_blob(buf, b.box.sizes, at::TensorOptions().dtype(dtype));
+      const StagingRing::Buffer buf = ring_.Acquire(bytes, pinned);
+      Pread(src, u.chunk->offset() + static_cast<uint64_t>(b.byte_offset), buf.data, bytes);
+      if (opt_.verify_checksums) sum.Update(buf.data, static_cast<size_t>(bytes));
+      const at::Tensor staged = ring_.View(buf, 0, dtype, b.box.sizes);
+      std::vector<std::pair<at::Tensor, at::Tensor>> copies;
       for (const Piece& p : u.pieces) {
         const auto part = Intersect(b.box, p.overlap);
-        if (part) ViewOf(p.target->tensor, p.target->box, *part).copy_(ViewOf(staged, b.box, *part));
+        if (part) copies.emplace_back(ViewOf(p.target->tensor, p.target->box, *part), ViewOf(staged, b.box, *part));
       }
+      ring_.Scatter(buf, copies);
     }
     CheckSum(u, sum.Digest());
   }
@@ -133,12 +189,14 @@ class ChunkReader {
   // the gaps are small), in blocks bounded by the staging budget.
   void ReadPart(const Unit& u, const Piece& p, FileSource& src, int64_t es) {
     const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
-    for (const Block& blk : SplitRowMajor(p.overlap, es, opt_.staging_bytes)) {
+    for (const Block& blk : SplitRowMajor(p.overlap, es, ring_.block_bytes())) {
       const Box& block = blk.box;
       const int64_t block_bytes = block.numel() * es;
       at::Tensor dst = ViewOf(p.target->tensor, p.target->box, block);
       const bool direct = dst.device().is_cpu() && dst.is_contiguous();
-      uint8_t* out = direct ? static_cast<uint8_t*>(dst.mutable_data_ptr()) : Staging(block_bytes);
+      StagingRing::Buffer buf;
+      if (!direct) buf = ring_.Acquire(block_bytes, dst.is_cuda());
+      uint8_t* out = direct ? static_cast<uint8_t*>(dst.mutable_data_ptr()) : buf.data;
       const std::vector<ByteRun> runs = RunsOf(u.box, block, es);
       const std::vector<ByteRun> reads = CoalesceRuns(runs, 4096);
       size_t ri = 0;
@@ -159,9 +217,7 @@ class ChunkReader {
           ++ri;
         }
       }
-      if (!direct) {
-        dst.copy_(at::from_blob(out, block.sizes, at::TensorOptions().dtype(dtype)));
-      }
+      if (!direct) ring_.Scatter(buf, {{dst, ring_.View(buf, 0, dtype, block.sizes)}});
     }
   }
 
@@ -169,7 +225,9 @@ class ChunkReader {
   const LoadOptions& opt_;
   Counters& counters_;
   std::map<std::string, std::unique_ptr<FileSource>> sources_;
-  std::vector<uint8_t> staging_;
+  StagingRing ring_;
+  std::map<std::string, std::unique_ptr<GdsFile>> gds_files_;  // null: staged instead
+  bool gpu_ordered_ = false;
   std::vector<uint8_t> scratch_;
 };
 
@@ -317,6 +375,9 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
           throw Error(StrCat("key '", u->meta->fqn(), "' chunk ", u->box.ToString(), ": ", msg));
         }
       }
+      cr.Drain();
+      counters.staged += cr.ring().staged_bytes();
+      counters.staging_host += cr.ring().host_bytes();
     });
   }
   internal::ForkJoin(jobs);
@@ -557,6 +618,10 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
     md = ParseMetadata(md_bytes, reader.Describe());
     ctx.mesh.assign(md.mesh_shape().begin(), md.mesh_shape().end());
     eff.verify_checksums = opt.verify_checksums && HasChecksums(md);
+    if (opt.gpudirect && eff.verify_checksums) {
+      counters.Note("checksum verification is on (GPUDirect reads skip host memory, where "
+                    "checksums are computed): set verify_checksums = false to use it");
+    }
     planner = LoadPlanner::Create(opt.planner);
     plan = MakePlan(sd, md, eff, *planner, ctx, reader.Describe());
     stats.bytes_needed = plan.bytes_needed;
@@ -574,6 +639,10 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   stats.bytes_read = counters.bytes_read;
   stats.read_calls = counters.read_calls;
   stats.checksums_verified = counters.verified;
+  stats.staged_bytes = counters.staged;
+  stats.staging_peak_bytes = counters.staging_host;
+  stats.gpudirect_bytes = counters.gpudirect;
+  stats.gpudirect_note = counters.gpudirect_note;
   return stats;
 }
 

@@ -8,6 +8,8 @@
 #include <c10/core/StreamGuard.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 #include <gtest/gtest.h>
+
+#include <cstdio>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "core/comm/c10d_comm.h"
@@ -209,6 +211,33 @@ TEST(Cuda, CopiesAreOrderedAfterTheCurrentStream) {
     EXPECT_EQ(target.min().item<float>(), 40.0f);
     EXPECT_EQ(target.max().item<float>(), 40.0f);
   }
+}
+
+// GPUDirect Storage where cuFile works on this machine, else the staging ring with a note
+// saying why: the values arrive either way.
+TEST(Cuda, GpuDirectReadsOrFallsBackWithAReason) {
+  SKIP_WITHOUT_GPU();
+  testing::TempDir dir;
+  const at::Tensor w = at::rand({1000, 1000}, at::TensorOptions().device(kGpu));
+  StateDict sd;
+  sd.AddTensor("w", w);
+  save(sd, dir.path());
+  StateDict back;
+  back.AddTensor("w", at::zeros_like(w));
+  LoadOptions lo;
+  lo.gpudirect = true;
+  lo.verify_checksums = false;
+  const LoadStats st = load(back, dir.path(), lo);
+  EXPECT_TRUE(at::equal(back.FindTensor("w")->chunks[0].tensor, w));
+  if (st.gpudirect_bytes > 0) {
+    EXPECT_EQ(st.gpudirect_bytes, w.nbytes());
+    EXPECT_EQ(st.staged_bytes, 0);
+  } else {
+    EXPECT_FALSE(st.gpudirect_note.empty());
+    EXPECT_EQ(st.staged_bytes, w.nbytes());
+  }
+  std::printf("gpudirect: %lld bytes%s%s\n", static_cast<long long>(st.gpudirect_bytes),
+              st.gpudirect_note.empty() ? "" : "; fell back: ", st.gpudirect_note.c_str());
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // baselines, /proc/self/status readings, scratch folders on /dev/shm. Header-only.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/ScalarType.h>
 #include <nlohmann/json.hpp>
 #include <fcntl.h>
@@ -173,6 +174,45 @@ inline std::vector<std::vector<size_t>> Balance(const std::vector<int64_t>& size
   }
   for (auto& g : groups) std::sort(g.begin(), g.end());
   return groups;
+}
+
+// The raw baseline: the tensors' bytes written to (read from) one file per thread in `dir`,
+// grouped as Balance does, with plain sequential write()/read() (and an fsync, as dcpp does).
+inline std::vector<std::vector<size_t>> RawGroups(const std::vector<at::Tensor>& ts, int threads) {
+  std::vector<int64_t> sizes;
+  for (const at::Tensor& t : ts) sizes.push_back(static_cast<int64_t>(t.nbytes()));
+  return Balance(sizes, threads);
+}
+
+inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads) {
+  const auto groups = RawGroups(ts, threads);
+  std::vector<std::function<void()>> jobs;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    jobs.push_back([&, g] {
+      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
+      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) Fail("open " + path);
+      for (size_t i : groups[g]) WriteAll(fd, ts[i].const_data_ptr(), ts[i].nbytes());
+      if (::fsync(fd) != 0) Fail("fsync " + path);
+      ::close(fd);
+    });
+  }
+  RunParallel(jobs);
+}
+
+inline void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads) {
+  const auto groups = RawGroups(ts, threads);
+  std::vector<std::function<void()>> jobs;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    jobs.push_back([&, g] {
+      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) Fail("open " + path);
+      for (size_t i : groups[g]) ReadAll(fd, ts[i].mutable_data_ptr(), ts[i].nbytes());
+      ::close(fd);
+    });
+  }
+  RunParallel(jobs);
 }
 
 // A value in kB from /proc/self/status ("VmRSS", "VmHWM"), in bytes; -1 if absent.

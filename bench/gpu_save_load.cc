@@ -168,44 +168,6 @@ void CheckEqual(const std::vector<Spec>& specs, const std::vector<at::Tensor>& g
   }
 }
 
-// ---- raw /dev/shm baseline from the pinned host copies: one file per thread ----
-
-std::vector<std::vector<size_t>> Groups(const std::vector<at::Tensor>& ts, int threads) {
-  std::vector<int64_t> sizes;
-  for (const at::Tensor& t : ts) sizes.push_back(static_cast<int64_t>(t.nbytes()));
-  return Balance(sizes, threads);
-}
-
-void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads) {
-  const auto groups = Groups(ts, threads);
-  std::vector<std::function<void()>> jobs;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    jobs.push_back([&, g] {
-      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
-      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) WriteAll(fd, ts[i].const_data_ptr(), ts[i].nbytes());
-      if (::fsync(fd) != 0) Fail("fsync " + path);  // as dcpp does
-      ::close(fd);
-    });
-  }
-  RunParallel(jobs);
-}
-
-void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads) {
-  const auto groups = Groups(ts, threads);
-  std::vector<std::function<void()>> jobs;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    jobs.push_back([&, g] {
-      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
-      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) ReadAll(fd, ts[i].mutable_data_ptr(), ts[i].nbytes());
-      ::close(fd);
-    });
-  }
-  RunParallel(jobs);
-}
 
 // The baseline script: as FindScript finds it (runfiles under `bazel run`, the workspace),
 // else a file of that name beside this binary (gpu_bundle/bench/).

@@ -90,44 +90,6 @@ dcpp::StateDict MakeStateDict(const std::vector<Spec>& specs, const std::vector<
   return sd;
 }
 
-// ---- raw baseline: one file per thread, plain sequential write()/read() ----
-
-std::vector<std::vector<size_t>> RawGroups(const std::vector<at::Tensor>& ts, int threads) {
-  std::vector<int64_t> sizes;
-  for (const at::Tensor& t : ts) sizes.push_back(static_cast<int64_t>(t.nbytes()));
-  return Balance(sizes, threads);
-}
-
-void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads) {
-  const auto groups = RawGroups(ts, threads);
-  std::vector<std::function<void()>> jobs;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    jobs.push_back([&, g] {
-      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
-      const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) WriteAll(fd, ts[i].const_data_ptr(), ts[i].nbytes());
-      if (::fsync(fd) != 0) Fail("fsync " + path);  // as dcpp does
-      ::close(fd);
-    });
-  }
-  RunParallel(jobs);
-}
-
-void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads) {
-  const auto groups = RawGroups(ts, threads);
-  std::vector<std::function<void()>> jobs;
-  for (size_t g = 0; g < groups.size(); ++g) {
-    jobs.push_back([&, g] {
-      const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
-      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) ReadAll(fd, ts[i].mutable_data_ptr(), ts[i].nbytes());
-      ::close(fd);
-    });
-  }
-  RunParallel(jobs);
-}
 
 bool AllEqual(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   for (size_t i = 0; i < a.size(); ++i) {

@@ -401,107 +401,54 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
 
 // ---- Read once, broadcast (the planner's optional load_broadcast) ----
 
-// What travels between ranks for it: int64s and length-prefixed strings, in the byte order of
-// the ranks (one job's ranks share it, as Scatter assumes).
-void PutInt(std::string& out, int64_t v) {
-  out.append(reinterpret_cast<const char*>(&v), sizeof(v));
-}
-void PutStr(std::string& out, const std::string& s) {
-  PutInt(out, static_cast<int64_t>(s.size()));
-  out += s;
-}
-void PutInts(std::string& out, const std::vector<int64_t>& v) {
-  PutInt(out, static_cast<int64_t>(v.size()));
-  for (int64_t x : v) PutInt(out, x);
-}
-
-class Unpacker {
- public:
-  explicit Unpacker(const std::string& s) : s_(s) {}
-  bool done() const { return pos_ == s_.size(); }
-  int64_t Int() {
-    int64_t v = 0;
-    Need(sizeof(v));
-    std::memcpy(&v, s_.data() + pos_, sizeof(v));
-    pos_ += sizeof(v);
-    return v;
-  }
-  std::string Str() {
-    const int64_t n = Int();
-    Need(n);
-    std::string out = s_.substr(pos_, static_cast<size_t>(n));
-    pos_ += static_cast<size_t>(n);
-    return out;
-  }
-  std::vector<int64_t> Ints() {
-    const int64_t n = Int();
-    Need(n * static_cast<int64_t>(sizeof(int64_t)));
-    std::vector<int64_t> v(static_cast<size_t>(n));
-    for (int64_t& x : v) x = Int();
-    return v;
-  }
-
- private:
-  void Need(int64_t n) {
-    DCPP_CHECK(n >= 0 && static_cast<uint64_t>(n) <= s_.size() - pos_,
-               "load: malformed broadcast plan message");
-  }
-  const std::string& s_;
-  size_t pos_ = 0;
-};
-
+// What travels between ranks for it: proto::LoadWants and proto::BroadcastGroups.
 std::string PackWants(const std::vector<LoadWant>& wants) {
-  std::string out;
-  PutInt(out, static_cast<int64_t>(wants.size()));
+  proto::LoadWants msg;
   for (const LoadWant& w : wants) {
-    PutStr(out, w.fqn);
-    PutStr(out, w.key);
-    PutStr(out, w.dtype);
-    PutInts(out, w.shape);
-    PutInts(out, w.box.offsets);
-    PutInts(out, w.box.sizes);
-    PutInt(out, w.nbytes);
+    proto::LoadWants::Want* m = msg.add_wants();
+    m->set_fqn(w.fqn);
+    m->set_key(w.key);
+    m->set_dtype(w.dtype);
+    m->mutable_shape()->Add(w.shape.begin(), w.shape.end());
+    m->mutable_offsets()->Add(w.box.offsets.begin(), w.box.offsets.end());
+    m->mutable_sizes()->Add(w.box.sizes.begin(), w.box.sizes.end());
+    m->set_nbytes(w.nbytes);
   }
-  return out;
+  return msg.SerializeAsString();
 }
 
 std::vector<LoadWant> UnpackWants(const std::string& s) {
-  Unpacker in(s);
-  std::vector<LoadWant> wants(static_cast<size_t>(std::max<int64_t>(0, in.Int())));
-  for (LoadWant& w : wants) {
-    w.fqn = in.Str();
-    w.key = in.Str();
-    w.dtype = in.Str();
-    w.shape = in.Ints();
-    w.box.offsets = in.Ints();
-    w.box.sizes = in.Ints();
-    w.nbytes = in.Int();
+  proto::LoadWants msg;
+  DCPP_CHECK(msg.ParseFromString(s), "load: malformed broadcast plan message");
+  std::vector<LoadWant> wants;
+  for (const auto& m : msg.wants()) {
+    wants.push_back({m.fqn(), m.key(), m.dtype(), {m.shape().begin(), m.shape().end()},
+                     Box{{m.offsets().begin(), m.offsets().end()}, {m.sizes().begin(), m.sizes().end()}},
+                     m.nbytes()});
   }
-  DCPP_CHECK(in.done(), "load: malformed broadcast plan message");
   return wants;
 }
 
 std::string PackGroups(const std::vector<BroadcastGroup>& groups) {
-  std::string out;
+  proto::BroadcastGroups msg;
   for (const BroadcastGroup& g : groups) {
-    PutStr(out, g.fqn);
-    PutInts(out, g.box.offsets);
-    PutInts(out, g.box.sizes);
-    PutInt(out, g.root);
+    proto::BroadcastGroups::Group* m = msg.add_groups();
+    m->set_fqn(g.fqn);
+    m->mutable_offsets()->Add(g.box.offsets.begin(), g.box.offsets.end());
+    m->mutable_sizes()->Add(g.box.sizes.begin(), g.box.sizes.end());
+    m->set_root(g.root);
   }
-  return out;
+  return msg.SerializeAsString();
 }
 
 std::vector<BroadcastGroup> UnpackGroups(const std::string& s) {
-  Unpacker in(s);
+  proto::BroadcastGroups msg;
+  DCPP_CHECK(msg.ParseFromString(s), "load: malformed broadcast plan message");
   std::vector<BroadcastGroup> groups;
-  while (!in.done()) {
-    BroadcastGroup g;
-    g.fqn = in.Str();
-    g.box.offsets = in.Ints();
-    g.box.sizes = in.Ints();
-    g.root = static_cast<int>(in.Int());
-    groups.push_back(std::move(g));
+  for (const auto& m : msg.groups()) {
+    groups.push_back({m.fqn(),
+                      Box{{m.offsets().begin(), m.offsets().end()}, {m.sizes().begin(), m.sizes().end()}},
+                      m.root()});
   }
   return groups;
 }

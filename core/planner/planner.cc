@@ -59,6 +59,15 @@ void SetNum(lua_State* L, const char* k, double v) {
   lua_pushnumber(L, v);
   lua_setfield(L, -2, k);
 }
+void SetInts(lua_State* L, const char* k, const std::vector<int64_t>& v) {
+  PushInts(L, v);
+  lua_setfield(L, -2, k);
+}
+template <typename Repeated>
+void SetIntsR(lua_State* L, const char* k, const Repeated& v) {
+  PushIntsR(L, v);
+  lua_setfield(L, -2, k);
+}
 
 // ---- the `dcpp` helper table ----
 
@@ -128,8 +137,7 @@ void PushContext(lua_State* L, const PlanContext& ctx) {
   lua_newtable(L);
   SetNum(L, "rank", ctx.rank);
   SetNum(L, "world_size", ctx.world_size);
-  PushInts(L, ctx.mesh.empty() ? std::vector<int64_t>{ctx.world_size} : ctx.mesh);
-  lua_setfield(L, -2, "mesh");
+  SetInts(L, "mesh", ctx.mesh.empty() ? std::vector<int64_t>{ctx.world_size} : ctx.mesh);
   SetNum(L, "thread_count", ctx.thread_count);
   lua_pushboolean(L, ctx.allow_partial_load);
   lua_setfield(L, -2, "allow_partial_load");
@@ -150,12 +158,9 @@ void PushItem(lua_State* L, const proto::PlanItem& it) {
   SetStr(L, "kind", it.is_bytes() ? "bytes" : "tensor");
   if (!it.is_bytes()) {
     SetStr(L, "dtype", it.dtype());
-    PushIntsR(L, it.shape());
-    lua_setfield(L, -2, "shape");
-    PushIntsR(L, it.offsets());
-    lua_setfield(L, -2, "offsets");
-    PushIntsR(L, it.sizes());
-    lua_setfield(L, -2, "sizes");
+    SetIntsR(L, "shape", it.shape());
+    SetIntsR(L, "offsets", it.offsets());
+    SetIntsR(L, "sizes", it.sizes());
   }
   SetNum(L, "nbytes", static_cast<double>(it.nbytes()));
   SetNum(L, "index", it.index() + 1);
@@ -170,15 +175,12 @@ void PushMetadata(lua_State* L, const proto::Metadata& md) {
   for (const auto& t : md.tensors()) {
     lua_createtable(L, 0, 3);
     SetStr(L, "dtype", t.dtype());
-    PushIntsR(L, t.shape());
-    lua_setfield(L, -2, "shape");
+    SetIntsR(L, "shape", t.shape());
     lua_createtable(L, t.chunks_size(), 0);
     for (int j = 0; j < t.chunks_size(); ++j) {
       lua_createtable(L, 0, 2);
-      PushIntsR(L, t.chunks(j).offsets());
-      lua_setfield(L, -2, "offsets");
-      PushIntsR(L, t.chunks(j).sizes());
-      lua_setfield(L, -2, "sizes");
+      SetIntsR(L, "offsets", t.chunks(j).offsets());
+      SetIntsR(L, "sizes", t.chunks(j).sizes());
       lua_rawseti(L, -2, j + 1);
     }
     lua_setfield(L, -2, "chunks");
@@ -419,12 +421,9 @@ std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
     SetStr(L, "kind", t.is_bytes ? "bytes" : "tensor");
     if (!t.is_bytes) {
       SetStr(L, "dtype", t.dtype);
-      PushInts(L, t.shape);
-      lua_setfield(L, -2, "shape");
-      PushInts(L, t.box.offsets);
-      lua_setfield(L, -2, "offsets");
-      PushInts(L, t.box.sizes);
-      lua_setfield(L, -2, "sizes");
+      SetInts(L, "shape", t.shape);
+      SetInts(L, "offsets", t.box.offsets);
+      SetInts(L, "sizes", t.box.sizes);
     }
     lua_rawseti(L, -2, static_cast<int>(i + 1));
   }
@@ -480,12 +479,9 @@ std::vector<BroadcastGroup> LoadPlanner::Broadcast(
       SetStr(L, "fqn", w.fqn);
       if (!w.key.empty()) SetStr(L, "key", w.key);
       SetStr(L, "dtype", w.dtype);
-      PushInts(L, w.shape);
-      lua_setfield(L, -2, "shape");
-      PushInts(L, w.box.offsets);
-      lua_setfield(L, -2, "offsets");
-      PushInts(L, w.box.sizes);
-      lua_setfield(L, -2, "sizes");
+      SetInts(L, "shape", w.shape);
+      SetInts(L, "offsets", w.box.offsets);
+      SetInts(L, "sizes", w.box.sizes);
       SetNum(L, "nbytes", static_cast<double>(w.nbytes));
       lua_rawseti(L, -2, static_cast<int>(i + 1));
     }

@@ -24,7 +24,8 @@ using testing::TempDir;
 class GatedWriter final : public StorageWriter {
  public:
   GatedWriter(std::string dir, std::shared_future<void> gate) : inner_(std::move(dir)), gate_(gate) {}
-  void Begin() override { inner_.Begin(); }
+  void Begin(bool wait) override { inner_.Begin(wait); }
+  void End() override { inner_.End(); }
   int FirstFreeFileIndex() override { return inner_.FirstFreeFileIndex(); }
   bool HasCommitted() override { return inner_.HasCommitted(); }
   std::vector<std::string> CommittedFiles() override { return inner_.CommittedFiles(); }
@@ -32,7 +33,7 @@ class GatedWriter final : public StorageWriter {
     gate_.wait();
     return inner_.Open(name);
   }
-  void Commit(const std::string& md, const std::vector<std::string>& keep) override { inner_.Commit(md, keep); }
+  CommitReport Commit(const std::string& md, const std::vector<std::string>& keep) override { return inner_.Commit(md, keep); }
   void Abort(const std::vector<std::string>& created) override { inner_.Abort(created); }
   std::string Describe() const override { return inner_.Describe(); }
 

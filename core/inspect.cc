@@ -21,6 +21,7 @@
 #include "core/checksum.h"
 #include "core/error.h"
 #include "core/metadata.h"
+#include "core/storage/file_names.h"
 #include "core/storage/filesystem.h"
 
 namespace dcpp {
@@ -722,7 +723,8 @@ VerifyReport Verify(const std::string& dir, const VerifyOptions& options) {
   for (const auto& e : entries) {
     const std::string name = e.path().filename().string();
     std::error_code size_ec;
-    if (!e.is_regular_file(size_ec) || name == ".metadata" || referenced.count(name)) continue;
+    // (.dcpp.lock exists while a save or convert is writing into the folder.)
+    if (!e.is_regular_file(size_ec) || name == kMetadataName || name == kLockName || referenced.count(name)) continue;
     report.notes.push_back(StrCat("file ", name, " (", e.file_size(size_ec),
                                   " bytes) is not part of the checkpoint (the metadata does not name it)"));
   }

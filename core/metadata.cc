@@ -3,7 +3,7 @@
 #include "core/box.h"
 #include "core/dtype.h"
 #include "core/error.h"
-#include "core/storage/filesystem.h"
+#include "core/storage/file_names.h"
 
 namespace dcpp {
 namespace {

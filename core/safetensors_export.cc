@@ -3,9 +3,6 @@
 // straight from BandReader's buffer into the file.
 #include "core/safetensors_export.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -21,7 +18,8 @@
 #include "core/dtype.h"
 #include "core/error.h"
 #include "core/metadata.h"
-#include "core/storage/filesystem.h"
+#include "core/storage/env.h"
+#include "core/storage/file_names.h"
 #include "core/storage/safetensors.h"
 
 namespace dcpp {
@@ -40,22 +38,13 @@ bool EndsWith(const std::string& s, const std::string& suffix) {
 }
 
 // Files of a safetensors checkpoint in `dir`: shards and index files.
-std::vector<std::string> SafetensorsFilesIn(const std::string& dir) {
+std::vector<std::string> SafetensorsFilesIn(Env* env, const std::string& dir) {
   std::vector<std::string> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
+  for (const std::string& name : env->List(dir)) {
     if (EndsWith(name, ".safetensors") || EndsWith(name, ".safetensors.index.json")) out.push_back(name);
   }
   std::sort(out.begin(), out.end());
   return out;
-}
-
-void SyncDir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_DIRECTORY | O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
 }
 
 struct Planned {
@@ -110,28 +99,33 @@ std::string HeaderOf(Shard& shard, const proto::Metadata& md) {
 class Export {
  public:
   Export(StorageReader& src, const std::string& dst, const SafetensorsExportOptions& opt)
-      : src_(src), dst_(dst), opt_(opt), writer_(dst), files_(src) {}
+      : src_(src), dst_(dst), opt_(opt), env_(opt.env != nullptr ? opt.env : Env::Default()), files_(src) {}
 
   ~Export() {
     if (committed_) return;
     sink_.reset();
-    for (const std::string& name : created_) ::unlink((dst_ + "/" + name).c_str());
+    for (const std::string& name : created_) {
+      try {
+        env_->Remove(dst_ + "/" + name);
+      } catch (const std::exception&) {
+        // a stale temporary, removed by the next export
+      }
+    }
     std::error_code ec;
-    if (created_dir_) fs::remove(dst_, ec);  // only if empty
+    if (created_dir_) {
+      lock_.reset();  // removes the lock file
+      fs::remove(dst_, ec);  // only if empty
+    }
   }
 
   SafetensorsExportStats Run() {
     const proto::Metadata md = ParseMetadata(src_.ReadMetadata(), src_.Describe());
     std::vector<Shard> shards = Plan(md);
 
-    std::error_code ec;
-    if (!fs::exists(dst_, ec)) {
-      fs::create_directories(dst_, ec);
-      DCPP_CHECK(!ec, "cannot create ", dst_, ": ", ec.message());
-      created_dir_ = true;
-    }
-    DCPP_CHECK(fs::is_directory(dst_, ec), "destination ", dst_, " is not a folder");
-    const std::vector<std::string> existing = SafetensorsFilesIn(dst_);
+    created_dir_ = !env_->Exists(dst_);
+    env_->CreateDirs(dst_);
+    lock_ = env_->Lock(dst_ + "/" + kLockName, opt_.wait_for_lock, "export destination " + dst_);
+    const std::vector<std::string> existing = SafetensorsFilesIn(env_, dst_);
     DCPP_CHECK(opt_.overwrite || existing.empty(), "destination ", dst_,
                " already holds a safetensors checkpoint (", existing.front(),
                (existing.size() > 1 ? ", ..." : ""), "); pass --overwrite to replace it");
@@ -152,19 +146,28 @@ class Export {
     sink_.reset();
 
     // Commit: every shard, then the index, renamed into place.
-    SyncDir(dst_);
+    env_->SyncDir(dst_);
     std::vector<std::string> final_names = stats_.files;
     final_names.push_back(stats_.index);
     for (const std::string& name : final_names) {
-      const std::string from = dst_ + "/" + name + kTmp, to = dst_ + "/" + name;
-      DCPP_CHECK(::rename(from.c_str(), to.c_str()) == 0, "cannot rename ", from, " to ", to, ": ",
-                 std::strerror(errno));
+      env_->Rename(dst_ + "/" + name + kTmp, dst_ + "/" + name);
     }
     committed_ = true;
-    SyncDir(dst_);
+    try {
+      env_->SyncDir(dst_);
+    } catch (const std::exception& e) {
+      stats_.warnings.push_back(StrCat("the export into ", dst_, " may not survive a power loss (", ErrorMessage(e),
+                                       "); older files were kept"));
+      return stats_;
+    }
     const std::set<std::string> keep(final_names.begin(), final_names.end());
     for (const std::string& name : existing) {
-      if (!keep.count(name)) ::unlink((dst_ + "/" + name).c_str());
+      if (keep.count(name)) continue;
+      try {
+        env_->Remove(dst_ + "/" + name);
+      } catch (const std::exception& e) {
+        stats_.warnings.push_back(StrCat("cannot remove ", name, ", which the new export does not use: ", ErrorMessage(e)));
+      }
     }
     return stats_;
   }
@@ -202,8 +205,10 @@ class Export {
   }
 
   FileSink* Create(const std::string& name) {
+    const std::string path = dst_ + "/" + name;
+    env_->Remove(path);  // a temporary left by a killed export (we hold the lock)
     created_.push_back(name);
-    sink_ = writer_.Open(name);
+    sink_ = env_->NewFile(path);
     return sink_.get();
   }
 
@@ -257,7 +262,8 @@ class Export {
   StorageReader& src_;
   const std::string dst_;
   const SafetensorsExportOptions& opt_;
-  FileSystemWriter writer_;
+  Env* env_;
+  std::unique_ptr<FileLock> lock_;
   SourceFiles files_;
   SafetensorsExportStats stats_;
   std::vector<uint8_t> buffer_;

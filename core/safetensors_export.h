@@ -33,6 +33,7 @@
 #include <string>
 #include <vector>
 
+#include "core/storage/env.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
@@ -51,6 +52,11 @@ struct SafetensorsExportOptions {
   bool verify_checksums = true;
   // Called after each band with (tensor bytes written so far, tensor bytes to write).
   std::function<void(int64_t, int64_t)> progress;
+  // One export at a time writes into a destination (its .dcpp.lock): wait for another one
+  // (true) or fail at once (false). Default: false.
+  bool wait_for_lock = false;
+  // Where the files go. Default: nullptr = the real filesystem (Env::Default()).
+  Env* env = nullptr;
 };
 
 struct SafetensorsExportStats {
@@ -64,6 +70,7 @@ struct SafetensorsExportStats {
   bool checksums_verified = false;         // false when disabled or the source has none
   int64_t chunks_verified = 0;
   int64_t peak_buffer_bytes = 0;           // largest amount of band buffers held at once
+  std::vector<std::string> warnings;       // what went wrong after the commit, which stands
 };
 
 SafetensorsExportStats ExportSafetensors(StorageReader& src, const std::string& dst_dir,

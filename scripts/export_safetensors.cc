@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--memory-budget", budget, "bytes of buffers at most, e.g. 64M, 1G")->capture_default_str();
   app.add_flag("--overwrite", opt.overwrite, "replace safetensors files already in DST");
+  app.add_flag("--wait-for-lock", opt.wait_for_lock, "wait while another export writes into DST (default: fail at once)");
   app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
   app.add_flag("-q,--quiet", quiet, "print only the summary line");
 
@@ -89,6 +90,7 @@ int main(int argc, char** argv) {
     std::printf("exported %lld tensors (%s) into %zu shard%s in %s in %.2fs; %s\n",
                 static_cast<long long>(st.tensors), dcpp::cli::HumanBytes(static_cast<double>(st.total_size)).c_str(),
                 st.files.size(), st.files.size() == 1 ? "" : "s", dst.c_str(), secs, checked.c_str());
+    for (const std::string& w : st.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     return dcpp::cli::kOk;
   });
 }

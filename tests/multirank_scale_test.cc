@@ -138,7 +138,8 @@ TEST(Dedup, WritersAreBalancedByBytes) {
 class FailingWriter final : public StorageWriter {
  public:
   explicit FailingWriter(std::string dir) : inner_(std::move(dir)) {}
-  void Begin() override { inner_.Begin(); }
+  void Begin(bool wait) override { inner_.Begin(wait); }
+  void End() override { inner_.End(); }
   int FirstFreeFileIndex() override { return inner_.FirstFreeFileIndex(); }
   bool HasCommitted() override { return inner_.HasCommitted(); }
   std::vector<std::string> CommittedFiles() override { return inner_.CommittedFiles(); }
@@ -146,7 +147,7 @@ class FailingWriter final : public StorageWriter {
     inner_.Open(name);  // the file exists, half written, as after a real failure
     throw Error("No space left on device: " + name);
   }
-  void Commit(const std::string& md, const std::vector<std::string>& keep) override { inner_.Commit(md, keep); }
+  CommitReport Commit(const std::string& md, const std::vector<std::string>& keep) override { return inner_.Commit(md, keep); }
   void Abort(const std::vector<std::string>& created) override { inner_.Abort(created); }
   std::string Describe() const override { return inner_.Describe(); }
 

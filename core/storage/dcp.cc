@@ -428,7 +428,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
   return out;
 }
 
-DcpReader::DcpReader(std::string dir) : files_(std::move(dir)) {}
+DcpReader::DcpReader(std::string dir, Env* env) : files_(std::move(dir), env) {}
 
 std::string DcpReader::ReadMetadata() {
   const std::string bytes = files_.ReadMetadata();
@@ -463,8 +463,8 @@ namespace {
 // its bytes arrive in order; Finish() writes the archive frames around the chunks.
 class DcpSink final : public FileSink {
  public:
-  DcpSink(std::unique_ptr<FileSink> inner, std::string path, std::vector<DcpWriter::Item> items)
-      : inner_(std::move(inner)), path_(std::move(path)), items_(std::move(items)) {
+  DcpSink(std::unique_ptr<FileSink> inner, Env* env, std::string path, std::vector<DcpWriter::Item> items)
+      : inner_(std::move(inner)), env_(env), path_(std::move(path)), items_(std::move(items)) {
     std::sort(items_.begin(), items_.end(),
               [](const auto& a, const auto& b) { return a.data_offset < b.data_offset; });
     crc_.resize(items_.size());
@@ -510,26 +510,21 @@ class DcpSink final : public FileSink {
 
   // The chunk was written out of order: hash it from the file.
   uint32_t ReadBackCrc(const DcpWriter::Item& item) {
-    const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    DCPP_CHECK(fd >= 0, "cannot reopen ", path_, " to hash a chunk");
+    auto src = env_->OpenFile(path_);
     std::vector<char> buf(1 << 20);
     uint32_t crc = 0;
     uint64_t done = 0;
     while (done < item.nbytes) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), item.nbytes - done));
-      const ssize_t got = ::pread(fd, buf.data(), n, static_cast<off_t>(item.data_offset + done));
-      if (got <= 0) {
-        ::close(fd);
-        throw Error(StrCat("cannot read back ", path_, " at byte ", item.data_offset + done));
-      }
-      crc = torch_archive::Crc32(buf.data(), static_cast<size_t>(got), crc);
-      done += static_cast<uint64_t>(got);
+      src->ReadAt(item.data_offset + done, buf.data(), n);
+      crc = torch_archive::Crc32(buf.data(), n, crc);
+      done += n;
     }
-    ::close(fd);
     return crc;
   }
 
   std::unique_ptr<FileSink> inner_;
+  Env* env_;
   std::string path_;
   std::vector<DcpWriter::Item> items_;
   std::vector<Crc> crc_;
@@ -537,23 +532,28 @@ class DcpSink final : public FileSink {
 
 }  // namespace
 
-DcpWriter::DcpWriter(std::string dir) : dir_(std::move(dir)), files_(dir_) {
-  while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
+namespace {
+
+// The data files of the checkpoint committed in a folder: a DCP pickle's, or a native one's.
+std::optional<std::vector<std::string>> DcpOrNativeFiles(const std::string& bytes) {
+  try {
+    if (IsDcpMetadata(bytes)) return DcpFiles(bytes, kMetadataName);
+    const proto::Metadata md = ParseMetadata(bytes, "");
+    std::set<std::string> files;
+    for (const auto& t : md.tensors()) {
+      for (const auto& c : t.chunks()) files.insert(c.file());
+    }
+    for (const auto& b : md.bytes()) files.insert(b.file());
+    return std::vector<std::string>(files.begin(), files.end());
+  } catch (const Error&) {
+    return std::nullopt;  // unreadable: nothing can be told apart from debris
+  }
 }
 
-std::vector<std::string> DcpWriter::CommittedFiles() {
-  std::string bytes;
-  try {
-    bytes = FileSystemReader(dir_).ReadMetadata();
-  } catch (const Error&) {
-    return {};
-  }
-  if (!IsDcpMetadata(bytes)) return files_.CommittedFiles();
-  try {
-    return DcpFiles(bytes, dir_ + "/.metadata");
-  } catch (const Error&) {
-    return {};  // unreadable: new data files get fresh numbers anyway
-  }
+}  // namespace
+
+DcpWriter::DcpWriter(std::string dir, Env* env) : dir_(std::move(dir)), env_(env), files_(dir_, env, DcpOrNativeFiles) {
+  while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
 }
 
 ItemFrame DcpWriter::Frame(const proto::PlanItem& item) const {
@@ -577,7 +577,7 @@ std::unique_ptr<FileSink> DcpWriter::Open(const std::string& name) {
     auto it = placed_.find(name);
     if (it != placed_.end()) items = it->second;
   }
-  return std::make_unique<DcpSink>(files_.Open(name), dir_ + "/" + name, std::move(items));
+  return std::make_unique<DcpSink>(files_.Open(name), env_, dir_ + "/" + name, std::move(items));
 }
 
 std::string DcpWriter::EncodeBytes(const std::string& blob) const {
@@ -587,9 +587,9 @@ std::string DcpWriter::EncodeBytes(const std::string& blob) const {
   return torch_archive::EncodeObject(*pickle::Value::Bytes(blob));
 }
 
-void DcpWriter::Commit(const std::string& metadata, const std::vector<std::string>& keep) {
+CommitReport DcpWriter::Commit(const std::string& metadata, const std::vector<std::string>& keep) {
   const proto::Metadata md = ParseMetadata(metadata, dir_);
-  files_.Commit(WriteDcpMetadata(md, dir_), keep);
+  return files_.Commit(WriteDcpMetadata(md, dir_), keep);
 }
 
 std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id) {

@@ -70,7 +70,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir);
 
 class DcpReader final : public StorageReader {
  public:
-  explicit DcpReader(std::string dir);
+  explicit DcpReader(std::string dir, Env* env = Env::Default());
   // dcpp metadata (serialized) translated from DIR/.metadata.
   std::string ReadMetadata() override;
   std::unique_ptr<FileSource> Open(const std::string& name) override;
@@ -84,14 +84,15 @@ class DcpReader final : public StorageReader {
 
 class DcpWriter final : public StorageWriter {
  public:
-  explicit DcpWriter(std::string dir);
-  void Begin() override { files_.Begin(); }
+  explicit DcpWriter(std::string dir, Env* env = Env::Default());
+  void Begin(bool wait_for_lock) override { files_.Begin(wait_for_lock); }
+  void End() override { files_.End(); }
   int FirstFreeFileIndex() override { return files_.FirstFreeFileIndex(); }
   bool HasCommitted() override { return files_.HasCommitted(); }
-  std::vector<std::string> CommittedFiles() override;
+  std::vector<std::string> CommittedFiles() override { return files_.CommittedFiles(); }
   std::unique_ptr<FileSink> Open(const std::string& name) override;
-  // `metadata`: dcpp's (serialized); written as DCP's pickle.
-  void Commit(const std::string& metadata, const std::vector<std::string>& keep) override;
+  // `metadata`: dcpp's (serialized); written as DCP's pickle, with the native commit protocol.
+  CommitReport Commit(const std::string& metadata, const std::vector<std::string>& keep) override;
   void Abort(const std::vector<std::string>& created) override { files_.Abort(created); }
   std::string Describe() const override { return dir_; }
 
@@ -110,6 +111,7 @@ class DcpWriter final : public StorageWriter {
 
  private:
   std::string dir_;
+  Env* env_;
   FileSystemWriter files_;
   std::mutex mu_;
   std::map<std::string, std::vector<Item>> placed_;  // by file

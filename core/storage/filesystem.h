@@ -1,53 +1,70 @@
 // FileSystemWriter / FileSystemReader: the native format in a local (or shared) folder.
 //
 //   DIR/.metadata             committed metadata (written as .metadata.tmp, fsynced, renamed)
-//   DIR/__<rank>_<n>.distcp   data files, written with pwrite and fsynced before the commit
+//   DIR/__<rank>_<n>.distcp   data files, created new (O_EXCL) and fsynced before the commit
+//   DIR/.dcpp.lock            taken (flock) by the one writer committing into DIR
 //
 // A save never touches the files of the checkpoint already committed in DIR: new data files
 // get numbers above every existing one, and older files are removed only after the new
-// .metadata is in place. See docs/format.md.
+// .metadata is in place. The rename of .metadata.tmp to .metadata decides the outcome; see
+// docs/format.md ("Commit protocol"). All I/O goes through an Env (default: the real
+// filesystem), which must outlive the writer or reader.
 #pragma once
 
+#include <functional>
+#include <optional>
 #include <string>
 
+#include "core/storage/env.h"
+#include "core/storage/file_names.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
 
+// The data files that committed metadata bytes name, or nullopt when they cannot be read (a
+// writer then removes no debris, since it cannot tell debris from live files).
+using CommittedFilesFn = std::function<std::optional<std::vector<std::string>>(const std::string& metadata)>;
+
 class FileSystemWriter final : public StorageWriter {
  public:
-  explicit FileSystemWriter(std::string dir);
-  void Begin() override;
+  explicit FileSystemWriter(std::string dir, Env* env = Env::Default());
+  // `committed_files` reads another format's metadata (DcpWriter's pickle).
+  FileSystemWriter(std::string dir, Env* env, CommittedFilesFn committed_files);
+  void Begin(bool wait_for_lock) override;
+  void End() override;
   int FirstFreeFileIndex() override;
   bool HasCommitted() override;
   std::vector<std::string> CommittedFiles() override;
   std::unique_ptr<FileSink> Open(const std::string& name) override;
-  void Commit(const std::string& metadata, const std::vector<std::string>& keep) override;
+  CommitReport Commit(const std::string& metadata, const std::vector<std::string>& keep) override;
   void Abort(const std::vector<std::string>& created) override;
   std::string Describe() const override { return dir_; }
+  Env* env() const { return env_; }
 
  private:
+  std::optional<std::vector<std::string>> ReadCommittedFiles();
   std::string dir_;
+  Env* env_;
+  CommittedFilesFn committed_files_;
+  std::unique_ptr<FileLock> lock_;
 };
 
 class FileSystemReader final : public StorageReader {
  public:
-  explicit FileSystemReader(std::string dir);
+  explicit FileSystemReader(std::string dir, Env* env = Env::Default());
+  // `follow_links`: open data files through symbolic links (for self-describing files such as
+  // safetensors; native and DCP checkpoints never follow them).
+  FileSystemReader(std::string dir, Env* env, bool follow_links);
   std::string ReadMetadata() override;
   std::unique_ptr<FileSource> Open(const std::string& name) override;
   std::string Describe() const override { return dir_; }
   std::string LocalPath(const std::string& name) const override { return dir_ + "/" + name; }
+  Env* env() const { return env_; }
 
  private:
   std::string dir_;
+  Env* env_;
+  bool follow_links_ = false;
 };
-
-// True for a data file name dcpp writes or accepts in metadata: a plain name, no '/', not
-// "." or "..", no NUL, not empty.
-bool IsPlainFileName(const std::string& name);
-
-// Splits a data file name "__<rank>_<n>.distcp" (dcpp's and PyTorch DCP's) into its rank and
-// number; false for any other name.
-bool ParseDataFileName(const std::string& name, long* rank, long* n);
 
 }  // namespace dcpp

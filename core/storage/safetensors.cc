@@ -234,7 +234,7 @@ std::string FolderOf(const std::string& path) {
 
 }  // namespace
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : dir_(FolderOf(path)), folder_(dir_) {
+SafetensorsReader::SafetensorsReader(const std::string& path) : dir_(FolderOf(path)), folder_(dir_, Env::Default(), /*follow_links=*/true) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   DCPP_CHECK(fs::exists(st), "no safetensors checkpoint at ", path, ": no such file or folder");

@@ -41,11 +41,23 @@ class FileSource {
   virtual uint64_t Size() = 0;
 };
 
+// What a commit did once the new metadata is in place: anything that went wrong afterwards
+// (a folder sync that failed, so the commit may not survive a power loss; a file of an older
+// generation that could not be removed) is a warning, never an error.
+struct CommitReport {
+  std::vector<std::string> warnings;
+};
+
 class StorageWriter {
  public:
   virtual ~StorageWriter() = default;
-  // Coordinator only, before any rank writes: prepares the destination.
-  virtual void Begin() = 0;
+  // Coordinator only, before any rank writes: prepares the destination and takes it for this
+  // save (a lock that a second writer into the same destination waits for, or is refused by
+  // at once unless `wait_for_lock`), held until End(). Removes the debris of failed saves:
+  // files the committed checkpoint does not use.
+  virtual void Begin(bool wait_for_lock) = 0;
+  // Coordinator only, after Begin, whatever happened since: releases the destination.
+  virtual void End() {}
   // Coordinator only, after Begin: data file numbers from here on are unused in the folder,
   // so a new save never overwrites a file that the committed checkpoint uses.
   virtual int FirstFreeFileIndex() = 0;
@@ -53,12 +65,16 @@ class StorageWriter {
   virtual bool HasCommitted() = 0;
   // Data files that the committed checkpoint in the destination uses (empty if none).
   virtual std::vector<std::string> CommittedFiles() = 0;
-  // Any rank: creates (or truncates) a data file. `name` is a plain file name.
+  // Any rank: creates a data file, which must not exist yet. `name` is a data file name
+  // (IsDataFileName).
   virtual std::unique_ptr<FileSink> Open(const std::string& name) = 0;
   // Coordinator only, after every rank finished its files: atomically publishes `metadata`.
-  // Data files not in `keep` are then removed (older generations, debris of failed saves).
-  virtual void Commit(const std::string& metadata, const std::vector<std::string>& keep) = 0;
-  // Any rank, after a failed save: removes the data files it created in this save.
+  // Throws only when the commit did not happen (the previous checkpoint is untouched). Once
+  // the new metadata is in place it returns; data files not in `keep` are then removed (older
+  // generations, debris of failed saves), and whatever fails from there on is a warning.
+  virtual CommitReport Commit(const std::string& metadata, const std::vector<std::string>& keep) = 0;
+  // Any rank, after a save that certainly did not commit: removes the data files it created
+  // in this save. Never called when the outcome is unknown.
   virtual void Abort(const std::vector<std::string>& created) = 0;
   virtual std::string Describe() const = 0;  // for messages, e.g. the folder
 

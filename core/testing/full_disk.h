@@ -15,7 +15,8 @@ namespace dcpp::testing {
 class FullDiskWriter final : public StorageWriter {
  public:
   FullDiskWriter(std::string dir, int64_t budget) : inner_(std::move(dir)), budget_(budget) {}
-  void Begin() override { inner_.Begin(); }
+  void Begin(bool wait) override { inner_.Begin(wait); }
+  void End() override { inner_.End(); }
   int FirstFreeFileIndex() override { return inner_.FirstFreeFileIndex(); }
   bool HasCommitted() override { return inner_.HasCommitted(); }
   std::vector<std::string> CommittedFiles() override { return inner_.CommittedFiles(); }
@@ -34,8 +35,8 @@ class FullDiskWriter final : public StorageWriter {
     s->budget = &budget_;
     return s;
   }
-  void Commit(const std::string& md, const std::vector<std::string>& keep) override {
-    inner_.Commit(md, keep);
+  CommitReport Commit(const std::string& md, const std::vector<std::string>& keep) override {
+    return inner_.Commit(md, keep);
   }
   void Abort(const std::vector<std::string>& created) override { inner_.Abort(created); }
   std::string Describe() const override { return inner_.Describe(); }

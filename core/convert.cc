@@ -311,9 +311,6 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   std::vector<int64_t> mesh;
   const std::vector<ConvertEntry> entries = planner->Plan(ctx, md, &mesh);
   ctx.mesh = mesh;
-  DCPP_CHECK(opt.overwrite || !dst.HasCommitted(), "destination ", dst.Describe(),
-             " already holds a checkpoint; pass --overwrite to replace it (it stays intact "
-             "until the new one commits)");
 
   std::map<std::string, const proto::TensorMeta*> tensors;
   for (const auto& t : md.tensors()) tensors[t.fqn()] = &t;
@@ -395,8 +392,17 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     }
   }
 
+  // The destination is this conversion's from here until it returns (its lock).
+  struct EndGuard {
+    StorageWriter& dst;
+    ~EndGuard() { dst.End(); }
+  } end_guard{dst};
+  dst.Begin(opt.wait_for_lock);
+  DCPP_CHECK(opt.overwrite || !dst.HasCommitted(), "destination ", dst.Describe(),
+             " already holds a checkpoint; pass --overwrite to replace it (it stays intact "
+             "until the new one commits)");
+
   // Placement: the conversion script's save_global, or the default save planner's.
-  dst.Begin();
   ctx.first_file_index = dst.FirstFreeFileIndex();
   const std::vector<std::string> committed = dst.CommittedFiles();
   auto placer = planner->has_save_global()
@@ -531,7 +537,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     proto::Metadata out = internal::BuildMetadata({results.SerializeAsString()}, opt.creator, world,
                                                   planner_data, &keep);
     for (int64_t m : mesh) out.add_mesh_shape(m);
-    dst.Commit(SerializeMetadata(out), keep);
+    // The last step: Commit throws only when the commit did not happen.
+    stats.warnings = dst.Commit(SerializeMetadata(out), keep).warnings;
   } catch (...) {
     sinks.clear();
     dst.Abort(created);

@@ -39,6 +39,9 @@ struct ConvertOptions {
   // Replace a checkpoint already committed in the destination (it stays intact until the new
   // one commits). Default: false = refuse.
   bool overwrite = false;
+  // When another save or convert is writing into the destination (it holds the folder's
+  // lock): wait for it (true) or fail at once (false). Default: false.
+  bool wait_for_lock = false;
   // For convert(src_dir, dst_dir): the format written (the source's is detected). Default:
   // native.
   Format format = Format::kNative;
@@ -67,6 +70,8 @@ struct ConvertStats {
   int source_world_size = 0;
   int64_t bytes_read = 0, bytes_written = 0, files = 0, chunks_verified = 0;
   int64_t peak_buffer_bytes = 0;  // largest amount of buffer memory in use at once
+  // What went wrong after the commit, which stands (see SaveStats::warnings).
+  std::vector<std::string> warnings;
 };
 
 ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOptions& opt);

@@ -57,6 +57,10 @@ struct SaveOptions {
   std::string creator = "dcpp";
   // The format save(sd, dir) writes: kNative or kDcp (PyTorch's). Default: kNative.
   Format format = Format::kNative;
+  // One writer at a time commits into a folder (a lock file, .dcpp.lock, held by the
+  // coordinator from planning to commit). When another save or convert holds it: wait for it
+  // (true), or fail at once naming the folder (false). Default: false.
+  bool wait_for_lock = false;
 };
 
 struct LoadOptions {
@@ -91,6 +95,9 @@ struct SaveStats {
   int64_t files = 0;
   int64_t staged_bytes = 0;        // bytes that went through the staging pool
   int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
+  // What went wrong after the commit, which stands (e.g. the folder could not be synced, so
+  // the new checkpoint may not survive a power loss): every rank receives the coordinator's.
+  std::vector<std::string> warnings;
 };
 
 struct LoadStats {

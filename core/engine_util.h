@@ -26,7 +26,11 @@ void OnEveryRank(Comm& comm, const char* step, F&& fn) {
   } catch (const std::exception& e) {
     err = comm.size() > 1 ? StrCat("rank ", comm.rank(), ": ", ErrorMessage(e)) : ErrorMessage(e);
   }
-  err = comm.AllReduceError(err);
+  try {
+    err = comm.AllReduceError(err);
+  } catch (const std::exception& e) {  // a rank died or the group broke
+    throw Error(StrCat(step, " failed: ", err.empty() ? "" : err + "; and then: ", ErrorMessage(e)));
+  }
   if (!err.empty()) throw Error(StrCat(step, " failed: ", err));
 }
 

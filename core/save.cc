@@ -16,6 +16,7 @@
 #include "core/planner/planner.h"
 #include "core/save_internal.h"
 #include "core/staging.h"
+#include "core/storage/file_names.h"
 #include "core/storage/open.h"
 
 namespace dcpp {
@@ -118,6 +119,9 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
                  "' is written twice (the same chunk by two ranks or twice by one)");
       DCPP_CHECK(IsPlainFileName(it.file()), where, ": key '", it.fqn(), "' placed in '",
                  it.file(), "', which is not a plain file name");
+      DCPP_CHECK(IsDataFileName(it.file()), where, ": key '", it.fqn(), "' placed in '", it.file(),
+                 "', which is not a data file name (__<rank>_<n>.distcp; other names, such as "
+                 ".metadata or a user's file, are never written)");
       DCPP_CHECK(!old.count(it.file()), where, ": file ", it.file(),
                  " belongs to the checkpoint already committed there; a new save must use new files");
       auto [pos, inserted] = file_rank.emplace(it.file(), static_cast<int>(r));
@@ -317,40 +321,96 @@ proto::Metadata BuildMetadata(const std::vector<std::string>& results, const std
 
 }  // namespace internal
 
+namespace {
+
+constexpr char kNothingCommitted[] = "; nothing was committed (the previous checkpoint is intact)";
+
+// Runs a bare collective of step `step`; a failure says which step and that nothing was
+// committed (before the write results travel, no commit can happen).
+template <typename F>
+auto Collective(const char* step, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    throw Error(StrCat(step, " failed: ", ErrorMessage(e), kNothingCommitted));
+  }
+}
+
+// OnEveryRank for the steps before the write results travel.
+template <typename F>
+void BeforeCommit(Comm& comm, const char* step, F&& fn) {
+  try {
+    OnEveryRank(comm, step, std::forward<F>(fn));
+  } catch (const std::exception& e) {
+    throw Error(StrCat(ErrorMessage(e), kNothingCommitted));
+  }
+}
+
+// The coordinator's word on the commit, as broadcast to every rank: 'C' then the warnings
+// (committed), or 'F' then the error (not committed). Fields are separated by NUL.
+std::string EncodeOutcome(bool committed, const std::vector<std::string>& lines) {
+  std::string out(1, committed ? 'C' : 'F');
+  for (const std::string& l : lines) out += l + '\0';
+  return out;
+}
+
+std::vector<std::string> DecodeLines(const std::string& outcome) {
+  std::vector<std::string> lines;
+  size_t pos = 1;
+  while (pos < outcome.size()) {
+    const size_t end = outcome.find('\0', pos);
+    lines.push_back(outcome.substr(pos, end - pos));
+    pos = end == std::string::npos ? outcome.size() : end + 1;
+  }
+  return lines;
+}
+
+}  // namespace
+
 SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& opt) {
   LocalComm local;
   Comm& comm = opt.comm != nullptr ? *opt.comm : static_cast<Comm&>(local);
   const bool coordinator = comm.rank() == 0;
+  const std::string where = writer.Describe();
   PlanContext ctx;
   ctx.rank = comm.rank();
   ctx.world_size = comm.size();
   ctx.thread_count = std::max(1, opt.thread_count);
   ctx.options = opt.planner_options;
 
+  // The coordinator holds the destination (its lock) from Begin until the save ends.
+  struct EndGuard {
+    StorageWriter* writer;
+    ~EndGuard() {
+      if (writer != nullptr) writer->End();
+    }
+  } end_guard{coordinator ? &writer : nullptr};
+
   std::unique_ptr<SavePlanner> planner;
   std::vector<std::string> committed;
-  OnEveryRank(comm, "save: prepare", [&] {
+  BeforeCommit(comm, "save: prepare", [&] {
     planner = SavePlanner::Create(opt.planner);
     if (coordinator) {
-      writer.Begin();
+      writer.Begin(opt.wait_for_lock);
       ctx.first_file_index = writer.FirstFreeFileIndex();
       committed = writer.CommittedFiles();
     }
   });
-  ctx.first_file_index = std::stoi(comm.Broadcast(std::to_string(ctx.first_file_index), 0));
+  ctx.first_file_index = std::stoi(
+      Collective("save: prepare", [&] { return comm.Broadcast(std::to_string(ctx.first_file_index), 0); }));
 
   // Local step (every rank), then the global step on the coordinator.
   std::vector<Source> sources;
   std::vector<std::string> blobs;
   std::string local_bytes;
-  OnEveryRank(comm, "save: local plan", [&] {
+  BeforeCommit(comm, "save: local plan", [&] {
     proto::SavePlan plan = planner->Local(ctx, LocalItems(sd, ctx.rank, writer, &sources, &blobs));
     plan.SerializeToString(&local_bytes);
   });
-  const std::vector<std::string> gathered = comm.Gather(local_bytes, 0);
+  const std::vector<std::string> gathered = Collective("save: local plan", [&] { return comm.Gather(local_bytes, 0); });
   std::vector<std::string> scattered(comm.size());
   std::map<std::string, std::string> planner_data;
-  OnEveryRank(comm, "save: global plan", [&] {
+  BeforeCommit(comm, "save: global plan", [&] {
     if (!coordinator) return;
     std::vector<proto::SavePlan> plans(gathered.size());
     for (size_t r = 0; r < gathered.size(); ++r) plans[r].ParseFromString(gathered[r]);
@@ -359,14 +419,16 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     for (size_t r = 0; r < global.size(); ++r) global[r].SerializeToString(&scattered[r]);
   });
   proto::SavePlan mine;
-  mine.ParseFromString(comm.Scatter(scattered, 0));
+  mine.ParseFromString(Collective("save: global plan", [&] { return comm.Scatter(scattered, 0); }));
 
-  // Every rank writes its items; on any failure every rank removes what it wrote.
+  // Every rank writes its items; on any failure every rank removes what it wrote. A rank
+  // sends its write results only when every rank wrote everything, and the coordinator
+  // commits only with every rank's results: a rank that failed here never sees a commit.
   SaveStats stats;
   std::vector<std::string> created;
   std::string results;
   try {
-    OnEveryRank(comm, "save: write", [&] {
+    BeforeCommit(comm, "save: write", [&] {
       writer.Placed(mine);
       WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
     });
@@ -374,18 +436,56 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     writer.Abort(created);
     throw;
   }
-  const std::vector<std::string> all_results = comm.Gather(results, 0);
+
+  // From here on the outcome is decided by the coordinator's rename alone. A rank removes its
+  // files only when it knows that the commit did not happen; a rank that cannot learn the
+  // outcome leaves them (the next save removes them if they turn out to be debris).
+  const std::string unknown = StrCat("; the folder ", where,
+                                     " holds either the previous or the new checkpoint, both valid");
+  std::vector<std::string> all_results;
   try {
-    OnEveryRank(comm, "save: commit", [&] {
-      if (!coordinator) return;
-      std::vector<std::string> files;
-      const proto::Metadata md = internal::BuildMetadata(all_results, opt.creator, comm.size(), planner_data, &files);
-      writer.Commit(SerializeMetadata(md), files);
-    });
-  } catch (...) {
-    writer.Abort(created);
-    throw;
+    all_results = comm.Gather(results, 0);
+  } catch (const std::exception& e) {
+    if (coordinator) {
+      writer.Abort(created);
+      throw Error(StrCat("save: gathering the write results failed: ", ErrorMessage(e),
+                         "; nothing was committed (the previous checkpoint in ", where, " is intact)"));
+    }
+    throw Error(StrCat("save: commit state unknown: sending the write results to rank 0 failed (",
+                       ErrorMessage(e), ")", unknown));
   }
+  std::string outcome;
+  if (coordinator) {
+    try {
+      std::vector<std::string> files;
+      const proto::Metadata md =
+          internal::BuildMetadata(all_results, opt.creator, comm.size(), planner_data, &files);
+      outcome = EncodeOutcome(true, writer.Commit(SerializeMetadata(md), files).warnings);
+    } catch (const std::exception& e) {
+      outcome = EncodeOutcome(false, {ErrorMessage(e)});
+    }
+  }
+  try {
+    outcome = comm.Broadcast(outcome, 0);
+  } catch (const std::exception& e) {
+    if (!coordinator) {
+      throw Error(StrCat("save: commit state unknown: rank 0 unreachable (", ErrorMessage(e), ")", unknown));
+    }
+    if (outcome[0] == 'C') {
+      throw Error(StrCat("save: the new checkpoint in ", where, " is committed, but telling the other ranks failed: ",
+                         ErrorMessage(e)));
+    }
+    writer.Abort(created);
+    throw Error(StrCat("save: commit failed: ", DecodeLines(outcome).at(0), " (and telling the other ranks failed: ",
+                       ErrorMessage(e), ")"));
+  }
+  DCPP_CHECK(!outcome.empty() && (outcome[0] == 'C' || outcome[0] == 'F'), "save: commit state unknown: rank 0 sent a malformed outcome", unknown);
+  if (outcome[0] == 'F') {
+    writer.Abort(created);
+    const std::string why = DecodeLines(outcome).empty() ? "" : DecodeLines(outcome)[0];
+    throw Error(StrCat("save: commit failed: ", comm.size() > 1 ? "rank 0: " : "", why));
+  }
+  stats.warnings = DecodeLines(outcome);
   return stats;
 }
 

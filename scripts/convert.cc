@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "dcp"}));
   app.add_flag("--overwrite", opt.overwrite, "replace a checkpoint already in DST (kept until the new one commits)");
+  app.add_flag("--wait-for-lock", opt.wait_for_lock, "wait while another save or convert writes into DST (default: fail at once)");
   app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
   app.add_flag("-q,--quiet", quiet, "no progress bar or table");
   app.add_flag("--list", list, "list every key in the table");
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
                 st.keys.size(), dcpp::cli::HumanBytes(static_cast<double>(st.bytes_written)).c_str(),
                 st.source_world_size, opt.world_size, dst.c_str(), format.c_str(), secs,
                 static_cast<long long>(st.chunks_verified));
+    for (const std::string& w : st.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     return dcpp::cli::kOk;
   });
 }

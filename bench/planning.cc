@@ -37,6 +37,9 @@
 //   planning_us_per_item_64      the same at R = 64
 //   planning_growth_64_to_1024   per-item time at 1024 / per-item time at 64 (1 = linear in
 //                                items, independent of R)
+//   planning_peak_instructions_per_call  the most Lua instructions one planner call ran (any R),
+//                                and planning_peak_lua_mib the most memory a planner's Lua
+//                                state held: what the PlannerLimits defaults are measured against
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -322,6 +325,8 @@ struct Result {
   double load_s = 0;        // (c) load plan
   double check_s = 0;       // untimed validation (for information)
   double balance = 0;       // busiest writer's bytes / a lower bound (see CheckGlobal)
+  int64_t peak_instructions = 0;  // most Lua instructions of one planner call (save or load)
+  int64_t peak_lua_bytes = 0;     // most bytes a planner's Lua state held
   double total() const { return create_s + local_s + global_s + metadata_s + load_s; }
   double us_per_item() const { return total() * 1e6 / static_cast<double>(items); }
 };
@@ -378,6 +383,8 @@ Result RunOnce(int world, int total_items, bool check) {
   lctx.thread_count = 2;
   res.load_s = Time([&] { reads = loader->Local(lctx, targets, md, &missing); });
   res.reads = static_cast<int64_t>(reads.size());
+  res.peak_instructions = std::max(saver->peak_instructions(), loader->peak_instructions());
+  res.peak_lua_bytes = std::max(saver->peak_bytes(), loader->peak_bytes());
 
   if (check) {
     res.check_s = Time([&] {
@@ -450,6 +457,15 @@ int Main(int argc, char** argv) {
   std::printf("BENCH planning_us_per_item_1024 %.3f us\n", big.us_per_item());
   std::printf("BENCH planning_us_per_item_64 %.3f us\n", small.us_per_item());
   std::printf("BENCH planning_growth_64_to_1024 %.3f ratio\n", big.us_per_item() / small.us_per_item());
+  // How far the default planners stay below PlannerLimits (core/planner/limits.h).
+  int64_t instructions = 0, lua_bytes = 0;
+  for (const auto& [world, r] : best) {
+    instructions = std::max(instructions, r.peak_instructions);
+    lua_bytes = std::max(lua_bytes, r.peak_lua_bytes);
+  }
+  std::printf("BENCH planning_peak_instructions_per_call %lld instructions\n",
+              static_cast<long long>(instructions));
+  std::printf("BENCH planning_peak_lua_mib %.1f MiB\n", static_cast<double>(lua_bytes) / (1 << 20));
   return 0;
 }
 

@@ -304,7 +304,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   DCPP_CHECK(opt.memory_budget >= kMinBudget, "convert: the memory budget must be at least ",
              kMinBudget, " bytes (got ", opt.memory_budget, ")");
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());
-  auto planner = ConvertPlanner::Create(opt.planner);
+  const PlannerLimits limits{opt.planner_instruction_limit, opt.planner_memory_limit};
+  auto planner = ConvertPlanner::Create(opt.planner, limits);
   PlanContext ctx;
   ctx.world_size = opt.world_size;
   ctx.options = planner->Options(opt.planner_options);
@@ -406,8 +407,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   ctx.first_file_index = dst.FirstFreeFileIndex();
   const std::vector<std::string> committed = dst.CommittedFiles();
   auto placer = planner->has_save_global()
-                    ? SavePlanner::FromSource(planner->script_name(), planner->script_source())
-                    : SavePlanner::Create();
+                    ? SavePlanner::FromSource(planner->script_name(), planner->script_source(), limits)
+                    : SavePlanner::Create("", limits);
   std::map<std::string, std::string> planner_data;
   std::vector<proto::SavePlan> global = placer->Global(ctx, local, &planner_data);
   internal::ValidateAndPlace(local, global, committed, placer->script_name(), dst);

@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "core/planner/limits.h"
 #include "core/storage/open.h"
 #include "core/storage/storage.h"
 
@@ -34,6 +35,12 @@ struct ConvertOptions {
   int world_size = 2;
   // The planner's options (--set key=value); a key the planner does not declare is an error.
   std::map<std::string, std::string> planner_options;
+  // Bounds on the planner script (core/planner/limits.h): Lua instructions per call into it
+  // (P.convert, P.save_global) and bytes its Lua state may hold; past either, convert fails
+  // with an error naming the script and the limit, before anything is written.
+  // 0 = unlimited. Default: 10^10 instructions, 8 GiB.
+  int64_t planner_instruction_limit = kDefaultPlannerInstructionLimit;
+  int64_t planner_memory_limit = kDefaultPlannerMemoryLimit;
   // Upper bound on the bytes of data buffers held at once. Default: 1 GiB.
   int64_t memory_budget = int64_t{1} << 30;
   // Replace a checkpoint already committed in the destination (it stays intact until the new

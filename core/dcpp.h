@@ -30,6 +30,7 @@
 #include "core/comm/comm.h"
 #include "core/error.h"
 #include "core/layout.h"
+#include "core/planner/limits.h"
 #include "core/state_dict.h"
 #include "core/storage/filesystem.h"
 #include "core/storage/open.h"
@@ -45,6 +46,12 @@ struct SaveOptions {
   std::string planner;
   // Values the planner sees as ctx.options (e.g. from --set key=value). Default: empty.
   std::map<std::string, std::string> planner_options;
+  // Bounds on the planner script (core/planner/limits.h): Lua instructions per call into it
+  // and bytes its Lua state may hold; past either, the save fails on every rank with an error
+  // naming the script and the limit, before anything is written. 0 = unlimited.
+  // Default: 10^10 instructions, 8 GiB.
+  int64_t planner_instruction_limit = kDefaultPlannerInstructionLimit;
+  int64_t planner_memory_limit = kDefaultPlannerMemoryLimit;
   // The ranks taking part. Default: nullptr = this process alone.
   Comm* comm = nullptr;
   // The staging pool, per writer thread: host memory through which CUDA and non-contiguous
@@ -69,6 +76,12 @@ struct LoadOptions {
   // Path of a Lua load planner. Default: "" = the embedded planners/default_load.lua.
   std::string planner;
   std::map<std::string, std::string> planner_options;
+  // Bounds on the planner script (core/planner/limits.h): Lua instructions per call into it
+  // and bytes its Lua state may hold; past either, the load fails on every rank with an error
+  // naming the script and the limit, before anything is read. 0 = unlimited.
+  // Default: 10^10 instructions, 8 GiB.
+  int64_t planner_instruction_limit = kDefaultPlannerInstructionLimit;
+  int64_t planner_memory_limit = kDefaultPlannerMemoryLimit;
   Comm* comm = nullptr;
   // Keys of the state dict that the checkpoint lacks are left untouched instead of raising.
   // Default: false.

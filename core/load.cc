@@ -569,7 +569,8 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
       counters.Note("checksum verification is on (GPUDirect reads skip host memory, where "
                     "checksums are computed): set verify_checksums = false to use it");
     }
-    planner = LoadPlanner::Create(opt.planner);
+    planner = LoadPlanner::Create(opt.planner, {opt.planner_instruction_limit,
+                                                opt.planner_memory_limit});
     plan = MakePlan(sd, md, eff, *planner, ctx, reader.Describe());
     stats.bytes_needed = plan.bytes_needed;
     if (!broadcasting()) Execute(plan, reader, eff, counters);

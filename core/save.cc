@@ -389,7 +389,8 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
   std::unique_ptr<SavePlanner> planner;
   std::vector<std::string> committed;
   BeforeCommit(comm, "save: prepare", [&] {
-    planner = SavePlanner::Create(opt.planner);
+    planner = SavePlanner::Create(opt.planner, {opt.planner_instruction_limit,
+                                                opt.planner_memory_limit});
     if (coordinator) {
       writer.Begin(opt.wait_for_lock);
       ctx.first_file_index = writer.FirstFreeFileIndex();

@@ -1,6 +1,7 @@
 // convert: turn a checkpoint into another layout with a Lua conversion planner.
 //
 //   bazel run //scripts:convert -- SRC DST --planner planners/fsdp_to_tp.lua --world-size 2
+//       [--planner-instruction-limit N] [--planner-memory-limit 8G]
 //       [--set key=value ...] [--memory-budget 512M] [--overwrite] [--quiet] [--list]
 //   bazel run //scripts:convert -- --demo [--out DIR]
 //
@@ -63,6 +64,14 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--set", sets, "planner option key=value (repeatable)");
   app.add_option("--memory-budget", budget, "bytes of buffers at most, e.g. 512M, 4G")->capture_default_str();
+  std::string planner_memory = "8G";  // ConvertOptions' default
+  app.add_option("--planner-instruction-limit", opt.planner_instruction_limit,
+                 "Lua instructions per planner call before the planner is stopped (0 = unlimited)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--planner-memory-limit", planner_memory,
+                 "bytes the planner's Lua state may hold, e.g. 8G (0 = unlimited)")
+      ->capture_default_str();
   app.add_option("--format", format, "format of DST: native (dcpp) or dcp (PyTorch's, for torch.distributed.checkpoint.load)")
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "dcp"}));
@@ -89,6 +98,7 @@ int main(int argc, char** argv) {
       opt.planner_options[s.substr(0, eq)] = s.substr(eq + 1);
     }
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
+    opt.planner_memory_limit = planner_memory == "0" ? 0 : dcpp::cli::ParseBytes(planner_memory);
     opt.planner = dcpp::cli::UserPath(opt.planner);
     dcpp::cli::ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {

@@ -48,11 +48,42 @@ printf 'local P = {\n' >"$t/syntax.lua"
 check planner-syntax 1 'syntax.lua' -- "$bin" "$t/d/fsdp" "$t/x5" --planner "$t/syntax.lua"
 check no-planner 1 'cannot read planner script' -- "$bin" "$t/d/fsdp" "$t/x6" --planner "$t/none.lua"
 
+# Planners that never finish are stopped at their limits (exit 1, DST untouched); a raised
+# limit lets a heavy but finite planner through.
+printf 'local P = {}\nfunction P.convert(ctx, md)\n  while true do end\nend\nreturn P\n' >"$t/spin.lua"
+check planner-loop 1 'spin.lua:3: exceeded the instruction limit of 1000000' -- \
+  "$bin" "$t/d/fsdp" "$t/x11" --planner "$t/spin.lua" --planner-instruction-limit 1000000
+printf 'local P = {}\nfunction P.convert(ctx, md)\n  local t = {}\n  while true do t[#t + 1] = string.rep("x", 1e6) .. #t end\nend\nreturn P\n' >"$t/bomb.lua"
+check planner-bomb 1 'bomb.lua: exceeded the memory limit of 67108864 bytes' -- \
+  "$bin" "$t/d/fsdp" "$t/x12" --planner "$t/bomb.lua" --planner-memory-limit 64M
+[[ ! -e "$t/x11/.metadata" && ! -e "$t/x12/.metadata" ]] || { echo "FAIL a stopped planner left a checkpoint"; fails=$((fails + 1)); }
+cat >"$t/heavy.lua" <<'LUA'
+local P = {}
+function P.convert(ctx, md)
+  local s = 0
+  for i = 1, 2e6 do s = s + i end
+  local entries = {}
+  for _, k in ipairs(dcpp.sorted_keys(md.tensors)) do
+    entries[#entries + 1] = {key = k, source = k, layout = "Replicate()"}
+  end
+  return entries
+end
+return P
+LUA
+check heavy-limited 1 'heavy.lua:4: exceeded the instruction limit of 1000000' -- \
+  "$bin" "$t/d/fsdp" "$t/x13" --planner "$t/heavy.lua" --planner-instruction-limit 1000000
+check heavy-raised 0 'converted 4 keys' -- \
+  "$bin" "$t/d/fsdp" "$t/x14" --planner "$t/heavy.lua" --planner-instruction-limit 50000000
+check heavy-unlimited 0 'converted 4 keys' -- \
+  "$bin" "$t/d/fsdp" "$t/x15" --planner "$t/heavy.lua" --planner-instruction-limit 0 --planner-memory-limit 0
+
 # Usage errors (2).
 check no-args 2 'SRC and DST are required' -- "$bin"
 check unknown-set 2 "has no option 'nope'" -- "$bin" "$t/d/fsdp" "$t/x7" --set nope=1
 check bad-set 2 'expected key=value' -- "$bin" "$t/d/fsdp" "$t/x8" --set colwise
 check bad-budget 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --memory-budget lots
+check bad-planner-memory 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-memory-limit lots
+check bad-planner-limit 2 'planner-instruction-limit' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-instruction-limit -5
 check bad-world 2 'world-size' -- "$bin" "$t/d/fsdp" "$t/x10" --world-size 0
 check unknown-flag 2 'frobnicate' -- "$bin" --frobnicate
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -146,10 +147,8 @@ void PushContext(lua_State* L, const PlanContext& ctx) {
   lua_newtable(L);
   for (const auto& [k, v] : ctx.options) SetStr(L, k.c_str(), v);
   lua_setfield(L, -2, "options");
-  lua_getglobal(L, "dcpp");
-  lua_getfield(L, -1, "overlap");
-  lua_setfield(L, -3, "overlap");
-  lua_pop(L, 1);
+  lua_pushcfunction(L, LuaOverlap);  // not from the global `dcpp`, which a script may change
+  lua_setfield(L, -2, "overlap");
 }
 
 void PushItem(lua_State* L, const proto::PlanItem& it) {
@@ -205,8 +204,16 @@ void PushItems(lua_State* L, const proto::SavePlan& plan) {
   }
 }
 
+// Plan tables are read with raw access (lua_rawget): a metatable a script put on them is
+// ignored, so no script code runs outside the protected, bounded calls of LuaVm.
+void RawField(lua_State* L, int idx, const char* k) {
+  if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
+  lua_pushstring(L, k);
+  lua_rawget(L, idx);
+}
+
 std::string FieldString(lua_State* L, int idx, const char* k, bool* present) {
-  lua_getfield(L, idx, k);
+  RawField(L, idx, k);
   *present = lua_type(L, -1) == LUA_TSTRING;
   std::string s;
   if (*present) {
@@ -219,7 +226,7 @@ std::string FieldString(lua_State* L, int idx, const char* k, bool* present) {
 }
 
 bool FieldInt(lua_State* L, int idx, const char* k, int64_t* out) {
-  lua_getfield(L, idx, k);
+  RawField(L, idx, k);
   const bool ok = lua_type(L, -1) == LUA_TNUMBER;
   if (ok) *out = static_cast<int64_t>(lua_tonumber(L, -1));
   lua_pop(L, 1);
@@ -267,10 +274,28 @@ std::pair<std::string, std::string> ReadScript(const std::string& path, const ch
   return ResolvePlanner(path);
 }
 
-// Loads a planner script and leaves its module table in the registry under "dcpp.planner".
+// The functions and option table a planner may define.
+constexpr const char* kModuleFields[] = {"save_local",     "save_global", "load_local",
+                                         "load_broadcast", "convert",     "options"};
+
+// Runs in protected mode (LuaVm::Call) with the script's module table P as argument 1:
+// returns a plain table of P's known fields. Reading P itself may run the script's code (an
+// __index metamethod), so it happens here, within the limits, rather than in the engine.
+int CopyModuleFields(lua_State* L) {
+  lua_createtable(L, 0, static_cast<int>(std::size(kModuleFields)));
+  for (const char* field : kModuleFields) {
+    lua_getfield(L, 1, field);
+    lua_setfield(L, -2, field);
+  }
+  return 1;
+}
+
+// Loads a planner script and leaves a copy of its module table's fields in the registry under
+// "dcpp.planner".
 std::unique_ptr<LuaVm> LoadModule(const std::string& name, const std::string& source,
-                                  const std::vector<const char*>& required) {
-  auto vm = std::make_unique<LuaVm>();
+                                  const std::vector<const char*>& required,
+                                  const PlannerLimits& limits) {
+  auto vm = std::make_unique<LuaVm>(limits);
   lua_State* L = vm->state();
   InstallHelpers(L);
   vm->Run(source, name, 1);
@@ -278,8 +303,11 @@ std::unique_ptr<LuaVm> LoadModule(const std::string& name, const std::string& so
     throw Error("Lua planner " + name + " must return a table of functions (got " +
                 luaL_typename(L, -1) + ")");
   }
+  lua_pushcfunction(L, CopyModuleFields);
+  lua_insert(L, -2);
+  vm->Call(1, 1, "planner " + name + " (reading the table it returned)");
   for (const char* fn : required) {
-    lua_getfield(L, -1, fn);
+    RawField(L, -1, fn);
     const bool ok = lua_isfunction(L, -1);
     lua_pop(L, 1);
     if (!ok) throw Error(StrCat("Lua planner ", name, " has no function ", fn));
@@ -290,7 +318,7 @@ std::unique_ptr<LuaVm> LoadModule(const std::string& name, const std::string& so
 
 void PushMethod(lua_State* L, const char* fn) {
   lua_getfield(L, LUA_REGISTRYINDEX, "dcpp.planner");
-  lua_getfield(L, -1, fn);
+  RawField(L, -1, fn);
   lua_remove(L, -2);
 }
 
@@ -319,20 +347,31 @@ std::pair<std::string, std::string> ResolvePlanner(const std::string& path) {
   throw Error("cannot read planner script " + path + " (no such file, and no embedded planner of that name)");
 }
 
+// ---- SavePlanner, LoadPlanner, ConvertPlanner ----
+
+int64_t SavePlanner::peak_instructions() const { return vm_->peak_instructions(); }
+int64_t SavePlanner::peak_bytes() const { return vm_->peak_bytes(); }
+int64_t LoadPlanner::peak_instructions() const { return vm_->peak_instructions(); }
+int64_t LoadPlanner::peak_bytes() const { return vm_->peak_bytes(); }
+int64_t ConvertPlanner::peak_instructions() const { return vm_->peak_instructions(); }
+int64_t ConvertPlanner::peak_bytes() const { return vm_->peak_bytes(); }
+
 // ---- SavePlanner ----
 
 SavePlanner::SavePlanner(std::unique_ptr<LuaVm> vm, std::string name)
     : vm_(std::move(vm)), name_(std::move(name)) {}
 SavePlanner::~SavePlanner() = default;
 
-std::unique_ptr<SavePlanner> SavePlanner::Create(const std::string& script_path) {
+std::unique_ptr<SavePlanner> SavePlanner::Create(const std::string& script_path,
+                                                 const PlannerLimits& limits) {
   auto [name, source] = ReadScript(script_path, "planners/default_save.lua");
-  return FromSource(name, source);
+  return FromSource(name, source, limits);
 }
 
 std::unique_ptr<SavePlanner> SavePlanner::FromSource(const std::string& name,
-                                                     const std::string& source) {
-  auto vm = LoadModule(name, source, {"save_global"});
+                                                     const std::string& source,
+                                                     const PlannerLimits& limits) {
+  auto vm = LoadModule(name, source, {"save_global"}, limits);
   return std::unique_ptr<SavePlanner>(new SavePlanner(std::move(vm), name));
 }
 
@@ -394,9 +433,10 @@ LoadPlanner::LoadPlanner(std::unique_ptr<LuaVm> vm, std::string name)
     : vm_(std::move(vm)), name_(std::move(name)) {}
 LoadPlanner::~LoadPlanner() = default;
 
-std::unique_ptr<LoadPlanner> LoadPlanner::Create(const std::string& script_path) {
+std::unique_ptr<LoadPlanner> LoadPlanner::Create(const std::string& script_path,
+                                                 const PlannerLimits& limits) {
   auto [name, source] = ReadScript(script_path, "planners/default_load.lua");
-  auto vm = LoadModule(name, source, {"load_local"});
+  auto vm = LoadModule(name, source, {"load_local"}, limits);
   auto p = std::unique_ptr<LoadPlanner>(new LoadPlanner(std::move(vm), name));
   lua_State* L = p->vm_->state();
   PushMethod(L, "load_broadcast");
@@ -513,9 +553,9 @@ std::vector<BroadcastGroup> LoadPlanner::Broadcast(
     bool has_fqn = false;
     g.fqn = FieldString(L, it, "fqn", &has_fqn);
     if (!has_fqn) throw Error(StrCat(where, ": group ", i, " has no `fqn` string"));
-    lua_getfield(L, it, "offsets");
+    RawField(L, it, "offsets");
     g.box.offsets = ReadInts(L, -1);
-    lua_getfield(L, it, "sizes");
+    RawField(L, it, "sizes");
     g.box.sizes = ReadInts(L, -1);
     lua_pop(L, 2);
     const std::string what = StrCat(where, ": group ", i, " (key '", g.fqn, "' ",
@@ -556,9 +596,10 @@ ConvertPlanner::ConvertPlanner(std::unique_ptr<LuaVm> vm, std::string name, std:
     : vm_(std::move(vm)), name_(std::move(name)), source_(std::move(source)) {}
 ConvertPlanner::~ConvertPlanner() = default;
 
-std::unique_ptr<ConvertPlanner> ConvertPlanner::Create(const std::string& script_path) {
+std::unique_ptr<ConvertPlanner> ConvertPlanner::Create(const std::string& script_path,
+                                                       const PlannerLimits& limits) {
   auto [name, source] = ResolvePlanner(script_path);
-  auto vm = LoadModule(name, source, {"convert"});
+  auto vm = LoadModule(name, source, {"convert"}, limits);
   auto p = std::unique_ptr<ConvertPlanner>(new ConvertPlanner(std::move(vm), name, source));
   lua_State* L = p->vm_->state();
   PushMethod(L, "save_global");
@@ -642,7 +683,7 @@ std::vector<ConvertEntry> ConvertPlanner::Plan(const PlanContext& ctx, const pro
                e.source, "', which the checkpoint does not have");
     if (!e.is_bytes) {
       std::vector<std::string> texts;
-      lua_getfield(L, it, "layout");
+      RawField(L, it, "layout");
       if (lua_type(L, -1) == LUA_TSTRING) {
         texts.push_back(lua_tostring(L, -1));
       } else if (lua_istable(L, -1)) {

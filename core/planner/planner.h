@@ -8,6 +8,17 @@
 // Scripts see a global `dcpp` table of helpers (overlap, box_key, numel, sorted_keys) and a `ctx`
 // table per call (rank, world_size, mesh, thread_count, allow_partial_load, first_file_index,
 // comm_device, options). Not thread-safe: one planner per thread.
+//
+// Scripts are user code, so every call into one is bounded (PlannerLimits, from the
+// planner_instruction_limit / planner_memory_limit options): an endless loop stops at the
+// instruction limit (default 10^10 per call), an allocation bomb at the memory ceiling
+// (default 8 GiB per state), runaway recursion at the Lua stack's limit or, through C
+// functions such as string.gsub callbacks, before the native stack runs out. Each ends in a
+// dcpp::Error naming the script, the limit and, where known, the line (LuaVm, lua_vm.h). The
+// engine reads what a script returns with raw access, so metatables on returned tables are
+// ignored; reading the module table P itself (which may have an __index) runs protected and
+// bounded too. Planning happens before anything is written, so a stopped planner leaves the
+// destination as it was.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +30,7 @@
 #include "core/box.h"
 #include "core/error.h"
 #include "core/layout.h"
+#include "core/planner/limits.h"
 #include "core/proto/metadata.pb.h"
 
 namespace dcpp {
@@ -47,9 +59,11 @@ std::pair<std::string, std::string> ResolvePlanner(const std::string& path);
 class SavePlanner {
  public:
   // `script_path` empty: the embedded planners/default_save.lua.
-  static std::unique_ptr<SavePlanner> Create(const std::string& script_path = "");
+  static std::unique_ptr<SavePlanner> Create(const std::string& script_path = "",
+                                             const PlannerLimits& limits = {});
   // From a script's text (e.g. a conversion planner's save_global).
-  static std::unique_ptr<SavePlanner> FromSource(const std::string& name, const std::string& source);
+  static std::unique_ptr<SavePlanner> FromSource(const std::string& name, const std::string& source,
+                                                 const PlannerLimits& limits = {});
   ~SavePlanner();
 
   // Each rank: keeps, drops or renames items. Returns the items kept. (A script without
@@ -60,6 +74,10 @@ class SavePlanner {
   std::vector<proto::SavePlan> Global(const PlanContext& ctx,
                                       const std::vector<proto::SavePlan>& plans,
                                       std::map<std::string, std::string>* planner_data);
+  // The most Lua instructions one call into the script has run (in steps of 1,000), and the
+  // most bytes its Lua state has held: how far below its PlannerLimits it stays.
+  int64_t peak_instructions() const;
+  int64_t peak_bytes() const;
   const std::string& script_name() const { return name_; }
 
  private:
@@ -102,7 +120,8 @@ struct BroadcastGroup {
 
 class LoadPlanner {
  public:
-  static std::unique_ptr<LoadPlanner> Create(const std::string& script_path = "");
+  static std::unique_ptr<LoadPlanner> Create(const std::string& script_path = "",
+                                             const PlannerLimits& limits = {});
   ~LoadPlanner();
 
   // Chooses the saved sources of every target. Targets with no source go to `missing`.
@@ -118,6 +137,10 @@ class LoadPlanner {
   std::vector<BroadcastGroup> Broadcast(const PlanContext& ctx,
                                         const std::vector<std::vector<LoadWant>>& wanted,
                                         const proto::Metadata& md);
+  // The most Lua instructions one call into the script has run (in steps of 1,000), and the
+  // most bytes its Lua state has held: how far below its PlannerLimits it stays.
+  int64_t peak_instructions() const;
+  int64_t peak_bytes() const;
   const std::string& script_name() const { return name_; }
 
  private:
@@ -153,7 +176,8 @@ class UnknownOptionError : public Error {
 // (default {world_size}) must multiply to the target world size.
 class ConvertPlanner {
  public:
-  static std::unique_ptr<ConvertPlanner> Create(const std::string& script_path);
+  static std::unique_ptr<ConvertPlanner> Create(const std::string& script_path,
+                                                const PlannerLimits& limits = {});
   ~ConvertPlanner();
 
   // P.options merged with `set`; throws UnknownOptionError naming the key if `set` has one
@@ -164,6 +188,10 @@ class ConvertPlanner {
   std::vector<ConvertEntry> Plan(const PlanContext& ctx, const proto::Metadata& md,
                                  std::vector<int64_t>* mesh);
   bool has_save_global() const { return has_save_global_; }
+  // The most Lua instructions one call into the script has run (in steps of 1,000), and the
+  // most bytes its Lua state has held: how far below its PlannerLimits it stays.
+  int64_t peak_instructions() const;
+  int64_t peak_bytes() const;
   const std::string& script_name() const { return name_; }
   const std::string& script_source() const { return source_; }
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 
 #include "core/testing/temp_dir.h"
 
@@ -182,6 +183,176 @@ TEST(LoadPlanner, ScriptWithoutLoadBroadcastHasNone) {
   auto planner = LoadPlanner::Create(path);
   EXPECT_FALSE(planner->has_broadcast());
   EXPECT_TRUE(planner->Broadcast(Ctx(3, "cuda", "on"), ThreeRanks(), proto::Metadata()).empty());
+}
+
+// ---- user code the engine must survive: metatables on what a script returns, limits ----
+
+std::string ErrorOf(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+bool Has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+proto::SavePlan TwoItems() {
+  proto::SavePlan plan;
+  for (int i = 0; i < 2; ++i) {
+    proto::PlanItem* it = plan.add_items();
+    it->set_fqn("t" + std::to_string(i));
+    it->set_dtype("float32");
+    it->add_shape(4);
+    it->add_offsets(0);
+    it->add_sizes(4);
+    it->set_nbytes(16);
+    it->set_index(i);
+  }
+  return plan;
+}
+
+class ScriptFile : public ::testing::Test {
+ protected:
+  std::string Write(const std::string& text) {
+    std::ofstream(path_) << text;
+    return path_;
+  }
+  TempDir dir_;
+  std::string path_ = dir_ / "user.lua";
+};
+
+TEST_F(ScriptFile, MetatablesOnReturnedPlansAreIgnoredNotCalled) {
+  // Every table it returns raises from __index, __newindex and __len: read raw, the items
+  // simply lack fields, and the engine says which, naming the script (no PANIC, no abort).
+  const std::string trap =
+      "local trap = {__index = function(t, k) error('trap __index ' .. tostring(k)) end,\n"
+      "  __newindex = function() error('trap __newindex') end,\n"
+      "  __len = function() error('trap __len') end}\n";
+  Write(trap + "local P = {}\n"
+        "function P.save_local(ctx, items) return setmetatable({setmetatable({}, trap)}, trap) end\n"
+        "function P.save_global(ctx, plans) return setmetatable({}, trap), setmetatable({}, trap) end\n"
+        "return P\n");
+  auto planner = SavePlanner::Create(path_);
+  PlanContext ctx;
+  std::string err = ErrorOf([&] { planner->Local(ctx, TwoItems()); });
+  EXPECT_TRUE(Has(err, path_ + " save_local") && Has(err, "item 1 has no valid `index`")) << err;
+  err = ErrorOf([&] { planner->Global(ctx, {TwoItems()}, nullptr); });
+  EXPECT_TRUE(Has(err, path_ + " save_global") && Has(err, "one plan per rank")) << err;
+
+  Write(trap + "return {load_local = function(ctx, targets, md)\n"
+        "  return {setmetatable({}, trap)}, setmetatable({}, trap) end}\n");
+  LoadTarget t;
+  t.fqn = "t0";
+  std::vector<int> missing;
+  err = ErrorOf([&] { LoadPlanner::Create(path_)->Local(ctx, {t}, proto::Metadata(), &missing); });
+  EXPECT_TRUE(Has(err, path_ + " load_local") && Has(err, "read 1 has no valid `target`")) << err;
+
+  Write(trap + "return {options = setmetatable({}, trap),\n"
+        "  convert = function(ctx, md) return {setmetatable({}, trap)} end}\n");
+  auto conv = ConvertPlanner::Create(path_);
+  EXPECT_TRUE(conv->Options({}).empty());
+  std::vector<int64_t> mesh;
+  err = ErrorOf([&] { conv->Plan(ctx, proto::Metadata(), &mesh); });
+  EXPECT_TRUE(Has(err, path_ + " convert") && Has(err, "entry 1 has no `key`")) << err;
+}
+
+TEST_F(ScriptFile, AModuleTableWithIndexRunsProtected) {
+  // Inheritance through __index works ...
+  Write("local Base = {}\n"
+        "function Base.save_global(ctx, plans) return plans end\n"
+        "function Base.save_local(ctx, items) items[1].fqn = 'renamed' return items end\n"
+        "return setmetatable({}, {__index = Base})\n");
+  PlanContext ctx;
+  EXPECT_EQ(SavePlanner::Create(path_)->Local(ctx, TwoItems()).items(0).fqn(), "renamed");
+  // ... and an __index that raises is an error naming the script and line.
+  Write("local P = {}\n"
+        "return setmetatable(P, {__index = function(t, k)\n"
+        "  error('no field ' .. k)\n"
+        "end})\n");
+  const std::string err = ErrorOf([&] { SavePlanner::Create(path_); });
+  EXPECT_TRUE(Has(err, path_) && Has(err, "user.lua:3: no field save_local")) << err;
+}
+
+TEST_F(ScriptFile, AScriptThatDropsTheDcppTableStillGetsCtx) {
+  Write("local P = {}\n"
+        "dcpp = nil\n"
+        "setmetatable(_G, {__index = function(t, k) error('global ' .. k) end})\n"
+        "function P.save_global(ctx, plans) return plans end\n"
+        "function P.save_local(ctx, items)\n"
+        "  assert(ctx.overlap({0}, {4}, {2}, {4}))\n"
+        "  return items\n"
+        "end\n"
+        "return P\n");
+  PlanContext ctx;
+  EXPECT_EQ(SavePlanner::Create(path_)->Local(ctx, TwoItems()).items_size(), 2);
+}
+
+TEST_F(ScriptFile, EveryPlannerStopsAtItsLimitsNamingTheScript) {
+  PlannerLimits tight;
+  tight.instructions = 1'000'000;
+  tight.memory_bytes = 32 << 20;
+  PlanContext ctx;
+  // An endless loop in each kind of planner call.
+  Write("local P = {}\n"
+        "function P.save_local(ctx, items) while true do end end\n"
+        "function P.save_global(ctx, plans)\n"
+        "  local t = {}\n"
+        "  while true do t[#t + 1] = string.rep('x', 1e6) .. #t end\n"
+        "end\n"
+        "return P\n");
+  auto saver = SavePlanner::Create(path_, tight);
+  std::string err = ErrorOf([&] { saver->Local(ctx, TwoItems()); });
+  EXPECT_TRUE(Has(err, path_ + " save_local") && Has(err, "user.lua:2: exceeded the instruction "
+                                                          "limit of 1000000")) << err;
+  err = ErrorOf([&] { saver->Global(ctx, {TwoItems()}, nullptr); });
+  EXPECT_TRUE(Has(err, path_ + " save_global") &&
+              Has(err, "exceeded the memory limit of 33554432 bytes")) << err;
+
+  Write("return {load_local = function(ctx, targets, md)\n"
+        "  local function f(s) return (s:gsub('.', f)) end\n"
+        "  return f('ab')\n"
+        "end}\n");
+  std::vector<int> missing;
+  err = ErrorOf([&] { LoadPlanner::Create(path_, tight)->Local(ctx, {}, proto::Metadata(), &missing); });
+  EXPECT_TRUE(Has(err, path_ + " load_local") && Has(err, "user.lua:2:") &&
+              Has(err, "C stack overflow")) << err;
+
+  Write("local function f() return 1 + f() end\n"
+        "return {convert = function(ctx, md) return f() end}\n");
+  std::vector<int64_t> mesh;
+  err = ErrorOf([&] { ConvertPlanner::Create(path_, tight)->Plan(ctx, proto::Metadata(), &mesh); });
+  EXPECT_TRUE(Has(err, path_ + " convert") && Has(err, "user.lua:1:") &&
+              Has(err, "stack overflow")) << err;
+
+  // The script's top level is bounded too.
+  Write("while true do end\n");
+  err = ErrorOf([&] { ConvertPlanner::Create(path_, tight); });
+  EXPECT_TRUE(Has(err, "user.lua:1: exceeded the instruction limit")) << err;
+}
+
+TEST_F(ScriptFile, ARaisedLimitLetsAHeavierPlannerPass) {
+  Write("local P = {}\n"
+        "function P.save_global(ctx, plans) return plans end\n"
+        "function P.save_local(ctx, items)\n"
+        "  local s = 0\n"
+        "  for i = 1, 2e6 do s = s + i end\n"
+        "  items[1].fqn = 'sum' .. s\n"
+        "  return items\n"
+        "end\n"
+        "return P\n");
+  PlanContext ctx;
+  PlannerLimits limits;
+  limits.instructions = 1'000'000;
+  EXPECT_TRUE(Has(ErrorOf([&] { SavePlanner::Create(path_, limits)->Local(ctx, TwoItems()); }),
+                  "exceeded the instruction limit of 1000000"));
+  for (int64_t raised : {int64_t{20'000'000}, int64_t{0}}) {
+    limits.instructions = raised;
+    auto saver = SavePlanner::Create(path_, limits);
+    EXPECT_EQ(saver->Local(ctx, TwoItems()).items(0).fqn(), "sum2000001000000");
+    EXPECT_GT(saver->peak_instructions(), 2'000'000);
+  }
 }
 
 }  // namespace

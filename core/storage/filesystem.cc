@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <set>
 
@@ -116,14 +117,27 @@ class PosixSource final : public FileSource {
 }  // namespace
 
 bool ParseDataFileName(const std::string& name, long* rank, long* n) {
-  unsigned long r = 0, k = 0;
-  int consumed = 0;
-  if (std::sscanf(name.c_str(), "__%lu_%lu.distcp%n", &r, &k, &consumed) != 2 ||
-      consumed != static_cast<int>(name.size())) {
+  // "__<rank>_<n>.distcp", both plain decimal numbers that fit in a long (no sign, no spaces:
+  // sscanf's %lu would take "-1" and saturate on overflow).
+  constexpr char kSuffix[] = ".distcp";
+  const size_t suffix = sizeof(kSuffix) - 1;
+  if (name.size() <= 2 + suffix || name.compare(0, 2, "__") != 0 ||
+      name.compare(name.size() - suffix, suffix, kSuffix) != 0) {
     return false;
   }
-  *rank = static_cast<long>(r);
-  *n = static_cast<long>(k);
+  const char* p = name.data() + 2;
+  const char* last = name.data() + name.size() - suffix;
+  long r = 0, k = 0;
+  auto digit = [](const char* c) { return *c >= '0' && *c <= '9'; };
+  if (p == last || !digit(p)) return false;
+  auto a = std::from_chars(p, last, r);
+  if (a.ec != std::errc() || a.ptr == last || *a.ptr != '_' || a.ptr + 1 == last || !digit(a.ptr + 1)) {
+    return false;
+  }
+  auto b = std::from_chars(a.ptr + 1, last, k);
+  if (b.ec != std::errc() || b.ptr != last) return false;
+  *rank = r;
+  *n = k;
   return true;
 }
 

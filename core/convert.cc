@@ -303,6 +303,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
              opt.world_size, ")");
   DCPP_CHECK(opt.memory_budget >= kMinBudget, "convert: the memory budget must be at least ",
              kMinBudget, " bytes (got ", opt.memory_budget, ")");
+  // (A DCP source then checks each item's CRC-32 as it streams through.)
+  src.VerifyOwnChecksums(opt.verify_checksums);
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());
   auto planner = ConvertPlanner::Create(opt.planner);
   PlanContext ctx;

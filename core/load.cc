@@ -545,6 +545,8 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   ctx.options = opt.planner_options;
   ctx.comm_device = comm.device_type();
 
+  // (A DCP reader then checks each item's CRC-32 where a whole item is read.)
+  reader.VerifyOwnChecksums(opt.verify_checksums);
   // The coordinator reads the metadata once; every rank gets the same bytes.
   std::string md_bytes;
   OnEveryRank(comm, "load: read metadata", [&] {

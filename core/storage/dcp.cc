@@ -492,6 +492,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
     for (size_t d = 0; d < key.second.size(); ++d) at += (d ? ", " : "") + std::to_string(key.second[d]);
     const std::string what = StrCat("key '", key.first, "'", key.second.empty() ? "" : " chunk at [" + at + "]",
                                     " in ", dir, "/", info.file, " (item at byte ", info.offset, ")");
+    out.items += 1;
     try {
       auto& src = open[info.file];
       if (!src) src = files.Open(info.file);
@@ -500,6 +501,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
       const std::vector<std::string> structure =
           torch_archive::CheckZipStructure(*src, info.offset, info.length, what);
       out.problems.insert(out.problems.end(), structure.begin(), structure.end());
+      if (!structure.empty()) continue;  // (its entries cannot be trusted to be where they say)
       for (const torch_archive::ZipEntry& e :
            torch_archive::ReadZipDirectory(*src, info.offset, info.length, what)) {
         uint32_t crc = 0;
@@ -519,7 +521,6 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
     } catch (const std::exception& e) {
       out.problems.push_back(ErrorMessage(e));
     }
-    out.items += 1;
   }
   const std::vector<std::string> unsafe = UnsafeDcpObjects(dir);
   out.problems.insert(out.problems.end(), unsafe.begin(), unsafe.end());
@@ -547,6 +548,8 @@ std::vector<std::string> UnsafeDcpObjects(const std::string& dir) {
                  " bytes is too large to search for unsafe globals");
       std::string data(info.length, '\0');
       src->ReadAt(info.offset, data.data(), data.size());
+      // A broken archive is CheckDcpArchives' to report; its pickle is searched when it opens.
+      if (!torch_archive::IsTorchSaveArchive(data)) continue;
       const std::vector<std::string> globals = torch_archive::UnsafeGlobals(data, what);
       if (globals.empty()) continue;
       std::string names;

@@ -13,6 +13,8 @@ marker="$t/MARKER"
 
 check make 0 '^made bad checkpoints' -- "$py" "$here/bad_input.py" "$b" "$marker"
 check good-loads 0 '^dumped 2 tensors, 2 bytes entries$' -- "$dump" "$b/good" "$t/dump"
+# PyTorch's own archives pass every structure, CRC-32 and global check.
+check good-verify 0 '^verified: 2 tensors' -- "$root/scripts/verify" "$b/good"
 
 # (a) A pickle that calls os.system: refused by name, nothing executed.
 check global-inspect 1 "global 'os.system' is not allowed in .*evil_global/.metadata" -- "$inspect" "$b/evil_global"
@@ -55,6 +57,7 @@ check eocd-verify 1 "key '$eocd_key' .*\(end record\|central directory\)" -- "$r
 # (h) A bytes item whose pickle runs os.system under dcp.load: verify names the global as a
 # problem, inspect as a warning; neither runs it.
 check evil-bytes-verify 1 "bytes key 'evil' .*posix.system" -- "$root/scripts/verify" "$b/evil_bytes"
+grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL evil-bytes-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
 check evil-bytes-inspect 0 "warning: bytes key 'evil' .*posix.system" -- "$inspect" "$b/evil_bytes"
 check evil-bytes-json 0 '"warnings"' -- "$inspect" "$b/evil_bytes" --json
 [[ ! -e "$marker" ]] || { echo "FAIL a pickle payload ran: $marker exists"; fails=$((fails + 1)); }

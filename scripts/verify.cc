@@ -2,7 +2,11 @@
 // and compares its XXH3-64 checksum (native dcpp), checks that each tensor's chunks cover it
 // exactly (overlaps only with equal data), and reports every problem it finds. A PyTorch DCP
 // checkpoint has no checksums in its metadata: the CRC-32 of every entry of every item's
-// torch.save archive is checked instead. Safetensors files are read but have nothing to check.
+// torch.save archive is checked instead, with each archive's zip structure (what PyTorch's
+// reader needs, which no CRC-32 covers) and the globals each bytes item's pickle names (any
+// outside torch.load(weights_only=True)'s safe list is a problem: dcp.load would run it).
+// Safetensors files are read but have nothing to check. A native checkpoint whose metadata
+// says checksum algorithm "none" gets the line "checksums: NONE — data is not verified".
 //
 //   bazel run //scripts:verify -- DIR [--threads N] [--quiet]
 //

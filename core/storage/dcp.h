@@ -13,7 +13,9 @@
 // copy. A chunk that PyTorch stored non-contiguously (it keeps the saved tensor's strides) is
 // served through a virtual file name ("<file>#strided@<offset>+<length>") that reorders it.
 // Blobs are the torch.save archives, unchanged (torch_archive::DecodeObject reads them).
-// DCP records no checksums: the metadata says checksum algorithm "none".
+// DCP records no checksums: the metadata says checksum algorithm "none". torch.save's CRC-32
+// of each archive entry is checked instead as whole items are read (VerifyOwnChecksums), and
+// by CheckDcpArchives (verify) with the archives' zip structure and bytes items' globals.
 //
 // Accepted .metadata variants: what PyTorch 2.3 and later write (version absent or "1.x",
 // TensorProperties from torch.distributed.checkpoint.metadata or the older

@@ -107,7 +107,8 @@ class DcpReader final : public StorageReader {
   // dcpp::Error naming the key, file and item on a mismatch. Items read in part or out of
   // order go unchecked. Bytes items are checked when read whole in one ReadAt.
   void VerifyOwnChecksums(bool on) override;
-  // Items whose CRC-32 held so far, over every source this reader opened.
+  // CRC-32 checks that held so far, over every source this reader opened (an item read whole
+  // twice counts twice).
   int64_t crc_checked() const { return *checked_; }
 
   struct CrcIndex;  // the DcpCrcRanges of each file, sorted by offset

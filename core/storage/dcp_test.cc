@@ -426,7 +426,8 @@ TEST(Dcp, LoadAndConvertCheckEachItemsCrc32) {
   {
     DcpReader reader(dir / "src");
     convert(reader, *OpenWriter(dir / "ok", Format::kNative), ConvertOptions{});
-    EXPECT_EQ(reader.crc_checked(), 3);  // w, transposed (whole storage), blob
+    // w, transposed, and the blob twice (read for its pickle's globals, then copied).
+    EXPECT_EQ(reader.crc_checked(), 4);
     StateDict t = Targets(sd);
     DcpReader again(dir / "src");
     load(t, again);
@@ -544,6 +545,13 @@ TEST(Dcp, VerifyNamesUnsafeGlobalsInBytesItems) {
   EXPECT_HAS(check.problems[0], "os.system");
   EXPECT_HAS(check.problems[0], "dcp.load would import and call it");
   EXPECT_EQ(UnsafeDcpObjects(dir / "bad").size(), 1u);
+
+  // convert carries it over unchanged, and says so.
+  const ConvertStats st = convert(dir / "bad", dir / "converted", ConvertOptions{});
+  ASSERT_EQ(st.warnings.size(), 1u);
+  EXPECT_HAS(st.warnings[0], "bytes key 'evil'");
+  EXPECT_HAS(st.warnings[0], "os.system");
+  EXPECT_TRUE(convert(dir / "good", dir / "converted_good", ConvertOptions{}).warnings.empty());
 }
 
 TEST(Dcp, DataFileNamesParseStrictly) {

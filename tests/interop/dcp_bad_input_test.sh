@@ -60,6 +60,7 @@ check evil-bytes-verify 1 "bytes key 'evil' .*posix.system" -- "$root/scripts/ve
 grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL evil-bytes-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
 check evil-bytes-inspect 0 "warning: bytes key 'evil' .*posix.system" -- "$inspect" "$b/evil_bytes"
 check evil-bytes-json 0 '"warnings"' -- "$inspect" "$b/evil_bytes" --json
+check evil-bytes-convert 0 "warning: bytes key 'evil' .*posix.system" -- "$root/scripts/convert" "$b/evil_bytes" "$t/e1" --world-size 2 --format dcp --quiet
 [[ ! -e "$marker" ]] || { echo "FAIL a pickle payload ran: $marker exists"; fails=$((fails + 1)); }
 
 # (f) Items behind a stream transform (compression) that dcpp does not implement: named.

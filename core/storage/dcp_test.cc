@@ -429,9 +429,14 @@ TEST(Dcp, LoadAndConvertCheckEachItemsCrc32) {
     // w, transposed, and the blob twice (read for its pickle's globals, then copied).
     EXPECT_EQ(reader.crc_checked(), 4);
     StateDict t = Targets(sd);
+    LoadOptions lo;
+    lo.verify_dcp_crc32 = true;
     DcpReader again(dir / "src");
-    load(t, again);
+    load(t, again, lo);
     EXPECT_EQ(again.crc_checked(), 3);
+    DcpReader by_default(dir / "src");  // load leaves it off unless asked (it costs more than the read)
+    load(t, by_default);
+    EXPECT_EQ(by_default.crc_checked(), 0);
   }
 
   const proto::Metadata md = ParseMetadata(DcpReader(dir / "src").ReadMetadata(), dir / "src");
@@ -451,14 +456,15 @@ TEST(Dcp, LoadAndConvertCheckEachItemsCrc32) {
   EXPECT_FALSE(std::filesystem::exists(dir / "bad/.metadata"));
 
   StateDict t = Targets(sd);
-  err = ErrorOf([&] { load(t, DcpReader(dir / "src")); });
+  LoadOptions lo;
+  lo.verify_dcp_crc32 = true;
+  err = ErrorOf([&] { load(t, DcpReader(dir / "src"), lo); });
   EXPECT_HAS(err, "key 'w'");
   EXPECT_HAS(err, "fails its CRC-32");
 
   // Turned off, the data goes through as it is.
   opt.verify_checksums = false;
   convert(dir / "src", dir / "unchecked", opt);
-  LoadOptions lo;
   lo.verify_checksums = false;
   StateDict u = Targets(sd);
   load(u, DcpReader(dir / "src"), lo);
@@ -475,7 +481,9 @@ TEST(Dcp, CorruptBlobsFailTheirCrc32) {
   // data.pkl is the archive's first entry, its data 64-byte aligned as torch.save does.
   FlipByte(dir / "src/" + blob.file(), blob.offset() + 64 + 2);
   StateDict t = Targets(sd);
-  const std::string err = ErrorOf([&] { load(t, DcpReader(dir / "src")); });
+  LoadOptions lo;
+  lo.verify_dcp_crc32 = true;
+  const std::string err = ErrorOf([&] { load(t, DcpReader(dir / "src"), lo); });
   EXPECT_HAS(err, "bytes key 'blob'");
   EXPECT_HAS(err, "entry archive/data.pkl fails its CRC-32");
   EXPECT_HAS(ErrorOf([&] { convert(dir / "src", dir / "out", ConvertOptions{}); }), "fails its CRC-32");

@@ -19,6 +19,7 @@
 #include "core/planner/planner.h"
 #include "core/save_internal.h"
 #include "core/storage/filesystem.h"
+#include "core/storage/torch_archive.h"
 
 namespace dcpp {
 namespace {
@@ -296,6 +297,29 @@ std::string ReadBlob(StorageReader& src, const proto::BytesMeta& b, bool verify)
   return data;
 }
 
+// A warning for a blob that is a torch.save'd object whose pickle names unsafe globals
+// (torch_archive::UnsafeGlobals); blobs over 64 MiB are not read for this.
+void UnsafeBlobWarning(StorageReader& src, const proto::BytesMeta& b, const std::string& key,
+                       std::vector<std::string>* warnings) {
+  if (b.length() > (64u << 20)) return;
+  const std::string what = StrCat("bytes key '", b.fqn(), "' in ", src.Describe(), "/", b.file());
+  std::string data(b.length(), '\0');
+  src.Open(b.file())->ReadAt(b.offset(), data.data(), data.size());
+  if (!torch_archive::IsTorchSaveArchive(data)) return;
+  std::string names;
+  try {
+    for (const std::string& g : torch_archive::UnsafeGlobals(data, what)) names += (names.empty() ? "" : ", ") + g;
+  } catch (const Error& e) {
+    warnings->push_back(StrCat(what, ": its pickle cannot be checked for unsafe globals (", e.what(),
+                               "); carried over as it is"));
+    return;
+  }
+  if (names.empty()) return;
+  warnings->push_back(StrCat(what, ": its pickle names ", names, ", outside the globals a state dict "
+                             "uses; carried over as it is to '", key, "' (dcpp never runs it, but PyTorch's "
+                             "dcp.load would import and call it)"));
+}
+
 }  // namespace
 
 ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOptions& opt) {
@@ -303,6 +327,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
              opt.world_size, ")");
   DCPP_CHECK(opt.memory_budget >= kMinBudget, "convert: the memory budget must be at least ",
              kMinBudget, " bytes (got ", opt.memory_budget, ")");
+  // (A DCP source then checks each item's CRC-32 as it streams through.)
+  src.VerifyOwnChecksums(opt.verify_checksums);
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());
   const PlannerLimits limits{opt.planner_instruction_limit, opt.planner_memory_limit};
   auto planner = ConvertPlanner::Create(opt.planner, limits);
@@ -353,6 +379,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   }
   for (const auto& b : md.bytes()) {
     if (!used.count(b.fqn())) stats.dropped.push_back(b.fqn());
+  }
+  for (const ConvertEntry& e : entries) {
+    if (e.is_bytes) UnsafeBlobWarning(src, *blobs.at(e.source), e.key, &stats.warnings);
   }
 
   // Every target rank's chunks, as the local plans of a save.
@@ -539,7 +568,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
                                                   planner_data, &keep);
     for (int64_t m : mesh) out.add_mesh_shape(m);
     // The last step: Commit throws only when the commit did not happen.
-    stats.warnings = dst.Commit(SerializeMetadata(out), keep).warnings;
+    for (std::string& w : dst.Commit(SerializeMetadata(out), keep).warnings) stats.warnings.push_back(std::move(w));
   } catch (...) {
     sinks.clear();
     dst.Abort(created);

@@ -77,7 +77,10 @@ struct ConvertStats {
   int source_world_size = 0;
   int64_t bytes_read = 0, bytes_written = 0, files = 0, chunks_verified = 0;
   int64_t peak_buffer_bytes = 0;  // largest amount of buffer memory in use at once
-  // What went wrong after the commit, which stands (see SaveStats::warnings).
+  // What to be told: what went wrong after the commit, which stands (see
+  // SaveStats::warnings); bytes entries carried over (torch.save'd objects, as PyTorch DCP
+  // stores them) whose pickle names globals outside torch.load(weights_only=True)'s safe list,
+  // which PyTorch's dcp.load would import and call (dcpp never runs them).
   std::vector<std::string> warnings;
 };
 

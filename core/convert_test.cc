@@ -234,6 +234,18 @@ TEST(ConvertErrors, PlannerMistakesNameTheKeyAndScript) {
   WritePlanner(script, "local P = {}\nfunction P.convert(ctx, md)\n  return {}, {3}\nend\nreturn P\n");
   EXPECT_HAS(ErrorOf([&] { convert(dir / "src", dir / "dst", opt); }), "the target world size is 2");
 
+  // Numbers out of range are refused naming the text or the value, not wrapped.
+  WritePlanner(script, "local P = {}\nfunction P.convert(ctx, md)\n  return {{key = 'a', source = 'net1.weight', layout = 'Shard(99999999999999999999)'}}\nend\nreturn P\n");
+  err = ErrorOf([&] { convert(dir / "src", dir / "dst", opt); });
+  EXPECT_HAS(err, "'Shard(99999999999999999999)'");
+  EXPECT_HAS(err, "out of range");
+  EXPECT_HAS(err, "key 'a'");
+  WritePlanner(script, "local P = {}\nfunction P.convert(ctx, md)\n  return {}, {1e30}\nend\nreturn P\n");
+  EXPECT_HAS(ErrorOf([&] { convert(dir / "src", dir / "dst", opt); }), "the mesh it returned: element 1");
+  WritePlanner(script, "local P = {}\nfunction P.convert(ctx, md)\n  return {}, {-1, -2}\nend\nreturn P\n");
+  EXPECT_HAS(ErrorOf([&] { convert(dir / "src", dir / "dst", opt); }), "a dimension of -1 ranks");
+  EXPECT_FALSE(fs::exists(dir / "dst/.metadata"));
+
   WritePlanner(script, "local P = {}\nfunction P.convert(ctx, md)\n  local x = nil\n  return x.field\nend\nreturn P\n");
   err = ErrorOf([&] { convert(dir / "src", dir / "dst", opt); });
   EXPECT_HAS(err, "p.lua:4: attempt to index");  // (Lua shortens long chunk names)

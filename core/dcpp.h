@@ -88,6 +88,11 @@ struct LoadOptions {
   bool allow_partial_load = false;
   // Verify the XXH3 checksum of every chunk read whole. Default: true.
   bool verify_checksums = true;
+  // PyTorch DCP sources (which record no XXH3): check the CRC-32 that torch.save records for
+  // each item read whole (with verify_checksums). Off by default: zlib's CRC-32 runs at 1-2
+  // GB/s here, slower than the read itself, where convert and verify always check it.
+  // Default: false.
+  bool verify_dcp_crc32 = false;
   // The staging pool, per reader thread (as SaveOptions): reads into one buffer overlap the
   // host-to-device copies out of the others. Default: 64 MiB in 4 buffers.
   int64_t staging_bytes = 64 << 20;

@@ -632,6 +632,20 @@ std::vector<Check> PlanChecks(const proto::Metadata& md, std::vector<Found>& fou
   return checks;
 }
 
+}  // namespace
+
+std::vector<std::string> InspectWarnings(const proto::Metadata& md, bool native) {
+  std::vector<std::string> out;
+  if (native && !HasChecksums(md)) {
+    out.push_back(StrCat(kNoChecksumsWarning, " (the metadata says checksum algorithm '",
+                         md.checksum_algorithm(), "': no chunk or blob of this dcpp checkpoint can be "
+                         "checked, and load, convert and verify read it unverified)"));
+  }
+  return out;
+}
+
+namespace {
+
 // Verify, and whether the metadata could be read at all.
 VerifyReport VerifyChecked(StorageReader& reader, const VerifyOptions& opt, bool* parsed) {
   DCPP_CHECK(opt.thread_count >= 1, "verify: thread_count must be at least 1, not ", opt.thread_count);
@@ -647,6 +661,8 @@ VerifyReport VerifyChecked(StorageReader& reader, const VerifyOptions& opt, bool
     return report;
   }
   *parsed = true;
+  // dcpp's own format (FileSystemReader) always records checksums unless told not to.
+  report.warnings = InspectWarnings(md, dynamic_cast<FileSystemReader*>(&reader) != nullptr);
   report.tensors = md.tensors_size();
   report.bytes_entries = md.bytes_size();
   for (const auto& [name, use] : FilesOf(md)) report.data_files.push_back(name);

@@ -47,6 +47,15 @@ std::string InspectText(const proto::Metadata& md);
 // totals count every chunk and blob; "files" counts the data files the metadata names.
 nlohmann::json InspectJson(const proto::Metadata& md);
 
+// The line inspect and verify print, loudly, for a native checkpoint whose metadata says its
+// checksum algorithm is "none": nothing can check its data.
+constexpr char kNoChecksumsWarning[] = "checksums: NONE — data is not verified";
+
+// Warnings about the checkpoint that its metadata alone shows: for a native checkpoint
+// (`native`: dcpp's own format, where checksums are the rule) whose checksum algorithm is
+// "none", kNoChecksumsWarning and why. Empty when there is nothing to warn about.
+std::vector<std::string> InspectWarnings(const proto::Metadata& md, bool native);
+
 struct VerifyOptions {
   // Threads reading and hashing data. Default: 2.
   int thread_count = 2;
@@ -66,6 +75,9 @@ struct VerifyReport {
   std::vector<VerifyProblem> problems;   // in key order, at most max_problems
   int64_t problems_omitted = 0;          // problems found beyond max_problems
   std::vector<std::string> notes;        // not problems, e.g. data files nothing references
+  // Not problems either, but to be shown loudly: InspectWarnings for a native checkpoint read
+  // through a FileSystemReader (its checksums are "none": the data was read, not verified).
+  std::vector<std::string> warnings;
   std::vector<std::string> data_files;   // the data files the metadata names, sorted
   int64_t tensors = 0;
   int64_t bytes_entries = 0;

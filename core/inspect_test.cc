@@ -378,6 +378,32 @@ TEST(Verify, UnreferencedFileIsANoteNotAProblem) {
   EXPECT_HAS(r.notes[0], "__7_99.distcp (6 bytes) is not part of the checkpoint");
 }
 
+TEST(Verify, NativeCheckpointWithoutChecksumsIsFlaggedLoudly) {
+  TempDir dir;
+  SaveSample(dir);
+  EXPECT_TRUE(InspectWarnings(Md(dir), true).empty());
+  EXPECT_TRUE(Verify(dir.path()).warnings.empty());
+
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  const std::vector<std::string> w = InspectWarnings(md, true);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("checksums: NONE \u2014 data is not verified", 0), 0u) << w[0];
+  EXPECT_TRUE(InspectWarnings(md, false).empty());  // DCP and safetensors have none by design
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0], w[0]);
+  EXPECT_TRUE(r.ok());  // read, not verified: a warning, not a problem
+  // A flipped byte now goes unnoticed, which is what the warning says.
+  const std::string file = md.tensors(0).chunks(0).file();
+  std::string data = ReadFile(dir / file);
+  data[md.tensors(0).chunks(0).offset()] ^= 1;
+  WriteFile(dir / file, data);
+  EXPECT_TRUE(Verify(dir.path()).ok());
+  EXPECT_EQ(Verify(dir.path()).warnings.size(), 1u);
+}
+
 TEST(Verify, ProblemListIsCapped) {
   TempDir dir;
   SaveSample(dir);

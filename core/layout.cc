@@ -1,7 +1,8 @@
 #include "core/layout.h"
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
+#include <limits>
 #include <sstream>
 
 #include "core/error.h"
@@ -14,12 +15,23 @@ std::string Placement::ToString() const {
 
 Placement Placement::Parse(const std::string& text) {
   if (text == "Replicate()" || text == "Replicate") return Replicate();
-  int dim = 0;
-  char close = 0;
-  int used = 0;
-  if (std::sscanf(text.c_str(), "Shard(%d%c%n", &dim, &close, &used) == 2 && close == ')' &&
-      used == static_cast<int>(text.size())) {
-    return Shard(dim);
+  // "Shard(" [-] digits ")": nothing else (no spaces, no '+'), and a dimension that fits.
+  constexpr char kOpen[] = "Shard(";
+  const size_t open = sizeof(kOpen) - 1;
+  if (text.size() > open + 1 && text.compare(0, open, kOpen) == 0 && text.back() == ')') {
+    const char* first = text.data() + open;
+    const char* last = text.data() + text.size() - 1;
+    long long dim = 0;
+    const auto [end, ec] = std::from_chars(first, last, dim);
+    if (end == last && ec == std::errc::result_out_of_range) {
+      throw Error(StrCat("placement '", text, "': the dimension ", std::string(first, last),
+                         " is out of range"));
+    }
+    if (end == last && ec == std::errc()) {
+      DCPP_CHECK(dim >= std::numeric_limits<int>::min() && dim <= std::numeric_limits<int>::max(),
+                 "placement '", text, "': the dimension ", dim, " is out of range");
+      return Shard(static_cast<int>(dim));
+    }
   }
   throw Error("unknown placement '" + text + "' (expected Shard(d) or Replicate())");
 }

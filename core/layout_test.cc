@@ -43,6 +43,26 @@ TEST(Layout, TwoDimensionalMesh) {
   EXPECT_EQ(l.ToString(), "Shard(0)xShard(1)@[2,2]");
 }
 
+TEST(Layout, ParsesPlacementsStrictly) {
+  EXPECT_EQ(Placement::Parse("Shard(1)").dim, 1);
+  EXPECT_EQ(Placement::Parse("Shard(-1)").dim, -1);  // from the last dimension
+  EXPECT_EQ(Placement::Parse("Replicate()").kind, Placement::Kind::kReplicate);
+  // Numbers that overflow are refused naming the text, not wrapped or saturated.
+  for (const char* text : {"Shard(99999999999999999999)", "Shard(4294967296)", "Shard(-2147483649)"}) {
+    try {
+      Placement::Parse(text);
+      ADD_FAILURE() << text << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+    }
+  }
+  for (const char* text : {"Shard()", "Shard( 1)", "Shard(+1)", "Shard(1 )", "Shard(1", "Shard(0x1)",
+                           "Shard(1))", "Shard(1.5)", "shard(1)", ""}) {
+    EXPECT_THROW(Placement::Parse(text), Error) << text;
+  }
+}
+
 TEST(Layout, BadInput) {
   EXPECT_THROW(BoxForRank({4}, Layout::Sharded(2, 1), 0), Error);
   EXPECT_THROW(BoxForRank({4}, Layout::Sharded(2, 0), 2), Error);

@@ -545,6 +545,9 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   ctx.options = opt.planner_options;
   ctx.comm_device = comm.device_type();
 
+  // (A DCP reader then checks each item's CRC-32 where a whole item is read, if asked: it costs
+  // more than the read.)
+  reader.VerifyOwnChecksums(opt.verify_checksums && opt.verify_dcp_crc32);
   // The coordinator reads the metadata once; every rank gets the same bytes.
   std::string md_bytes;
   OnEveryRank(comm, "load: read metadata", [&] {

@@ -119,6 +119,7 @@ class Export {
   }
 
   SafetensorsExportStats Run() {
+    src_.VerifyOwnChecksums(opt_.verify_checksums);  // (DCP: each item's CRC-32)
     const proto::Metadata md = ParseMetadata(src_.ReadMetadata(), src_.Describe());
     std::vector<Shard> shards = Plan(md);
 

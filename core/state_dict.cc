@@ -163,7 +163,11 @@ void Listify(Nested& n) {
   std::vector<Nested*> slots(n.dict.size(), nullptr);
   for (auto& kv : n.dict) {
     const std::string& k = kv.first;
-    if (k.empty() || !std::all_of(k.begin(), k.end(), ::isdigit) || (k.size() > 1 && k[0] == '0')) return;
+    // (At most 18 digits: a longer number is no index of this dict, and std::stoul would throw.)
+    if (k.empty() || k.size() > 18 || !std::all_of(k.begin(), k.end(), ::isdigit) ||
+        (k.size() > 1 && k[0] == '0')) {
+      return;
+    }
     const size_t i = std::stoul(k);
     if (i >= slots.size() || slots[i] != nullptr) return;
     slots[i] = &kv.second;

@@ -70,7 +70,9 @@ int64_t ParseBytes(const std::string& text) {
   } else {
     throw UsageError("cannot read '" + text + "' as a size (e.g. 1073741824, 512M, 4G)");
   }
-  if (end == text.c_str() || !(v > 0) || !std::isfinite(v)) {
+  // (2^63 bytes and more do not fit in an int64: casting them would be undefined.)
+  if (end == text.c_str() || !(v > 0) || !std::isfinite(v) || !(v * scale < 9223372036854775808.0) ||
+      v * scale < 1) {
     throw UsageError("cannot read '" + text + "' as a positive size (e.g. 1073741824, 512M, 4G)");
   }
   return static_cast<int64_t>(v * scale);

@@ -115,6 +115,7 @@ int main(int argc, char** argv) {
     }
     const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!quiet) PrintTable(st, list);
+    for (const std::string& w : st.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     std::printf("converted %zu keys (%s) from %d to %d ranks into %s (%s format) in %.2fs, %lld source chunks verified\n",
                 st.keys.size(), dcpp::cli::HumanBytes(static_cast<double>(st.bytes_written)).c_str(),
                 st.source_world_size, opt.world_size, dst.c_str(), format.c_str(), secs,

@@ -44,6 +44,8 @@ printf 'local P = {}\nfunction P.convert(ctx, md)\n  error("boom")\nend\nreturn 
 check planner-error 1 'boom.lua:3: boom' -- "$bin" "$t/d/fsdp" "$t/x3" --planner "$t/boom.lua"
 printf 'local P = {}\nfunction P.convert(ctx, md)\n  return {{key = "net1.bias", layout = "Shard(5)"}}\nend\nreturn P\n' >"$t/bad_layout.lua"
 check impossible-layout 1 "key 'net1.bias' gets Shard(5)" -- "$bin" "$t/d/fsdp" "$t/x4" --planner "$t/bad_layout.lua"
+printf 'local P = {}\nfunction P.convert(ctx, md)\n  return {{key = "net1.bias", layout = "Shard(99999999999999999999)"}}\nend\nreturn P\n' >"$t/huge_dim.lua"
+check overflowing-layout 1 "'Shard(99999999999999999999)': the dimension 99999999999999999999 is out of range" -- "$bin" "$t/d/fsdp" "$t/x12" --planner "$t/huge_dim.lua"
 printf 'local P = {\n' >"$t/syntax.lua"
 check planner-syntax 1 'syntax.lua' -- "$bin" "$t/d/fsdp" "$t/x5" --planner "$t/syntax.lua"
 check no-planner 1 'cannot read planner script' -- "$bin" "$t/d/fsdp" "$t/x6" --planner "$t/none.lua"
@@ -84,6 +86,7 @@ check bad-set 2 'expected key=value' -- "$bin" "$t/d/fsdp" "$t/x8" --set colwise
 check bad-budget 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --memory-budget lots
 check bad-planner-memory 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-memory-limit lots
 check bad-planner-limit 2 'planner-instruction-limit' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-instruction-limit -5
+check huge-budget 2 "cannot read '1e30G' as a positive size" -- "$bin" "$t/d/fsdp" "$t/x11" --memory-budget 1e30G
 check bad-world 2 'world-size' -- "$bin" "$t/d/fsdp" "$t/x10" --world-size 0
 check unknown-flag 2 'frobnicate' -- "$bin" --frobnicate
 

@@ -34,7 +34,8 @@ int64_t ParseSize(const std::string& text) {
     const std::string number = text.substr(0, text.size() - n);
     char* end = nullptr;
     const double v = std::strtod(number.c_str(), &end);
-    if (*end != '\0' || !(v > 0) || !std::isfinite(v * scale) || v * scale < 1) {
+    if (*end != '\0' || !(v > 0) || !std::isfinite(v * scale) || v * scale < 1 ||
+        !(v * scale < 9223372036854775808.0)) {  // 2^63: beyond int64
       throw dcpp::cli::UsageError("cannot read '" + text + "' as a positive size (e.g. 5GB, 500MB, 2GiB)");
     }
     return static_cast<int64_t>(v * scale);

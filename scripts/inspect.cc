@@ -12,6 +12,7 @@
 #include <memory>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/inspect.h"
@@ -24,8 +25,11 @@
 namespace {
 
 // The Python value of every blob that is a torch.save archive (what PyTorch DCP stores for a
-// non-tensor entry): its repr, or "<opaque: ...>" for an object dcpp does not decode.
-std::map<std::string, std::string> BlobValues(dcpp::StorageReader& reader, const dcpp::proto::Metadata& md) {
+// non-tensor entry): its repr, or "<opaque: ...>" for an object dcpp does not decode. Blobs
+// whose pickle names globals outside the safe list (dcp.load would call them) get a warning
+// naming them in `warnings`.
+std::map<std::string, std::string> BlobValues(dcpp::StorageReader& reader, const dcpp::proto::Metadata& md,
+                                              std::vector<std::string>& warnings) {
   std::map<std::string, std::string> out;
   std::map<std::string, std::unique_ptr<dcpp::FileSource>> open;
   for (const auto& b : md.bytes()) {
@@ -37,8 +41,24 @@ std::map<std::string, std::string> BlobValues(dcpp::StorageReader& reader, const
     if (!dcpp::torch_archive::IsTorchSaveArchive(data)) continue;
     try {
       out[b.fqn()] = dcpp::pickle::Repr(*dcpp::torch_archive::DecodeObject(data, b.fqn()), 120);
+      continue;
     } catch (const dcpp::Error& e) {
       out[b.fqn()] = std::string("<opaque: ") + e.what() + ">";
+    }
+    const std::string what = "bytes key '" + b.fqn() + "' in " + b.file();
+    try {
+      std::string names;
+      for (const std::string& g : dcpp::torch_archive::UnsafeGlobals(data, what)) {
+        names += (names.empty() ? "" : ", ") + g;
+      }
+      if (!names.empty()) {
+        warnings.push_back(what + ": its pickle names " + names +
+                           ", outside the globals a state dict uses; PyTorch's dcp.load would import "
+                           "and call it (dcpp never runs it)");
+      }
+    } catch (const dcpp::Error& e) {
+      warnings.push_back(what + ": its pickle cannot be checked for unsafe globals (" + e.what() +
+                         "); PyTorch's dcp.load would run whatever it holds");
     }
   }
   return out;
@@ -56,18 +76,23 @@ int main(int argc, char** argv) {
     const std::string path = dcpp::cli::UserPath(dir);
     DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
     const auto reader = dcpp::OpenReader(path);
+    reader->VerifyOwnChecksums(false);  // a listing; `verify` checks the data
     const dcpp::proto::Metadata md = dcpp::ParseMetadata(reader->ReadMetadata(), reader->Describe());
-    const std::map<std::string, std::string> values = BlobValues(*reader, md);
+    std::vector<std::string> warnings =
+        dcpp::InspectWarnings(md, dcpp::DetectFormat(path) == dcpp::Format::kNative);
+    const std::map<std::string, std::string> values = BlobValues(*reader, md, warnings);
     std::string out;
     if (json) {
       nlohmann::json j = dcpp::InspectJson(md);
+      if (!warnings.empty()) j["warnings"] = warnings;
       for (auto& b : j["bytes"]) {
         auto it = values.find(b["key"].get<std::string>());
         if (it != values.end()) b["value"] = it->second;
       }
       out = j.dump(2) + "\n";
     } else {
-      out = dcpp::InspectText(md);
+      for (const std::string& w : warnings) out += w.rfind("checksums:", 0) == 0 ? w + "\n" : "warning: " + w + "\n";
+      out += dcpp::InspectText(md);
       if (!values.empty()) {
         out += "\nbytes values (torch.save'd Python objects):\n";
         for (const auto& [key, v] : values) out += "  " + key + " = " + v + "\n";

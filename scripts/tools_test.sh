@@ -86,6 +86,27 @@ run "$bin/inspect" "$d/flipped"
 [ "$rc" = 1 ] && grep -q '\.metadata is corrupt' <<<"$out" || fail "inspect on corrupt .metadata"
 run "$bin/verify" "$d/flipped"
 [ "$rc" = 1 ] && grep -q '\.metadata is corrupt' <<<"$out" || fail "verify on corrupt .metadata"
+# A native checkpoint whose metadata says checksum algorithm "none" (field 6 of the metadata
+# message rewritten in place): read, not verified, and both tools say so loudly, verify even
+# with --quiet.
+cp -r "$ckpt" "$d/nosums"
+python3 -c '
+import sys
+p = sys.argv[1]
+b = open(p, "rb").read()
+old = b"\x32\x07xxh3_64"
+assert b.count(old) == 1, "checksum_algorithm field not found"
+open(p, "wb").write(b.replace(old, b"\x32\x04none"))
+' "$d/nosums/.metadata"
+run "$bin/inspect" "$d/nosums"
+[ "$rc" = 0 ] && grep -q '^checksums: NONE — data is not verified' <<<"$out" || fail "inspect of a native checkpoint without checksums"
+run "$bin/inspect" "$d/nosums" --json
+[ "$rc" = 0 ] && grep -q 'checksums: NONE' <<<"$out" || fail "inspect --json of a native checkpoint without checksums"
+run "$bin/verify" "$d/nosums" --quiet
+[ "$rc" = 0 ] && grep -q '^checksums: NONE — data is not verified' <<<"$out" || fail "verify of a native checkpoint without checksums"
+run "$bin/inspect" "$ckpt"
+! grep -q 'checksums: NONE' <<<"$out" || fail "inspect warns about a checkpoint with checksums"
+
 for tool in inspect verify; do
   run "$bin/$tool"
   [ "$rc" = 2 ] || fail "$tool without arguments: exit $rc"

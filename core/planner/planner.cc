@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -39,15 +40,55 @@ void PushIntsR(lua_State* L, const Repeated& v) {
   }
 }
 
-std::vector<int64_t> ReadInts(lua_State* L, int idx) {
-  std::vector<int64_t> out;
-  if (!lua_istable(L, idx)) return out;
+// A Lua number as an int64: false for a fraction, NaN, infinity or one out of int64's range
+// (a plain cast of those is undefined behaviour).
+bool LuaInt(lua_Number v, int64_t* out) {
+  constexpr lua_Number kLimit = 9223372036854775808.0;  // 2^63
+  if (!(v >= -kLimit && v < kLimit) || v != static_cast<lua_Number>(static_cast<int64_t>(v))) return false;
+  *out = static_cast<int64_t>(v);
+  return true;
+}
+
+// The integers of the list at `idx` (empty if it is not a table); false at the first element
+// that is not an integer (`*bad` is its 1-based position).
+bool TryReadInts(lua_State* L, int idx, std::vector<int64_t>* out, int* bad) {
+  out->clear();
+  if (!lua_istable(L, idx)) return true;
   const int n = static_cast<int>(lua_objlen(L, idx));
-  out.reserve(n);
+  out->reserve(n);
   for (int i = 1; i <= n; ++i) {
     lua_rawgeti(L, idx, i);
-    out.push_back(static_cast<int64_t>(lua_tonumber(L, -1)));
+    int64_t v = 0;
+    const bool ok = lua_type(L, -1) == LUA_TNUMBER && LuaInt(lua_tonumber(L, -1), &v);
     lua_pop(L, 1);
+    if (!ok) {
+      *bad = i;
+      return false;
+    }
+    out->push_back(v);
+  }
+  return true;
+}
+
+// For lists a planner returns: throws dcpp::Error naming `what` and the element.
+std::vector<int64_t> ReadInts(lua_State* L, int idx, const std::string& what) {
+  std::vector<int64_t> out;
+  int bad = 0;
+  if (!TryReadInts(L, idx, &out, &bad)) {
+    lua_rawgeti(L, idx, bad);
+    const std::string text = lua_tostring(L, -1) ? lua_tostring(L, -1) : luaL_typename(L, -1);
+    lua_pop(L, 1);
+    throw Error(StrCat(what, ": element ", bad, " (", text, ") is not an integer within int64's range"));
+  }
+  return out;
+}
+
+// For the `dcpp` helpers called from Lua: a Lua error naming the helper.
+std::vector<int64_t> ReadIntsArg(lua_State* L, int idx, const char* helper) {
+  std::vector<int64_t> out;
+  int bad = 0;
+  if (!TryReadInts(L, idx, &out, &bad)) {
+    luaL_error(L, "%s: argument %d, element %d is not an integer within int64's range", helper, idx, bad);
   }
   return out;
 }
@@ -73,8 +114,8 @@ void SetIntsR(lua_State* L, const char* k, const Repeated& v) {
 // ---- the `dcpp` helper table ----
 
 int LuaOverlap(lua_State* L) {
-  const Box a{ReadInts(L, 1), ReadInts(L, 2)};
-  const Box b{ReadInts(L, 3), ReadInts(L, 4)};
+  const Box a{ReadIntsArg(L, 1, "dcpp.overlap"), ReadIntsArg(L, 2, "dcpp.overlap")};
+  const Box b{ReadIntsArg(L, 3, "dcpp.overlap"), ReadIntsArg(L, 4, "dcpp.overlap")};
   if (a.sizes.size() != b.sizes.size() || a.offsets.size() != a.sizes.size() ||
       b.offsets.size() != b.sizes.size()) {
     return luaL_error(L, "dcpp.overlap: boxes of different ranks");
@@ -89,7 +130,7 @@ int LuaOverlap(lua_State* L) {
 int LuaBoxKey(lua_State* L) {
   std::string key;
   for (int arg = 1; arg <= 2; ++arg) {
-    for (int64_t v : ReadInts(L, arg)) key += std::to_string(v) + ",";
+    for (int64_t v : ReadIntsArg(L, arg, "dcpp.box_key")) key += std::to_string(v) + ",";
     key += ":";
   }
   lua_pushlstring(L, key.data(), key.size());
@@ -98,7 +139,7 @@ int LuaBoxKey(lua_State* L) {
 
 int LuaNumel(lua_State* L) {
   double n = 1;
-  for (int64_t v : ReadInts(L, 1)) n *= static_cast<double>(v);
+  for (int64_t v : ReadIntsArg(L, 1, "dcpp.numel")) n *= static_cast<double>(v);
   lua_pushnumber(L, n);
   return 1;
 }
@@ -227,8 +268,8 @@ std::string FieldString(lua_State* L, int idx, const char* k, bool* present) {
 
 bool FieldInt(lua_State* L, int idx, const char* k, int64_t* out) {
   RawField(L, idx, k);
-  const bool ok = lua_type(L, -1) == LUA_TNUMBER;
-  if (ok) *out = static_cast<int64_t>(lua_tonumber(L, -1));
+  // A fraction or an out-of-range number counts as absent (callers then name the field).
+  const bool ok = lua_type(L, -1) == LUA_TNUMBER && LuaInt(lua_tonumber(L, -1), out);
   lua_pop(L, 1);
   return ok;
 }
@@ -489,13 +530,21 @@ std::vector<LoadRead> LoadPlanner::Local(const PlanContext& ctx,
     r.target = static_cast<int>(target - 1);
     r.key = FieldString(L, it, "key", &has_key);
     if (!has_key) throw Error(StrCat(where, ": read ", i, " has no `key` string"));
-    if (FieldInt(L, it, "chunk", &chunk)) r.chunk = static_cast<int>(chunk - 1);
+    if (FieldInt(L, it, "chunk", &chunk)) {
+      DCPP_CHECK(chunk >= 0 && chunk <= std::numeric_limits<int>::max(), where, ": read ", i,
+                 " has `chunk` ", chunk, ", not a chunk number (1..)");
+      r.chunk = static_cast<int>(chunk - 1);
+    }
     reads.push_back(std::move(r));
     lua_pop(L, 1);
   }
   if (missing != nullptr) {
     missing->clear();
-    for (int64_t m : ReadInts(L, rd + 1)) missing->push_back(static_cast<int>(m - 1));
+    for (int64_t m : ReadInts(L, rd + 1, where + ": the list of missing targets")) {
+      DCPP_CHECK(m >= 1 && m <= static_cast<int64_t>(targets.size()), where, ": missing target ", m,
+                 " is not a target number (1..", targets.size(), ")");
+      missing->push_back(static_cast<int>(m - 1));
+    }
   }
   lua_settop(L, top);
   return reads;
@@ -554,9 +603,9 @@ std::vector<BroadcastGroup> LoadPlanner::Broadcast(
     g.fqn = FieldString(L, it, "fqn", &has_fqn);
     if (!has_fqn) throw Error(StrCat(where, ": group ", i, " has no `fqn` string"));
     RawField(L, it, "offsets");
-    g.box.offsets = ReadInts(L, -1);
+    g.box.offsets = ReadInts(L, -1, StrCat(where, ": group ", i, " offsets"));
     RawField(L, it, "sizes");
-    g.box.sizes = ReadInts(L, -1);
+    g.box.sizes = ReadInts(L, -1, StrCat(where, ": group ", i, " sizes"));
     lua_pop(L, 2);
     const std::string what = StrCat(where, ": group ", i, " (key '", g.fqn, "' ",
                                      g.box.offsets.size() == g.box.sizes.size()
@@ -649,10 +698,14 @@ std::vector<ConvertEntry> ConvertPlanner::Plan(const PlanContext& ctx, const pro
   const int en = top + 1;
   if (!lua_istable(L, en)) throw Error(where + ": must return a list of entries");
 
-  *mesh = ReadInts(L, en + 1);
+  *mesh = ReadInts(L, en + 1, where + ": the mesh it returned");
   if (mesh->empty()) mesh->push_back(ctx.world_size);
   int64_t product = 1;
-  for (int64_t m : *mesh) product *= m;
+  for (int64_t m : *mesh) {
+    DCPP_CHECK(m >= 1 && m <= ctx.world_size, where, ": the mesh it returned has a dimension of ", m,
+               " ranks; the target world size is ", ctx.world_size);
+    product *= m;
+  }
   DCPP_CHECK(product == ctx.world_size && mesh->size() <= 2, where,
              ": the mesh it returned has ", product, " ranks in ", mesh->size(),
              " dimensions; the target world size is ", ctx.world_size, " (1-D or 2-D meshes)");

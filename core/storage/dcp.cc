@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <exception>
@@ -21,6 +22,11 @@
 #include "core/storage/torch_archive.h"
 
 namespace dcpp {
+
+struct DcpReader::CrcIndex {
+  std::map<std::string, std::vector<DcpCrcRange>> by_file;  // each sorted by offset
+};
+
 namespace {
 
 using pickle::Value;
@@ -143,8 +149,8 @@ Parsed Parse(const std::string& bytes, const std::string& where) {
     }
     StorageInfo info;
     info.file = path->AsStr(what + ": relative_path");
-    DCPP_CHECK(IsPlainFileName(info.file), what, " names file '", info.file,
-               "', which is not a plain file name inside the checkpoint folder");
+    DCPP_CHECK(IsPlainFileName(info.file) && info.file.find(kStrided) == std::string::npos, what,
+               " names file '", info.file, "', which is not a plain file name inside the checkpoint folder");
     const int64_t o = offset->AsInt(what), l = length->AsInt(what);
     DCPP_CHECK(o >= 0 && l >= 0, what, ": negative offset or length");
     info.offset = static_cast<uint64_t>(o);
@@ -194,7 +200,8 @@ struct Pending {
 };
 
 void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const std::string& where,
-                   int threads) {
+                   int threads, std::vector<DcpCrcRange>* crcs) {
+  if (crcs) crcs->assign(pending.size(), DcpCrcRange{});
   std::atomic<size_t> next{0};
   std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(1, threads)));
   auto work = [&](size_t t) {
@@ -215,6 +222,15 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
         DCPP_CHECK(t.sizes == sizes, item, ": holds a tensor of shape ", Box{{}, t.sizes}.ToString(),
                    " but the metadata's chunk has sizes ", Box{{}, sizes}.ToString());
         const uint64_t nbytes = p.chunk->length();
+        if (crcs) {
+          std::string at;
+          for (int d = 0; d < p.chunk->offsets_size(); ++d) {
+            at += StrCat(d ? ", " : "", p.chunk->offsets(d), ":", p.chunk->offsets(d) + p.chunk->sizes(d));
+          }
+          (*crcs)[i] = {p.info.file, t.storage_file_offset, t.storage_bytes, t.storage_crc32, false,
+                        StrCat("key '", p.fqn, "' chunk [", at, "] in ", where, "/", p.info.file,
+                               " (item at byte ", p.info.offset, ")")};
+        }
         if (t.contiguous()) {
           p.chunk->set_file(p.info.file);
           p.chunk->set_offset(nbytes == 0 ? t.storage_file_offset : t.data_offset());
@@ -237,6 +253,71 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
     if (e) std::rethrow_exception(e);
   }
 }
+
+// Checks the CRC-32 of each item of one file as its bytes are read (see
+// DcpReader::VerifyOwnChecksums).
+class CrcCheckingSource final : public FileSource {
+ public:
+  CrcCheckingSource(std::unique_ptr<FileSource> inner, std::shared_ptr<const DcpReader::CrcIndex> index,
+                    const std::vector<DcpCrcRange>* ranges, std::shared_ptr<std::atomic<int64_t>> checked)
+      : inner_(std::move(inner)), index_(std::move(index)), ranges_(*ranges), checked_(std::move(checked)) {}
+
+  void ReadAt(uint64_t offset, void* data, size_t length) override {
+    inner_->ReadAt(offset, data, length);
+    if (length == 0) return;
+    const uint64_t end = offset + length;
+    // The first range that ends after `offset`, then every one that begins before `end`.
+    auto it = std::upper_bound(ranges_.begin(), ranges_.end(), offset,
+                               [](uint64_t o, const DcpCrcRange& r) { return o < r.offset + r.length; });
+    for (; it != ranges_.end() && it->offset < end; ++it) {
+      Feed(static_cast<size_t>(it - ranges_.begin()), offset, static_cast<const char*>(data), end);
+    }
+  }
+  uint64_t Size() override { return inner_->Size(); }
+
+ private:
+  static constexpr uint64_t kLost = ~uint64_t{0};  // read out of order: unchecked until restarted
+  struct State {
+    uint64_t next = 0;  // bytes of the range hashed so far, in order
+    uint32_t crc = 0;
+  };
+
+  void Feed(size_t i, uint64_t offset, const char* data, uint64_t end) {
+    const DcpCrcRange& r = ranges_[i];
+    const uint64_t a = std::max(offset, r.offset), b = std::min(end, r.offset + r.length);
+    const char* p = data + (a - offset);
+    if (r.archive) {  // a bytes item: checked when it is read in one piece
+      if (a == r.offset && b == r.offset + r.length) {
+        torch_archive::CheckEntryCrcs(p, r.length, r.what);
+        *checked_ += 1;
+      }
+      return;
+    }
+    State& s = state_[i];
+    if (a == r.offset) s = State{};  // (re)starts at the item's first byte
+    if (s.next == kLost || a != r.offset + s.next) {
+      s.next = kLost;
+      return;
+    }
+    s.crc = torch_archive::Crc32(p, b - a, s.crc);
+    s.next += b - a;
+    if (s.next < r.length) return;
+    const uint32_t crc = s.crc;
+    state_.erase(i);
+    char got[11], want[11];
+    std::snprintf(got, sizeof got, "0x%08x", crc);
+    std::snprintf(want, sizeof want, "0x%08x", r.crc32);
+    DCPP_CHECK(crc == r.crc32, r.what, ": the tensor data fails its CRC-32 (recorded ", want,
+               ", computed ", got, "): the data file is corrupt");
+    *checked_ += 1;
+  }
+
+  std::unique_ptr<FileSource> inner_;
+  std::shared_ptr<const DcpReader::CrcIndex> index_;  // keeps ranges_ alive
+  const std::vector<DcpCrcRange>& ranges_;
+  std::shared_ptr<std::atomic<int64_t>> checked_;
+  std::map<size_t, State> state_;
+};
 
 // Serves a non-contiguous DCP chunk as row-major bytes (materialized on first read).
 class StridedSource final : public FileSource {
@@ -316,7 +397,7 @@ bool IsDcpMetadata(const std::string& metadata) {
 }
 
 proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, const std::string& where,
-                                int threads) {
+                                int threads, std::vector<DcpCrcRange>* crcs) {
   const std::string md_where = where + "/.metadata";
   const Parsed p = Parse(bytes, md_where);
   proto::Metadata out;
@@ -333,6 +414,7 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
   const ValuePtr sdm = p.root->Attr("state_dict_metadata");
   DCPP_CHECK(sdm && sdm->Is(Value::Kind::kDict), md_where, ": state_dict_metadata is missing");
   std::vector<Pending> pending;
+  std::vector<DcpCrcRange> blob_crcs;
   // (`pending` keeps pointers to chunk messages: a repeated field's elements never move.)
   long max_rank = -1;
   for (const auto& [k, v] : sdm->dict) {
@@ -347,6 +429,9 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
       b->set_offset(it->second.offset);
       b->set_length(it->second.length);
       max_rank = std::max(max_rank, RankOf(it->second.file));
+      blob_crcs.push_back({it->second.file, it->second.offset, it->second.length, 0, true,
+                           StrCat("bytes key '", fqn, "' in ", where, "/", it->second.file,
+                                  " (item at byte ", it->second.offset, ")")});
       continue;
     }
     DCPP_CHECK(v->IsObjectOf(kMd, "TensorStorageMetadata"), what, ": ", pickle::Repr(*v, 80),
@@ -380,7 +465,13 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
     }
   }
   out.set_world_size(static_cast<int32_t>(std::max(1L, max_rank + 1)));
-  ResolveChunks(pending, files, where, threads);
+  ResolveChunks(pending, files, where, threads, crcs);
+  if (crcs) {
+    // Empty storages have nothing to check; duplicate chunks share one item.
+    crcs->erase(std::remove_if(crcs->begin(), crcs->end(), [](const DcpCrcRange& r) { return r.length == 0; }),
+                crcs->end());
+    crcs->insert(crcs->end(), blob_crcs.begin(), blob_crcs.end());
+  }
   return out;
 }
 
@@ -401,9 +492,16 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
     for (size_t d = 0; d < key.second.size(); ++d) at += (d ? ", " : "") + std::to_string(key.second[d]);
     const std::string what = StrCat("key '", key.first, "'", key.second.empty() ? "" : " chunk at [" + at + "]",
                                     " in ", dir, "/", info.file, " (item at byte ", info.offset, ")");
+    out.items += 1;
     try {
       auto& src = open[info.file];
       if (!src) src = files.Open(info.file);
+      DCPP_CHECK(info.offset <= src->Size() && info.length <= src->Size() - info.offset, what,
+                 ": the file has only ", src->Size(), " bytes (truncated)");
+      const std::vector<std::string> structure =
+          torch_archive::CheckZipStructure(*src, info.offset, info.length, what);
+      out.problems.insert(out.problems.end(), structure.begin(), structure.end());
+      if (!structure.empty()) continue;  // (its entries cannot be trusted to be where they say)
       for (const torch_archive::ZipEntry& e :
            torch_archive::ReadZipDirectory(*src, info.offset, info.length, what)) {
         uint32_t crc = 0;
@@ -423,7 +521,46 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
     } catch (const std::exception& e) {
       out.problems.push_back(ErrorMessage(e));
     }
-    out.items += 1;
+  }
+  const std::vector<std::string> unsafe = UnsafeDcpObjects(dir);
+  out.problems.insert(out.problems.end(), unsafe.begin(), unsafe.end());
+  return out;
+}
+
+std::vector<std::string> UnsafeDcpObjects(const std::string& dir) {
+  FileSystemReader files(dir);
+  const Parsed p = Parse(files.ReadMetadata(), dir + "/.metadata");
+  std::vector<std::string> out;
+  const ValuePtr sdm = p.root->Attr("state_dict_metadata");
+  if (!sdm || !sdm->Is(Value::Kind::kDict)) return out;
+  std::map<std::string, std::unique_ptr<FileSource>> open;
+  for (const auto& [k, v] : sdm->dict) {
+    if (!k->Is(Value::Kind::kStr) || !v->IsObjectOf(kMd, "BytesStorageMetadata")) continue;
+    auto it = p.storage.find({k->str, {}});
+    if (it == p.storage.end()) continue;  // (ReadDcpMetadata names that)
+    const StorageInfo& info = it->second;
+    const std::string what = StrCat("bytes key '", k->str, "' in ", dir, "/", info.file, " (item at byte ",
+                                    info.offset, ")");
+    try {
+      auto& src = open[info.file];
+      if (!src) src = files.Open(info.file);
+      DCPP_CHECK(info.length <= (1u << 30), what, ": a bytes item of ", info.length,
+                 " bytes is too large to search for unsafe globals");
+      std::string data(info.length, '\0');
+      src->ReadAt(info.offset, data.data(), data.size());
+      // A broken archive is CheckDcpArchives' to report; its pickle is searched when it opens.
+      if (!torch_archive::IsTorchSaveArchive(data)) continue;
+      const std::vector<std::string> globals = torch_archive::UnsafeGlobals(data, what);
+      if (globals.empty()) continue;
+      std::string names;
+      for (const std::string& g : globals) names += (names.empty() ? "" : ", ") + g;
+      out.push_back(StrCat(what, ": its pickle names ", names, ", outside the globals a state dict uses "
+                           "(torch.load(weights_only=True) refuses ", globals.size() == 1 ? "it" : "them",
+                           "); PyTorch's dcp.load would import and call ", globals.size() == 1 ? "it" : "them"));
+    } catch (const std::exception& e) {
+      out.push_back(StrCat(what, ": its pickle cannot be checked for unsafe globals (", ErrorMessage(e),
+                           "); PyTorch's dcp.load would run whatever it holds"));
+    }
   }
   return out;
 }
@@ -434,7 +571,35 @@ std::string DcpReader::ReadMetadata() {
   const std::string bytes = files_.ReadMetadata();
   DCPP_CHECK(IsDcpMetadata(bytes), "checkpoint ", files_.Describe(),
              ": .metadata is not a PyTorch DCP pickle");
-  return SerializeMetadata(ReadDcpMetadata(bytes, files_, files_.Describe()));
+  std::vector<DcpCrcRange> crcs;
+  const std::string md = SerializeMetadata(ReadDcpMetadata(bytes, files_, files_.Describe(), 8, &crcs));
+  auto index = std::make_shared<CrcIndex>();
+  for (DcpCrcRange& r : crcs) index->by_file[r.file].push_back(std::move(r));
+  for (auto& [file, ranges] : index->by_file) {
+    std::sort(ranges.begin(), ranges.end(),
+              [](const DcpCrcRange& a, const DcpCrcRange& b) { return a.offset < b.offset; });
+    // Chunks listed twice point at one item: keep it once. Ranges that overlap otherwise
+    // (not what DCP writes) are left unchecked rather than misreported.
+    ranges.erase(std::unique(ranges.begin(), ranges.end(),
+                             [](const DcpCrcRange& a, const DcpCrcRange& b) {
+                               return a.offset == b.offset && a.length == b.length;
+                             }),
+                 ranges.end());
+    for (size_t i = 1; i < ranges.size(); ++i) {
+      if (ranges[i].offset < ranges[i - 1].offset + ranges[i - 1].length) {
+        ranges.clear();
+        break;
+      }
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  crcs_ = std::move(index);
+  return md;
+}
+
+void DcpReader::VerifyOwnChecksums(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  verify_ = on;
 }
 
 std::string DcpReader::LocalPath(const std::string& name) const {
@@ -443,15 +608,28 @@ std::string DcpReader::LocalPath(const std::string& name) const {
 
 std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
   const size_t at = name.find(kStrided);
-  if (at == std::string::npos) return files_.Open(name);
-  unsigned long long offset = 0, length = 0;
-  int consumed = 0;
-  const std::string spec = name.substr(at + std::strlen(kStrided));
-  DCPP_CHECK(std::sscanf(spec.c_str(), "%llu+%llu%n", &offset, &length, &consumed) == 2 &&
-                 consumed == static_cast<int>(spec.size()),
-             "checkpoint ", Describe(), ": bad item name '", name, "'");
   const std::string file = name.substr(0, at);
-  return std::make_unique<StridedSource>(files_.Open(file), StrCat(Describe(), "/", file, " (item at byte ", offset, ")"),
+  std::unique_ptr<FileSource> src = files_.Open(file);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (verify_ && crcs_) {
+      auto it = crcs_->by_file.find(file);
+      if (it != crcs_->by_file.end() && !it->second.empty()) {
+        src = std::make_unique<CrcCheckingSource>(std::move(src), crcs_, &it->second, checked_);
+      }
+    }
+  }
+  if (at == std::string::npos) return src;
+  // "<offset>+<length>", plain decimal numbers that fit in a uint64 (as ResolveChunks wrote).
+  uint64_t offset = 0, length = 0;
+  const char* p = name.data() + at + std::strlen(kStrided);
+  const char* end = name.data() + name.size();
+  const auto a = std::from_chars(p, end, offset);
+  const bool ok = a.ec == std::errc() && a.ptr != end && *a.ptr == '+' &&
+                  std::from_chars(a.ptr + 1, end, length).ec == std::errc() &&
+                  std::from_chars(a.ptr + 1, end, length).ptr == end;
+  DCPP_CHECK(ok, "checkpoint ", Describe(), ": bad item name '", name, "'");
+  return std::make_unique<StridedSource>(std::move(src), StrCat(Describe(), "/", file, " (item at byte ", offset, ")"),
                                          offset, length);
 }
 

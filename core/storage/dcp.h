@@ -13,7 +13,9 @@
 // copy. A chunk that PyTorch stored non-contiguously (it keeps the saved tensor's strides) is
 // served through a virtual file name ("<file>#strided@<offset>+<length>") that reorders it.
 // Blobs are the torch.save archives, unchanged (torch_archive::DecodeObject reads them).
-// DCP records no checksums: the metadata says checksum algorithm "none".
+// DCP records no checksums: the metadata says checksum algorithm "none". torch.save's CRC-32
+// of each archive entry is checked instead as whole items are read (VerifyOwnChecksums), and
+// by CheckDcpArchives (verify) with the archives' zip structure and bytes items' globals.
 //
 // Accepted .metadata variants: what PyTorch 2.3 and later write (version absent or "1.x",
 // TensorProperties from torch.distributed.checkpoint.metadata or the older
@@ -29,6 +31,7 @@
 // Blobs that are not already torch.save archives are stored as Python bytes objects.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -50,16 +53,32 @@ constexpr char kDcpVersion[] = "1.0.0";
 // DCP checkpoint and written back by DcpWriter.
 constexpr char kDcpPaths[] = "dcp.paths";
 
+// A byte range of a DCP data file whose CRC-32 torch.save recorded: a tensor item's storage
+// entry (`archive` false: `crc32` is that entry's), or a whole bytes item (`archive` true:
+// each entry of the archive has its own CRC-32, checked when the item is read in one piece).
+struct DcpCrcRange {
+  std::string file;
+  uint64_t offset = 0, length = 0;
+  uint32_t crc32 = 0;
+  bool archive = false;
+  std::string what;  // for messages: "key 'w' chunk [0:4, 0:8] in DIR/F (item at byte N)"
+};
+
 // Translates DCP's .metadata into dcpp's, reading each item's archive header through
-// `files` (`threads` at once). Errors name `where` and the key or file.
+// `files` (`threads` at once). Errors name `where` and the key or file. With `crcs`, also
+// returns where the CRC-32-covered bytes of every item lie.
 proto::Metadata ReadDcpMetadata(const std::string& pickle, StorageReader& files,
-                                const std::string& where, int threads = 8);
+                                const std::string& where, int threads = 8,
+                                std::vector<DcpCrcRange>* crcs = nullptr);
 
 // The data files a DCP .metadata references (for a writer replacing that checkpoint).
 std::vector<std::string> DcpFiles(const std::string& pickle, const std::string& where);
 
-// What CheckDcpArchives found: every zip entry of every item re-read and its CRC-32 (which
-// torch.save records) compared. Problems name the key, the file and the entry.
+// What CheckDcpArchives found: the zip structure of every item checked as PyTorch's reader
+// needs it (torch_archive::CheckZipStructure), every zip entry re-read and its CRC-32 (which
+// torch.save records) compared, and the pickle of every bytes item searched for globals
+// outside the safe list (torch_archive::UnsafeGlobals: dcp.load would run them). Problems
+// name the key, the file and the entry or global.
 struct DcpArchiveCheck {
   int64_t items = 0;
   int64_t entries = 0;
@@ -67,6 +86,11 @@ struct DcpArchiveCheck {
   std::vector<std::string> problems;
 };
 DcpArchiveCheck CheckDcpArchives(const std::string& dir);
+
+// The bytes items of the DCP checkpoint in `dir` whose pickle names a global outside the safe
+// list, one line each naming the key, file and globals ("bytes key 'k' in DIR/F (item at byte
+// N): its pickle names os.system, ..."); an item that cannot be decoded is named too.
+std::vector<std::string> UnsafeDcpObjects(const std::string& dir);
 
 class DcpReader final : public StorageReader {
  public:
@@ -77,9 +101,24 @@ class DcpReader final : public StorageReader {
   std::string Describe() const override { return files_.Describe(); }
   // Plain archive items only (strided ones are reordered through a virtual source).
   std::string LocalPath(const std::string& name) const override;
+  // On by default: a source opened after ReadMetadata() checks, as each item's CRC-covered
+  // bytes are read front to back (in any number of reads; re-reading from the item's first
+  // byte starts over), their CRC-32 against the one torch.save recorded, and throws
+  // dcpp::Error naming the key, file and item on a mismatch. Items read in part or out of
+  // order go unchecked. Bytes items are checked when read whole in one ReadAt.
+  void VerifyOwnChecksums(bool on) override;
+  // CRC-32 checks that held so far, over every source this reader opened (an item read whole
+  // twice counts twice).
+  int64_t crc_checked() const { return *checked_; }
+
+  struct CrcIndex;  // the DcpCrcRanges of each file, sorted by offset
 
  private:
   FileSystemReader files_;
+  mutable std::mutex mu_;
+  std::shared_ptr<const CrcIndex> crcs_;  // guarded by mu_ (set by ReadMetadata)
+  bool verify_ = true;                    // guarded by mu_
+  std::shared_ptr<std::atomic<int64_t>> checked_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
 class DcpWriter final : public StorageWriter {

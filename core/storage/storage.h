@@ -99,6 +99,11 @@ class StorageReader {
   // The path of data file `name` when its bytes sit as they are in a local file (for readers
   // that bypass FileSource, e.g. GPUDirect Storage); "" otherwise.
   virtual std::string LocalPath(const std::string& name) const { return ""; }
+  // Formats whose data files carry checksums of their own, outside the metadata (PyTorch DCP:
+  // the CRC-32 torch.save records for each archive entry), check them while whole items are
+  // read through Open() unless this turns it off (load and convert pass their
+  // verify_checksums). Default: on.
+  virtual void VerifyOwnChecksums(bool on) {}
 };
 
 }  // namespace dcpp

@@ -60,6 +60,32 @@ struct StoredTensor {
 StoredTensor ReadTensorItem(FileSource& src, uint64_t offset, uint64_t length,
                             const std::string& where);
 
+// Checks the CRC-32 of every entry of the archive held in memory at [data, data + length).
+// Throws dcpp::Error naming `where` and the entry on a mismatch (or a malformed archive).
+void CheckEntryCrcs(const void* data, size_t length, const std::string& where);
+
+// Everything about the zip structure of the archive at [offset, offset + length) of `src`
+// that PyTorch's reader (miniz, in torch.load) relies on and the CRC-32s do not cover, as
+// one problem per line: the end record (at the very end, no comment, one disk, its entry
+// counts equal, its directory size and offset exactly those of the central directory that
+// ends where the end records begin), the zip64 end record and locator when present (agreeing
+// with the end record), every central directory entry (stored, not encrypted, disk 0, a
+// local header with the same name, method and, unless sizes follow in a data descriptor,
+// sizes and CRC-32; data inside the archive, before the directory, entries not overlapping),
+// and torch.save's layout (every entry under one top folder, a data.pkl and a version
+// record). Empty when the structure is sound. `where` prefixes every problem.
+std::vector<std::string> CheckZipStructure(FileSource& src, uint64_t offset, uint64_t length,
+                                           const std::string& where);
+
+// The globals the pickle of a torch.save archive (in memory) names that are outside the
+// safe list (what torch.load(weights_only=True) allows a state dict: tensors and their
+// storages and dtypes, OrderedDict, torch.Size, torch.device, set, frozenset, bytearray,
+// complex, _codecs.encode...), as "module.name", in order of appearance, each once. Nothing
+// is executed: the pickle is only decoded. PyTorch's dcp.load (weights_only=False) would
+// import and call them. Throws dcpp::Error naming `where` if the archive or its pickle
+// cannot be decoded (then it cannot be shown safe either).
+std::vector<std::string> UnsafeGlobals(const std::string& archive, const std::string& where);
+
 // True if `data` is a whole torch.save archive (a zip with a data.pkl), whatever it holds.
 bool IsTorchSaveArchive(const std::string& data);
 

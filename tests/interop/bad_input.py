@@ -14,6 +14,13 @@ OUT/truncated_data  good with its data file cut in the middle of an item; OUT/tr
                     holds that item's key and OUT/truncated_file the file's name
 OUT/corrupt         good with one bit of w's data flipped (its zip entry's CRC-32 no longer holds)
 OUT/transformed     good whose metadata says every item is zstd-compressed (a stream transform)
+OUT/corrupt_t       a transposed tensor 't' (stored with its strides) with one bit of its data
+                    flipped
+OUT/eocd            good with one byte of a bytes item's zip end record flipped (no CRC-32
+                    covers it), the first such byte that makes dcp.load fail; OUT/eocd_key
+                    holds that item's key
+OUT/evil_bytes      a real DCP checkpoint whose bytes item 'evil' is an object whose __reduce__
+                    is os.system("touch MARKER"): torch.save pickles it as posix.system
 
 Both payloads are first proven live: Python's own pickle.loads of the same bytes with a probe
 path instead of MARKER runs the command (the probe file appears and is removed), so a dcpp that
@@ -50,6 +57,14 @@ def prove_live(payload_of, out):
     pickle.loads(payload_of("touch " + probe))
     assert os.path.exists(probe), "the payload does not run under Python's pickle"
     os.remove(probe)
+
+
+def flip(path, at):
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
 
 
 def copy_good(out, name):
@@ -118,6 +133,36 @@ def main(out, marker):
     storage = {k: dataclasses.replace(v, transform_descriptors=["stream.zstd/1"]) for k, v in md.storage_data.items()}
     with open(os.path.join(d, ".metadata"), "wb") as f:
         pickle.dump(dataclasses.replace(md, storage_data=storage), f)
+    # A transposed tensor keeps its strides in its archive: a flipped bit in its storage.
+    d = os.path.join(out, "corrupt_t")
+    dcp.save({"t": torch.rand(16, 8).t()}, checkpoint_id=d, no_dist=True)
+    tmd = dcp.FileSystemReader(d).read_metadata()
+    item = next(v for k, v in tmd.storage_data.items() if k.fqn == "t")
+    flip(os.path.join(d, item.relative_path), item.offset + item.length // 2)
+
+    # One byte of a bytes item's end record: dcp.load must fail on it (else the test is moot).
+    for key in ("step", "names"):
+        item = next(v for k, v in md.storage_data.items() if k.fqn == key)
+        for i in range(22):  # (torch 2.11's reader fails only on the signature's bytes)
+            d = copy_good(out, "eocd")
+            flip(os.path.join(d, item.relative_path), item.offset + item.length - 22 + i)
+            try:
+                dcp.load({"w": torch.empty(64, 64), "b": torch.empty(8), "step": 0, "names": []},
+                         checkpoint_id=d, no_dist=True)
+            except BaseException:  # (DCP's CheckpointException is a BaseException)
+                with open(os.path.join(out, "eocd_key"), "w") as f:
+                    f.write(key)
+                break
+            shutil.rmtree(d)
+        else:
+            continue
+        break
+    assert os.path.exists(os.path.join(out, "eocd_key")), "no end-record byte made dcp.load fail"
+
+    # An object that runs os.system when unpickled, saved as a bytes item by the real dcp.save.
+    d = os.path.join(out, "evil_bytes")
+    dcp.save({"w": torch.rand(4, 4), "evil": Evil("touch " + marker)}, checkpoint_id=d, no_dist=True)
+    assert not os.path.exists(marker)
     print(f"made bad checkpoints in {out}")
 
 

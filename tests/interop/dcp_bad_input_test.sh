@@ -13,6 +13,8 @@ marker="$t/MARKER"
 
 check make 0 '^made bad checkpoints' -- "$py" "$here/bad_input.py" "$b" "$marker"
 check good-loads 0 '^dumped 2 tensors, 2 bytes entries$' -- "$dump" "$b/good" "$t/dump"
+# PyTorch's own archives pass every structure, CRC-32 and global check.
+check good-verify 0 '^verified: 2 tensors' -- "$root/scripts/verify" "$b/good"
 
 # (a) A pickle that calls os.system: refused by name, nothing executed.
 check global-inspect 1 "global 'os.system' is not allowed in .*evil_global/.metadata" -- "$inspect" "$b/evil_global"
@@ -38,6 +40,27 @@ check truncated-data 1 "$file (key '$key'.*truncated" -- "$dump" "$b/truncated_d
 # the CRC-32 of its data, which verify checks.
 check corrupt-verify 1 "key 'w' .*fails its CRC-32" -- "$root/scripts/verify" "$b/corrupt"
 grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL corrupt-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
+# ... which convert checks too, on the way through: nothing is re-emitted with fresh, valid
+# checksums. --no-verify lets it through. (load checks it with LoadOptions::verify_dcp_crc32.)
+check corrupt-convert 1 "key 'w' .*fails its CRC-32" -- "$root/scripts/convert" "$b/corrupt" "$t/c2" --world-size 2 --format dcp
+[[ ! -e "$t/c2/.metadata" ]] || { echo "FAIL convert of a corrupt checkpoint committed one"; fails=$((fails + 1)); }
+check corrupt-no-verify 0 '' -- "$root/scripts/convert" "$b/corrupt" "$t/c3" --world-size 2 --no-verify --quiet
+check corrupt-strided 1 "key 't' .*fails its CRC-32" -- "$root/scripts/convert" "$b/corrupt_t" "$t/c4" --world-size 1 --quiet
+check corrupt-strided-verify 1 "key 't' .*fails its CRC-32" -- "$root/scripts/verify" "$b/corrupt_t"
+
+# (g) A flipped byte in a bytes item's zip end record, which no CRC-32 covers and on which
+# dcp.load fails (bad_input.py checked): verify names the key and what disagrees.
+eocd_key=$(cat "$b/eocd_key")
+check eocd-verify 1 "key '$eocd_key' .*\(end record\|central directory\)" -- "$root/scripts/verify" "$b/eocd"
+
+# (h) A bytes item whose pickle runs os.system under dcp.load: verify names the global as a
+# problem, inspect as a warning; neither runs it.
+check evil-bytes-verify 1 "bytes key 'evil' .*posix.system" -- "$root/scripts/verify" "$b/evil_bytes"
+grep -q '^FAILED: 1 problem' <<<"$out" || { echo "FAIL evil-bytes-verify: want exactly 1 problem: $out"; fails=$((fails + 1)); }
+check evil-bytes-inspect 0 "warning: bytes key 'evil' .*posix.system" -- "$inspect" "$b/evil_bytes"
+check evil-bytes-json 0 '"warnings"' -- "$inspect" "$b/evil_bytes" --json
+check evil-bytes-convert 0 "warning: bytes key 'evil' .*posix.system" -- "$root/scripts/convert" "$b/evil_bytes" "$t/e1" --world-size 2 --format dcp --quiet
+[[ ! -e "$marker" ]] || { echo "FAIL a pickle payload ran: $marker exists"; fails=$((fails + 1)); }
 
 # (f) Items behind a stream transform (compression) that dcpp does not implement: named.
 check stream-transform 1 "uses stream transforms \['stream.zstd/1'\]" -- "$dump" "$b/transformed" "$t/z"

@@ -10,8 +10,8 @@
 // (tests/crash/generation.h: verify, then every key bit for bit), runs a save of k+1 to the
 // end, and counts the files it leaves.
 //
-// Environment: DCPP_CRASH_TRIALS runs killed per mode (default 8; a run that ends before its
-// kill time is checked all the same but not counted, so CI runs ~40 trials in all),
+// Environment: DCPP_CRASH_TRIALS runs killed per mode (default 6; a run that ends before its
+// kill time is checked all the same but not counted, so CI runs ~30 trials in all),
 // DCPP_CRASH_MIB checkpoint size (default 16), DCPP_CRASH_SEED (default random; printed),
 // DCPP_CRASH_DISK disk folder (default TEST_TMPDIR). Each mode prints a "CRASH" summary line.
 #include <gtest/gtest.h>
@@ -251,7 +251,7 @@ class CrashRun {
 };
 
 void RunMode(Mode mode) {
-  const int kills = static_cast<int>(EnvInt("DCPP_CRASH_TRIALS", 8));
+  const int kills = static_cast<int>(EnvInt("DCPP_CRASH_TRIALS", 6));
   const int64_t mib = EnvInt("DCPP_CRASH_MIB", 16);
   const uint64_t seed = static_cast<uint64_t>(EnvInt("DCPP_CRASH_SEED", static_cast<int64_t>(std::random_device{}())));
   std::printf("%s: %d kills, %lld MiB, seed %llu, folder under %s\n", mode.name.c_str(), kills,

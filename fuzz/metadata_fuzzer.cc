@@ -6,12 +6,20 @@
 #include <cstdint>
 #include <string>
 
+#include <google/protobuf/stubs/logging.h>
+
 #include "core/error.h"
 #include "core/inspect.h"
 #include "core/metadata.h"
 #include "fuzz/memory_reader.h"
 
 using namespace dcpp;
+
+// protobuf logs every string field that is not UTF-8; ParseMetadata's error is what counts.
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  google::protobuf::SetLogHandler(nullptr);
+  return 0;
+}
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const auto [metadata, file] = fuzz::SplitInput(data, size);

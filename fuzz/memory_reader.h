@@ -4,9 +4,11 @@
 // engine needs (Open from several threads is fine: the bytes are never modified).
 #pragma once
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "core/error.h"
 #include "core/storage/storage.h"

@@ -71,3 +71,17 @@ def _workspace_path(label):
     if label.startswith(":"):
         return native.package_name() + "/" + label[1:]
     return native.package_name() + "/" + label
+
+def dcpp_fuzz_target(name, srcs, deps = [], **kwargs):
+    """A libFuzzer target (LLVMFuzzerTestOneInput). It links only with clang's libFuzzer, so it
+    builds only under --config=fuzz (scripts/fuzz.sh) and is tagged manual: `bazel test //...`
+    and `bazel build //...` leave it out."""
+    native.cc_binary(
+        name = name,
+        srcs = srcs,
+        copts = DCPP_COPTS,
+        linkopts = ["-fsanitize=fuzzer"],
+        tags = ["manual"],
+        deps = deps,
+        **kwargs
+    )

@@ -3,23 +3,39 @@
 #include <algorithm>
 #include <sstream>
 
+#include "core/checked_math.h"
 #include "core/error.h"
 
 namespace dcpp {
 
 int64_t Box::numel() const {
-  int64_t n = 1;
-  for (int64_t s : sizes) n *= s;
-  return n;
+  const auto n = CheckedNumel(sizes);
+  DCPP_CHECK(n, "box ", ToString(), " has more elements than fit in 64 bits");
+  return *n;
 }
 
+// Safe for any box, including malformed ones read from a file (offsets and sizes of different
+// lengths, ends that overflow): it is what error messages about such boxes print.
 std::string Box::ToString() const {
   std::ostringstream os;
   os << "[";
-  for (size_t d = 0; d < sizes.size(); ++d) {
-    os << (d ? ", " : "") << offsets[d] << ":" << offsets[d] + sizes[d];
+  const size_t nd = std::max(offsets.size(), sizes.size());
+  for (size_t d = 0; d < nd; ++d) {
+    os << (d ? ", " : "");
+    if (d >= offsets.size()) {
+      os << "?:+" << sizes[d];
+    } else if (d >= sizes.size()) {
+      os << offsets[d] << ":?";
+    } else if (const auto end = CheckedAdd(offsets[d], sizes[d])) {
+      os << offsets[d] << ":" << *end;
+    } else {
+      os << offsets[d] << ":+" << sizes[d];
+    }
   }
   os << "]";
+  if (offsets.size() != sizes.size()) {
+    os << " (" << offsets.size() << " offsets, " << sizes.size() << " sizes)";
+  }
   return os.str();
 }
 
@@ -28,8 +44,9 @@ Box WholeBox(const std::vector<int64_t>& shape) {
 }
 
 std::optional<Box> Intersect(const Box& a, const Box& b) {
-  DCPP_CHECK(a.sizes.size() == b.sizes.size(), "box rank mismatch: ", a.ToString(), " vs ",
-             b.ToString());
+  DCPP_CHECK(a.sizes.size() == b.sizes.size() && a.offsets.size() == a.sizes.size() &&
+                 b.offsets.size() == b.sizes.size(),
+             "box rank mismatch: ", a.ToString(), " vs ", b.ToString());
   Box r;
   r.offsets.resize(a.sizes.size());
   r.sizes.resize(a.sizes.size());
@@ -44,10 +61,15 @@ std::optional<Box> Intersect(const Box& a, const Box& b) {
 }
 
 bool Contains(const Box& outer, const Box& inner) {
-  if (outer.sizes.size() != inner.sizes.size()) return false;
-  for (size_t d = 0; d < outer.sizes.size(); ++d) {
-    if (inner.offsets[d] < outer.offsets[d] ||
-        inner.offsets[d] + inner.sizes[d] > outer.offsets[d] + outer.sizes[d]) {
+  const size_t nd = outer.sizes.size();
+  if (outer.offsets.size() != nd || inner.offsets.size() != nd || inner.sizes.size() != nd) {
+    return false;
+  }
+  for (size_t d = 0; d < nd; ++d) {
+    if (inner.sizes[d] < 0 || outer.sizes[d] < 0) return false;
+    const auto inner_end = CheckedAdd(inner.offsets[d], inner.sizes[d]);
+    const auto outer_end = CheckedAdd(outer.offsets[d], outer.sizes[d]);
+    if (!inner_end || !outer_end || inner.offsets[d] < outer.offsets[d] || *inner_end > *outer_end) {
       return false;
     }
   }

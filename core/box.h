@@ -15,7 +15,7 @@ struct Box {
   std::vector<int64_t> offsets;
   std::vector<int64_t> sizes;
 
-  int64_t numel() const;
+  int64_t numel() const;  // throws dcpp::Error when the count does not fit in int64
   bool empty() const { return numel() == 0; }
   bool operator==(const Box& o) const { return offsets == o.offsets && sizes == o.sizes; }
   bool operator!=(const Box& o) const { return !(*this == o); }
@@ -31,7 +31,8 @@ Box WholeBox(const std::vector<int64_t>& shape);
 // The common part of two boxes of the same rank, or nullopt if it is empty.
 std::optional<Box> Intersect(const Box& a, const Box& b);
 
-// True when `inner` lies entirely inside `outer`.
+// True when `inner` lies entirely inside `outer`. False for malformed boxes (ranks that differ,
+// negative sizes, ends beyond int64), so it is safe on boxes read from untrusted metadata.
 bool Contains(const Box& outer, const Box& inner);
 
 // `region` (global coordinates) relative to `origin`'s offsets.

@@ -172,6 +172,7 @@ TEST(Errors, NewerMajorVersionAndCorruptMetadata) {
   save(Sample(), dir.path());
   proto::Metadata md = Md(dir);
   md.set_format_major(kFormatMajor + 1);
+  md.set_format_minor(0);
   WriteFile(dir / ".metadata", SerializeMetadata(md));
   StateDict sd = Zeros();
   std::string err = ErrorOf([&] { load(sd, dir.path()); });

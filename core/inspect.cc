@@ -18,6 +18,7 @@
 #include <thread>
 #include <tuple>
 
+#include "core/checked_math.h"
 #include "core/checksum.h"
 #include "core/error.h"
 #include "core/metadata.h"
@@ -145,7 +146,9 @@ std::string InspectText(const proto::Metadata& md) {
   header.Add({"creator", md.creator()});
   header.Add({"world size", std::to_string(md.world_size())});
   header.Add({"mesh", md.mesh_shape().empty() ? "none" : ListString(md.mesh_shape())});
-  header.Add({"checksum", md.checksum_algorithm()});
+  header.Add({"checksum", HasChecksums(md) ? md.checksum_algorithm()
+                                            : StrCat(md.checksum_algorithm(),
+                                                     "  (WARNING: NO CHECKSUMS: corrupt data cannot be detected)")});
   header.Add({"data files", StrCat(files.size(), " (", totals.bytes, " bytes)")});
   for (const auto& line : header.Lines("  ")) os << line << "\n";
 
@@ -297,9 +300,13 @@ Coverage CoverageOf(const std::vector<int64_t>& shape, const std::vector<Box>& b
   Coverage cov;
   const Box whole = WholeBox(shape);
   if (whole.numel() == 0) return cov;
-  int64_t sum = 0;
-  for (const Box& b : boxes) sum += b.numel();
-  if (disjoint && sum == whole.numel()) return cov;
+  // Disjoint boxes inside the shape whose element counts add up to the whole cover it. (Each
+  // box lies inside the shape, but duplicates could still make the sum overflow.)
+  std::optional<int64_t> sum = 0;
+  for (const Box& b : boxes) {
+    if (sum) sum = CheckedAdd(*sum, b.numel());
+  }
+  if (disjoint && sum && *sum == whole.numel()) return cov;
 
   const size_t nd = shape.size();
   std::vector<std::vector<int64_t>> cuts(nd);
@@ -504,12 +511,19 @@ class Checker {
     }
   }
 
-  // Missing files and truncation are reported by the chunks' own checksum checks.
+  // Every overlap is a problem (ParseMetadata refuses it for loading); the message says whether
+  // the common elements agree. Missing files and truncation are reported by the chunks' own
+  // checksum checks.
   void RunOverlap(const Check& c) {
+    const std::string pair = StrCat("key '", c.key, "': chunks ", ChunkBox(*c.a).ToString(), " in ",
+                                    c.a->file(), " and ", ChunkBox(*c.b).ToString(), " in ", c.b->file(),
+                                    " overlap in ", c.common.ToString());
+    const std::string refused = " (load and convert refuse overlapping chunks)";
     FileSource* sa = Source(c, c.a->file(), false);
     FileSource* sb = Source(c, c.b->file(), false);
     if (sa == nullptr || sb == nullptr || !InFile(c, *sa, c.a->file(), c.a->offset(), c.a->length(), false) ||
         !InFile(c, *sb, c.b->file(), c.b->offset(), c.b->length(), false)) {
+      Problem(c, c.a->file(), pair + refused);
       return;
     }
     const int64_t half = static_cast<int64_t>(buffer_.size()) / 2;
@@ -523,13 +537,13 @@ class Checker {
         int64_t i = 0;
         while (ba[i] == bb[i]) ++i;
         Problem(c, c.a->file(),
-                StrCat("key '", c.key, "': chunks ", ChunkBox(*c.a).ToString(), " in ", c.a->file(),
-                       " and ", ChunkBox(*c.b).ToString(), " in ", c.b->file(), " overlap in ",
-                       c.common.ToString(), " but hold different data (first difference at ",
-                       ElementAt(blk.box, i / c.elem_size), ")"));
-        break;
+                StrCat(pair, " but hold different data (first difference at ",
+                       ElementAt(blk.box, i / c.elem_size), ")", refused));
+        overlaps += 1;
+        return;
       }
     }
+    Problem(c, c.a->file(), StrCat(pair, "; the common elements agree", refused));
     overlaps += 1;
   }
 
@@ -655,7 +669,7 @@ VerifyReport VerifyChecked(StorageReader& reader, const VerifyOptions& opt, bool
   *parsed = false;
   proto::Metadata md;
   try {
-    md = ParseMetadata(reader.ReadMetadata(), reader.Describe());
+    md = ParseMetadata(reader.ReadMetadata(), reader.Describe(), Conflicts::kAllow);
   } catch (const std::exception& e) {
     report.problems.push_back({"", ".metadata", ErrorMessage(e)});
     return report;
@@ -666,7 +680,14 @@ VerifyReport VerifyChecked(StorageReader& reader, const VerifyOptions& opt, bool
   report.tensors = md.tensors_size();
   report.bytes_entries = md.bytes_size();
   for (const auto& [name, use] : FilesOf(md)) report.data_files.push_back(name);
-  if (!HasChecksums(md)) {
+  if (!HasChecksums(md) && dynamic_cast<FileSystemReader*>(&reader) != nullptr) {
+    // dcpp never writes this: a native checkpoint whose metadata turns its checksums off was
+    // edited, and nothing it holds can be checked.
+    report.problems.push_back({"", ".metadata", StrCat("checkpoint ", reader.Describe(),
+                                                       ": CHECKSUMS ARE OFF: the native metadata says checksum "
+                                                       "algorithm '", md.checksum_algorithm(),
+                                                       "', so no chunk or blob can be checked against it")});
+  } else if (!HasChecksums(md)) {
     report.notes.push_back(StrCat("checksums are not available for this format (checksum algorithm '",
                                   md.checksum_algorithm(), "'): every chunk was read, but its "
                                   "bytes could not be checked against the metadata"));

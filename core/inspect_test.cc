@@ -79,7 +79,7 @@ TEST(InspectJson, DescribesEveryKeyAndChunk) {
   const proto::Metadata md = Md(dir);
   const nlohmann::json j = InspectJson(md);
   EXPECT_EQ(j["format"], "dcpp");
-  EXPECT_EQ(j["format_version"], "1.0");
+  EXPECT_EQ(j["format_version"], "1.1");
   EXPECT_EQ(j["creator"], "dcpp");
   EXPECT_EQ(j["world_size"], 1);
   EXPECT_EQ(j["checksum_algorithm"], "xxh3_64");
@@ -139,7 +139,7 @@ TEST(InspectText, ListsKeysInOrderWithTheirChunks) {
   SaveSample(dir);
   const proto::Metadata md = Md(dir);
   const std::string text = InspectText(md);
-  EXPECT_HAS(text, "format 1.0");
+  EXPECT_HAS(text, "format 1.1");
   EXPECT_HAS(text, "xxh3_64");
   EXPECT_HAS(text, "[16, 10]");
   EXPECT_HAS(text, "[0:8, 0:10]");
@@ -322,14 +322,19 @@ VerifyReport VerifyWithOverlap(const at::Tensor& u, const VerifyOptions& opt, st
   return Verify(dir.path(), opt);
 }
 
-TEST(Verify, OverlapWithEqualDataIsFine) {
+// Loading refuses overlapping chunks (ParseMetadata), so Verify reports each pair even when
+// the common elements agree.
+TEST(Verify, OverlapWithEqualDataIsStillAProblem) {
   const at::Tensor t = at::arange(32, at::kFloat).reshape({8, 4});
   for (int64_t buffer : {int64_t{8}, int64_t{8} << 20}) {
     VerifyOptions opt;
     opt.buffer_bytes = buffer;
     std::string file;
     const VerifyReport r = VerifyWithOverlap(t.slice(0, 2, 6).clone(), opt, &file);
-    EXPECT_TRUE(r.ok()) << AllProblems(r);
+    ASSERT_EQ(r.problems.size(), 2u) << AllProblems(r);
+    EXPECT_HAS(r.problems[0].message, " and [2:6, 0:4] in " + file + " overlap in [2:4, 0:4]; the common elements "
+                                      "agree (load and convert refuse overlapping chunks)");
+    EXPECT_HAS(r.problems[1].message, "overlap in [4:6, 0:4]; the common elements agree");
     EXPECT_EQ(r.overlaps_compared, 2);
     EXPECT_EQ(r.chunks_checked, 4);
   }
@@ -343,9 +348,10 @@ TEST(Verify, OverlapWithDifferentDataNamesBothChunks) {
     opt.buffer_bytes = buffer;
     std::string file;
     const VerifyReport r = VerifyWithOverlap(u, opt, &file);
-    ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
-    EXPECT_EQ(r.problems[0].key, "t");
-    const std::string& m = r.problems[0].message;
+    ASSERT_EQ(r.problems.size(), 2u) << AllProblems(r);
+    EXPECT_HAS(r.problems[0].message, "overlap in [2:4, 0:4]; the common elements agree");
+    EXPECT_EQ(r.problems[1].key, "t");
+    const std::string& m = r.problems[1].message;
     EXPECT_HAS(m, "chunks [4:8, 0:4] in ");
     EXPECT_HAS(m, " and [2:6, 0:4] in " + file);
     EXPECT_HAS(m, "overlap in [4:6, 0:4] but hold different data (first difference at [5, 1])");
@@ -420,6 +426,68 @@ TEST(Verify, ProblemListIsCapped) {
   EXPECT_EQ(r.problems_omitted, 1);
   EXPECT_EQ(r.problem_count(), 4);
   for (const auto& p : r.problems) EXPECT_EQ(p.key, "grid");
+}
+
+// Regression: a chunk with sizes but no offsets (one flipped bit in a 1.0 .metadata turns the
+// offsets into an unknown field) crashed Verify while it formatted the error.
+TEST(Verify, ChunkWithoutOffsetsIsOneProblemNotACrash) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  MutableTensor(md, "net1.weight").mutable_chunks(1)->clear_offsets();
+  md.set_format_minor(0);  // a 1.0 file has no checksum of its own to catch the flip
+  WriteFile(dir / ".metadata", md.SerializeAsString());
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].file, ".metadata");
+  EXPECT_HAS(r.problems[0].message, "key 'net1.weight' chunk 1 [?:+8, ?:+10] (0 offsets, 2 sizes) has 0 offsets");
+}
+
+// Regression: [2^62, 4] float32 with one empty chunk passed as "no problems" (numel x 4
+// wrapped to 0); a chunk at offset INT64_MAX passed Contains by overflow.
+TEST(Verify, SizesThatOverflowAreProblems) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  auto& step = MutableTensor(md, "net1.bias");
+  step.set_dtype("float32");
+  step.clear_shape();
+  step.add_shape(int64_t{1} << 62);
+  step.add_shape(4);
+  step.mutable_chunks(0)->clear_sizes();
+  step.mutable_chunks(0)->clear_offsets();
+  for (int64_t v : {int64_t{1} << 62, int64_t{4}}) step.mutable_chunks(0)->add_sizes(v);
+  for (int d = 0; d < 2; ++d) step.mutable_chunks(0)->add_offsets(0);
+  step.mutable_chunks(0)->set_length(0);
+  WriteMd(dir, md);
+  VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'net1.bias' has shape [0:4611686018427387904, 0:4] of float32, more than 2^63 bytes");
+
+  TempDir dir2;
+  SaveSample(dir2);
+  md = Md(dir2);
+  MutableTensor(md, "net1.bias").mutable_chunks(0)->set_offsets(0, INT64_MAX);
+  WriteMd(dir2, md);
+  r = Verify(dir2.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'net1.bias' has chunk [9223372036854775807:+16] outside its shape [0:16]");
+}
+
+// A native checkpoint whose metadata switches checksums off is a problem for Verify and is
+// flagged by InspectText; for formats without checksums (DCP, safetensors) it stays a note.
+TEST(Verify, NativeCheckpointWithChecksumsOffIsAProblem) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].file, ".metadata");
+  EXPECT_HAS(r.problems[0].message, "CHECKSUMS ARE OFF: the native metadata says checksum algorithm 'none'");
+  EXPECT_EQ(r.chunks_checked, 8);
+  EXPECT_HAS(InspectText(md), "none  (WARNING: NO CHECKSUMS: corrupt data cannot be detected)");
 }
 
 TEST(Verify, BadOptionsThrow) {

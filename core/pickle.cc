@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "core/error.h"
 
@@ -607,6 +608,17 @@ class Decoder {
   const std::string& data_;
   const AllowGlobal& allow_;
   const std::string& where_;
+
+ public:
+  // Every value the decoder still holds (stack and memo), for the cycle check and cleanup.
+  std::vector<const Value*> Roots() const {
+    std::vector<const Value*> roots;
+    for (const auto& v : stack_) roots.push_back(v.get());
+    for (const auto& [index, v] : memo_) roots.push_back(v.get());
+    return roots;
+  }
+
+ private:
   size_t pos_ = 0;
   size_t op_pos_ = 0;
   uint8_t op_ = 0;
@@ -960,8 +972,88 @@ const char* KindName(Value::Kind k) {
 }
 // clang-format on
 
+namespace {
+
+std::vector<Value*> ChildrenOf(const Value& v) {
+  std::vector<Value*> out;
+  for (const auto& p : v.items) out.push_back(p.get());
+  for (const auto& [k, x] : v.dict) out.push_back(k.get()), out.push_back(x.get());
+  for (const ValuePtr* p : {&v.cls, &v.args, &v.state}) out.push_back(p->get());
+  return out;
+}
+
+// True when a container reachable from `roots` holds itself, directly or not (APPEND, SETITEM
+// or BUILD with a memoized container: `l = []; l.append(l)`). Iterative, so deep nesting is
+// fine.
+bool HasCycle(const std::vector<const Value*>& roots) {
+  enum Color : uint8_t { kOpen = 1, kDone = 2 };
+  std::unordered_map<const Value*, uint8_t> color;
+  for (const Value* root : roots) {
+    if (root == nullptr || color.count(root)) continue;
+    std::vector<std::pair<const Value*, std::vector<Value*>>> path;
+    color[root] = kOpen;
+    path.emplace_back(root, ChildrenOf(*root));
+    while (!path.empty()) {
+      auto& [node, pending] = path.back();
+      if (pending.empty()) {
+        color[node] = kDone;
+        path.pop_back();
+        continue;
+      }
+      const Value* next = pending.back();
+      pending.pop_back();
+      if (next == nullptr) continue;
+      auto it = color.find(next);
+      if (it != color.end()) {
+        if (it->second == kOpen) return true;
+        continue;
+      }
+      color[next] = kOpen;
+      path.emplace_back(next, ChildrenOf(*next));
+    }
+  }
+  return false;
+}
+
+// Drops every link between the values reachable from `roots`, so that reference cycles do not
+// keep them alive once the decoder lets go.
+void Unlink(const std::vector<const Value*>& roots) {
+  std::unordered_set<const Value*> seen;
+  std::vector<Value*> todo;
+  for (const Value* r : roots) todo.push_back(const_cast<Value*>(r));
+  std::vector<ValuePtr> keep;  // released after the walk, so no node dies while in `todo`
+  while (!todo.empty()) {
+    Value* v = todo.back();
+    todo.pop_back();
+    if (v == nullptr || !seen.insert(v).second) continue;
+    for (Value* c : ChildrenOf(*v)) todo.push_back(c);
+    for (auto& p : v->items) keep.push_back(std::move(p));
+    for (auto& [k, x] : v->dict) keep.push_back(std::move(k)), keep.push_back(std::move(x));
+    for (ValuePtr* p : {&v->cls, &v->args, &v->state}) keep.push_back(std::move(*p));
+    v->items.clear();
+    v->dict.clear();
+  }
+}
+
+}  // namespace
+
 ValuePtr Decode(const std::string& data, const AllowGlobal& allow, const std::string& where) {
-  return Decoder(data, allow, where).Run();
+  Decoder d(data, allow, where);
+  ValuePtr v;
+  try {
+    v = d.Run();
+  } catch (...) {
+    Unlink(d.Roots());
+    throw;
+  }
+  std::vector<const Value*> roots = d.Roots();
+  roots.push_back(v.get());
+  if (HasCycle(roots)) {
+    Unlink(roots);
+    throw Error(StrCat("pickle: a container holds itself (a reference cycle) in ", where,
+                       "; dcpp reads only acyclic pickles"));
+  }
+  return v;
 }
 
 std::string Repr(const Value& v, size_t max_len) {

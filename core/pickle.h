@@ -112,7 +112,8 @@ using AllowGlobal = std::function<bool(const std::string& module, const std::str
 
 // Decodes one pickle from `data`. `where` names the file for messages, e.g.
 // "/ckpt/.metadata". Throws dcpp::Error on a refused global or opcode, on truncated or
-// malformed input (naming the byte position), and on trailing garbage after STOP.
+// malformed input (naming the byte position), on trailing garbage after STOP, and on a
+// container that holds itself (a reference cycle, which nothing dcpp reads has).
 ValuePtr Decode(const std::string& data, const AllowGlobal& allow, const std::string& where);
 
 // Python-like text of a value, for inspect and messages: None, True, 7, 1.5, 'text',

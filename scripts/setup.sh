@@ -19,6 +19,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev                 # inspect --json
   libcli11-dev                       # command-line parsing
   zlib1g-dev                         # CRC-32 of the zip archives inside PyTorch DCP files
+  clang-14 libclang-rt-14-dev        # scripts/fuzz.sh: --config=fuzz (libFuzzer, ASan, UBSan runtimes)
 )
 PY=${DCPP_PYTHON:-python3}
 

@@ -24,7 +24,7 @@ run "$bin/inspect" "$ckpt" --json
 python3 -c '
 import json, re, sys
 d = json.load(sys.stdin)
-assert d["format"] == "dcpp" and d["format_version"] == "1.0", d
+assert d["format"] == "dcpp" and d["format_version"] == "1.1", d
 assert d["world_size"] == 1, d["world_size"]  # the demo saves both ranks from one process
 assert d["checksum_algorithm"] == "xxh3_64"
 t = {e["key"]: e for e in d["tensors"]}

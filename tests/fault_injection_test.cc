@@ -1,5 +1,6 @@
 // Crash consistency through an injectable filesystem (core/testing/fault_env.h): a save over
-// a committed checkpoint, an overwriting convert and a save in PyTorch DCP's format are run
+// a committed checkpoint, an overwriting convert, a save in PyTorch DCP's format and a
+// safetensors export over an earlier one (a single shard) are run
 // once per operation index, with a power loss or an I/O error injected at that operation.
 // After a power loss the folder must load as exactly the old or exactly the new checkpoint,
 // bit for bit; after an error the save fails naming the file (or, past the commit, succeeds
@@ -13,6 +14,7 @@
 
 #include "core/convert.h"
 #include "core/dcpp.h"
+#include "core/safetensors_export.h"
 #include "core/storage/dcp.h"
 #include "core/testing/fault_env.h"
 #include "core/testing/temp_dir.h"
@@ -105,6 +107,22 @@ std::vector<Scenario> Scenarios(const std::string& src) {
                    FileSystemReader reader(src);
                    FileSystemWriter writer(dir, env);
                    return convert(reader, writer, co).warnings;
+                 }});
+  // A safetensors export replacing an earlier one (one shard: model.safetensors).
+  SafetensorsExportOptions eo;
+  eo.overwrite = true;
+  out.push_back({"safetensors export", false,
+                 [=](const std::string& dir) {
+                   TempDir old_src;
+                   save(Gen(1, false), old_src.path());
+                   FileSystemReader reader(old_src.path());
+                   ExportSafetensors(reader, dir, eo);
+                 },
+                 [=](const std::string& dir, Env* env) {
+                   FileSystemReader reader(src);
+                   SafetensorsExportOptions with_env = eo;
+                   with_env.env = env;
+                   return ExportSafetensors(reader, dir, with_env).warnings;
                  }});
   return out;
 }
@@ -199,11 +217,11 @@ TEST_P(FaultInjection, EveryOperationIndexLeavesTheOldOrTheNewCheckpoint) {
 }
 
 std::string ScenarioName(const ::testing::TestParamInfo<int>& info) {
-  static const char* const kNames[] = {"NativeSave", "DcpSave", "ConvertOverwrite"};
+  static const char* const kNames[] = {"NativeSave", "DcpSave", "ConvertOverwrite", "SafetensorsExport"};
   return kNames[info.param];
 }
 
-INSTANTIATE_TEST_SUITE_P(Scenarios, FaultInjection, ::testing::Values(0, 1, 2), ScenarioName);
+INSTANTIATE_TEST_SUITE_P(Scenarios, FaultInjection, ::testing::Values(0, 1, 2, 3), ScenarioName);
 
 }  // namespace
 }  // namespace dcpp

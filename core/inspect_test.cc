@@ -400,13 +400,13 @@ TEST(Verify, NativeCheckpointWithoutChecksumsIsFlaggedLoudly) {
   const VerifyReport r = Verify(dir.path());
   ASSERT_EQ(r.warnings.size(), 1u);
   EXPECT_EQ(r.warnings[0], w[0]);
-  EXPECT_TRUE(r.ok());  // read, not verified: a warning, not a problem
+  EXPECT_FALSE(r.ok());  // and, for a native checkpoint, a problem too (NativeCheckpointWithChecksumsOffIsAProblem)
   // A flipped byte now goes unnoticed, which is what the warning says.
   const std::string file = md.tensors(0).chunks(0).file();
   std::string data = ReadFile(dir / file);
   data[md.tensors(0).chunks(0).offset()] ^= 1;
   WriteFile(dir / file, data);
-  EXPECT_TRUE(Verify(dir.path()).ok());
+  EXPECT_EQ(Verify(dir.path()).problems.size(), r.problems.size());  // no checksum mismatch reported
   EXPECT_EQ(Verify(dir.path()).warnings.size(), 1u);
 }
 

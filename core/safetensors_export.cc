@@ -102,8 +102,8 @@ class Export {
       : src_(src), dst_(dst), opt_(opt), env_(opt.env != nullptr ? opt.env : Env::Default()), files_(src) {}
 
   ~Export() {
-    if (committed_) return;
     sink_.reset();
+    // The temporaries still there (after a commit, none; after a partial one, the rest).
     for (const std::string& name : created_) {
       try {
         env_->Remove(dst_ + "/" + name);
@@ -112,7 +112,7 @@ class Export {
       }
     }
     std::error_code ec;
-    if (created_dir_) {
+    if (created_dir_ && !committed_ && !partly_committed_) {
       lock_.reset();  // removes the lock file
       fs::remove(dst_, ec);  // only if empty
     }
@@ -150,8 +150,18 @@ class Export {
     env_->SyncDir(dst_);
     std::vector<std::string> final_names = stats_.files;
     final_names.push_back(stats_.index);
-    for (const std::string& name : final_names) {
-      env_->Rename(dst_ + "/" + name + kTmp, dst_ + "/" + name);
+    // Safetensors has no single commit point: each file is replaced atomically, the index
+    // last. Once one file is in place, a failure is said as a partial export.
+    for (size_t i = 0; i < final_names.size(); ++i) {
+      try {
+        env_->Rename(dst_ + "/" + final_names[i] + kTmp, dst_ + "/" + final_names[i]);
+      } catch (const std::exception& e) {
+        if (i == 0) throw;
+        partly_committed_ = true;
+        throw Error(StrCat("export into ", dst_, " is incomplete: ", i, " of ", final_names.size(),
+                           " files are in place, the rest are not (", ErrorMessage(e),
+                           "); run the export again"));
+      }
     }
     committed_ = true;
     try {
@@ -272,6 +282,7 @@ class Export {
   std::vector<std::string> created_;
   bool created_dir_ = false;
   bool committed_ = false;
+  bool partly_committed_ = false;
   int64_t total_ = 0, done_ = 0;
 };
 

@@ -20,7 +20,10 @@
 // blobs) have no place in safetensors: they are skipped and listed in the stats.
 //
 // Atomic as far as the file system allows: everything is written under `.tmp` names in DST,
-// fsynced, then renamed into place, the index last. A failed export removes what it wrote and
+// fsynced, then renamed into place, the index last (one export at a time, under DST's
+// .dcpp.lock). Safetensors has no single commit point: each file is replaced atomically, and
+// a failure after the first rename is reported as an incomplete export ("run the export
+// again"); with one shard the file in place then already holds the whole new data. A failed export removes what it wrote and
 // leaves DST as it was; a DST that already holds safetensors files or an index is refused
 // unless `overwrite` (then the old files that the new checkpoint does not reuse are removed
 // after the new ones are in place).

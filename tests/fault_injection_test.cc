@@ -185,7 +185,11 @@ TEST_P(FaultInjection, EveryOperationIndexLeavesTheOldOrTheNewCheckpoint) {
         // and nothing else; a save that committed says what went wrong after the commit.
         std::set<std::string> expect = error.empty() ? new_files : old_files;
         if (!error.empty()) {
-          EXPECT_EQ(g, 1) << at;
+          // (Safetensors has no single commit point: an export that failed after placing a
+          // file says it is incomplete, and the shard in place already holds the new data.)
+          const bool partial = error.find("is incomplete") != std::string::npos;
+          if (!partial) EXPECT_EQ(g, 1) << at;
+          if (partial) expect = new_files;
           EXPECT_NE(error.find(env.fault_path()), std::string::npos) << at;
         } else {
           EXPECT_EQ(g, 2) << at;

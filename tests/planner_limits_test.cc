@@ -110,8 +110,9 @@ std::vector<std::string> SaveScaled(const std::string& dir, float scale, const s
     StateDict sd;
     sd.AddSharded("w", Full() * scale, Layout::Sharded(kWorld, 0), rank);
     sd.AddBytes("step", step);
-    so.comm = &comm;
-    save(sd, dir, so);
+    SaveOptions mine = so;  // each rank its own copy: the ranks are threads
+    mine.comm = &comm;
+    save(sd, dir, mine);
   });
 }
 

@@ -714,15 +714,9 @@ namespace {
 
 // The data files of the checkpoint committed in a folder: a DCP pickle's, or a native one's.
 std::optional<std::vector<std::string>> DcpOrNativeFiles(const std::string& bytes) {
+  if (!IsDcpMetadata(bytes)) return NativeMetadataFiles(bytes);
   try {
-    if (IsDcpMetadata(bytes)) return DcpFiles(bytes, kMetadataName);
-    const proto::Metadata md = ParseMetadata(bytes, "");
-    std::set<std::string> files;
-    for (const auto& t : md.tensors()) {
-      for (const auto& c : t.chunks()) files.insert(c.file());
-    }
-    for (const auto& b : md.bytes()) files.insert(b.file());
-    return std::vector<std::string>(files.begin(), files.end());
+    return DcpFiles(bytes, kMetadataName);
   } catch (const Error&) {
     return std::nullopt;  // unreadable: nothing can be told apart from debris
   }

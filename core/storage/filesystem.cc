@@ -14,7 +14,9 @@ long DataFileNumber(const std::string& name) {
   return ParseDataFileName(name, &rank, &n) ? n : -1;
 }
 
-std::optional<std::vector<std::string>> NativeFiles(const std::string& bytes) {
+}  // namespace
+
+std::optional<std::vector<std::string>> NativeMetadataFiles(const std::string& bytes) {
   proto::Metadata md;
   try {
     md = ParseMetadata(bytes, "");
@@ -29,11 +31,9 @@ std::optional<std::vector<std::string>> NativeFiles(const std::string& bytes) {
   return std::vector<std::string>(seen.begin(), seen.end());
 }
 
-}  // namespace
-
 // ---- writer ----
 
-FileSystemWriter::FileSystemWriter(std::string dir, Env* env) : FileSystemWriter(std::move(dir), env, NativeFiles) {}
+FileSystemWriter::FileSystemWriter(std::string dir, Env* env) : FileSystemWriter(std::move(dir), env, NativeMetadataFiles) {}
 
 FileSystemWriter::FileSystemWriter(std::string dir, Env* env, CommittedFilesFn committed_files)
     : dir_(std::move(dir)), env_(env), committed_files_(std::move(committed_files)) {

@@ -25,6 +25,9 @@ namespace dcpp {
 // writer then removes no debris, since it cannot tell debris from live files).
 using CommittedFilesFn = std::function<std::optional<std::vector<std::string>>(const std::string& metadata)>;
 
+// The CommittedFilesFn of the native format: the data files a native .metadata names.
+std::optional<std::vector<std::string>> NativeMetadataFiles(const std::string& metadata);
+
 class FileSystemWriter final : public StorageWriter {
  public:
   explicit FileSystemWriter(std::string dir, Env* env = Env::Default());

@@ -330,6 +330,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   // (A DCP source then checks each item's CRC-32 as it streams through.)
   src.VerifyOwnChecksums(opt.verify_checksums);
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());
+  RefuseUncheckedNative(src, md, opt.verify_checksums, "convert");
   const PlannerLimits limits{opt.planner_instruction_limit, opt.planner_memory_limit};
   auto planner = ConvertPlanner::Create(opt.planner, limits);
   PlanContext ctx;

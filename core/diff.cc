@@ -220,6 +220,8 @@ DiffReport Diff(StorageReader& a, StorageReader& b, const DiffOptions& opt) {
   b.VerifyOwnChecksums(opt.verify_checksums);
   const proto::Metadata md_a = ParseMetadata(a.ReadMetadata(), a.Describe());
   const proto::Metadata md_b = ParseMetadata(b.ReadMetadata(), b.Describe());
+  RefuseUncheckedNative(a, md_a, opt.verify_checksums, "diff");
+  RefuseUncheckedNative(b, md_b, opt.verify_checksums, "diff");
   const Entries ea(md_a), eb(md_b);
   std::set<std::string> keys;
   for (const Entries* e : {&ea, &eb}) {

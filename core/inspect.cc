@@ -653,7 +653,7 @@ std::vector<std::string> InspectWarnings(const proto::Metadata& md, bool native)
   if (native && !HasChecksums(md)) {
     out.push_back(StrCat(kNoChecksumsWarning, " (the metadata says checksum algorithm '",
                          md.checksum_algorithm(), "': no chunk or blob of this dcpp checkpoint can be "
-                         "checked, and load, convert and verify read it unverified)"));
+                         "checked; load, convert, diff and export refuse it unless checksum verification is off)"));
   }
   return out;
 }

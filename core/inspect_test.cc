@@ -17,6 +17,7 @@
 namespace dcpp {
 namespace {
 
+using testing::ErrorOf;
 using testing::ReadFile;
 using testing::WriteFile;
 using testing::TempDir;
@@ -488,6 +489,27 @@ TEST(Verify, NativeCheckpointWithChecksumsOffIsAProblem) {
   EXPECT_HAS(r.problems[0].message, "CHECKSUMS ARE OFF: the native metadata says checksum algorithm 'none'");
   EXPECT_EQ(r.chunks_checked, 8);
   EXPECT_HAS(InspectText(md), "none  (WARNING: NO CHECKSUMS: corrupt data cannot be detected)");
+}
+
+// load() refuses such a checkpoint while it verifies checksums (naming the folder and the way
+// out), and reads it unverified when told to.
+TEST(Verify, LoadRefusesNativeCheckpointWithChecksumsOff) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  StateDict sd;
+  at::Tensor bias = at::zeros({16}, at::kFloat);
+  sd.AddTensor("net1.bias", bias);
+  EXPECT_HAS(ErrorOf([&] { load(sd, dir.path()); }),
+             "load: checkpoint " + dir.path() + ": its metadata says checksum algorithm 'none', which dcpp "
+             "never writes");
+  EXPECT_EQ(bias.sum().item<float>(), 0.0f);
+  LoadOptions unverified;
+  unverified.verify_checksums = false;
+  load(sd, dir.path(), unverified);
+  EXPECT_TRUE(at::equal(bias, at::arange(16, at::kFloat)));
 }
 
 TEST(Verify, BadOptionsThrow) {

@@ -22,6 +22,7 @@
 #include "core/planner/planner.h"
 #include "core/staging.h"
 #include "core/storage/gds.h"
+#include "core/storage/filesystem.h"
 
 namespace dcpp {
 namespace {
@@ -566,6 +567,7 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   auto broadcasting = [&] { return comm.size() > 1 && planner->has_broadcast(); };
   OnEveryRank(comm, "load", [&] {
     md = ParseMetadata(md_bytes, reader.Describe());
+    RefuseUncheckedNative(reader, md, opt.verify_checksums, "load");
     ctx.mesh.assign(md.mesh_shape().begin(), md.mesh_shape().end());
     eff.verify_checksums = opt.verify_checksums && HasChecksums(md);
     if (opt.gpudirect && eff.verify_checksums) {

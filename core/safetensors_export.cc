@@ -21,6 +21,7 @@
 #include "core/storage/env.h"
 #include "core/storage/file_names.h"
 #include "core/storage/safetensors.h"
+#include "core/storage/filesystem.h"
 
 namespace dcpp {
 namespace {
@@ -121,6 +122,7 @@ class Export {
   SafetensorsExportStats Run() {
     src_.VerifyOwnChecksums(opt_.verify_checksums);  // (DCP: each item's CRC-32)
     const proto::Metadata md = ParseMetadata(src_.ReadMetadata(), src_.Describe());
+    RefuseUncheckedNative(src_, md, opt_.verify_checksums, "export");
     std::vector<Shard> shards = Plan(md);
 
     created_dir_ = !env_->Exists(dst_);

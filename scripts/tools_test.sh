@@ -110,6 +110,18 @@ run "$bin/verify" "$d/nosums" --quiet
 [ "$rc" = 1 ] && grep -q '^checksums: NONE — data is not verified' <<<"$out" || fail "verify of a native checkpoint without checksums"
 run "$bin/inspect" "$ckpt"
 ! grep -q 'checksums: NONE' <<<"$out" || fail "inspect warns about a checkpoint with checksums"
+# Tools that read its data refuse it, naming the folder and the way out, unless verification
+# is off; nothing is written.
+for cmd in "convert $d/nosums $d/nosums_out --planner planners/fsdp_to_tp.lua --world-size 2 --quiet" \
+           "diff $d/nosums $ckpt --quiet" "export_safetensors $d/nosums $d/nosums_out --quiet"; do
+  run $bin/$cmd
+  [ "$rc" = 1 ] && grep -q "checkpoint $d/nosums: its metadata says checksum algorithm 'none', which dcpp never writes" <<<"$out" &&
+    grep -q -- '--no-verify' <<<"$out" || fail "${cmd%% *} reads a native checkpoint without checksums"
+  [ ! -e "$d/nosums_out/.metadata" ] && [ ! -e "$d/nosums_out/model.safetensors" ] || fail "${cmd%% *} wrote output"
+  run $bin/$cmd --no-verify
+  [ "$rc" = 0 ] || fail "${cmd%% *} --no-verify of a native checkpoint without checksums: exit $rc"
+  rm -rf "$d/nosums_out"
+done
 
 for tool in inspect verify; do
   run "$bin/$tool"

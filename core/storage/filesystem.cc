@@ -173,4 +173,13 @@ std::unique_ptr<FileSource> FileSystemReader::Open(const std::string& name) {
   }
 }
 
+void RefuseUncheckedNative(const StorageReader& reader, const proto::Metadata& md, bool verify_checksums,
+                           const std::string& step) {
+  if (!verify_checksums || HasChecksums(md) || dynamic_cast<const FileSystemReader*>(&reader) == nullptr) return;
+  throw Error(StrCat(step, ": checkpoint ", reader.Describe(), ": its metadata says checksum algorithm '",
+                     md.checksum_algorithm(), "', which dcpp never writes: no chunk or blob can be verified "
+                     "(the metadata may have been edited); turn checksum verification off "
+                     "(verify_checksums = false, --no-verify) to read it unverified"));
+}
+
 }  // namespace dcpp

@@ -70,4 +70,12 @@ class FileSystemReader final : public StorageReader {
   bool follow_links_ = false;
 };
 
+// dcpp always records checksums in a native checkpoint, so native metadata whose checksum
+// algorithm is "none" was edited and nothing in the folder can be checked against it. Readers
+// of data (load, convert, diff, export) call this with their verify_checksums: when it is on
+// and `reader` is native (a FileSystemReader) with such metadata, it throws an error naming
+// the folder and how to read it anyway. Other formats (DCP, safetensors) have no XXH3 by design.
+void RefuseUncheckedNative(const StorageReader& reader, const proto::Metadata& md, bool verify_checksums,
+                           const std::string& step);
+
 }  // namespace dcpp

@@ -155,6 +155,17 @@ class Decoder {
   }
 
  private:
+  // A new value; those that can hold others are remembered (see Alive()).
+  ValuePtr New(Value::Kind k) {
+    ValuePtr v = Make(k);
+    using K = Value::Kind;
+    if (k == K::kTuple || k == K::kList || k == K::kSet || k == K::kDict || k == K::kObject ||
+        k == K::kPersistent) {
+      made_.push_back(v);
+    }
+    return v;
+  }
+
   [[noreturn]] void Fail(const std::string& what) const {
     throw Error(
         StrCat("pickle: ", what, " in ", where_, " (", OpName(op_), " at byte ", op_pos_, ")"));
@@ -256,13 +267,13 @@ class Decoder {
   }
 
   void PushInt(int64_t v) {
-    auto r = Make(Value::Kind::kInt);
+    auto r = New(Value::Kind::kInt);
     r->i = v;
     Push(std::move(r));
   }
   void PushText(Value::Kind k, std::string s) {
     if (k == Value::Kind::kStr && !IsUtf8(s.data(), s.size())) Fail("invalid UTF-8 in a str");
-    auto r = Make(k);
+    auto r = New(k);
     r->str = std::move(s);
     Push(std::move(r));
   }
@@ -287,7 +298,7 @@ class Decoder {
   void PushTextInt(bool is_long) {
     std::string line = ReadLine();
     if (!is_long && (line == "00" || line == "01")) {
-      auto r = Make(Value::Kind::kBool);
+      auto r = New(Value::Kind::kBool);
       r->b = line == "01";
       return Push(std::move(r));
     }
@@ -298,7 +309,7 @@ class Decoder {
   }
 
   void PushFloat(double f) {
-    auto r = Make(Value::Kind::kFloat);
+    auto r = New(Value::Kind::kFloat);
     r->f = f;
     Push(std::move(r));
   }
@@ -396,7 +407,7 @@ class Decoder {
       Fail(StrCat("arguments of ", cls->module, ".", cls->name, " are a ", KindName(args->kind),
                   ", not a tuple"));
     }
-    auto r = Make(Value::Kind::kObject);
+    auto r = New(Value::Kind::kObject);
     r->cls = std::move(cls);
     r->args = std::move(args);
     Push(std::move(r));
@@ -421,14 +432,14 @@ class Decoder {
   }
   ValuePtr MakeDict(std::vector<ValuePtr> kv) {
     if (kv.size() % 2) Fail(StrCat("odd number of values (", kv.size(), ") for key, value pairs"));
-    auto d = Make(Value::Kind::kDict);
+    auto d = New(Value::Kind::kDict);
     for (size_t k = 0; k < kv.size(); k += 2) {
       d->dict.emplace_back(std::move(kv[k]), std::move(kv[k + 1]));
     }
     return d;
   }
   ValuePtr MakeSeq(Value::Kind k, std::vector<ValuePtr> items) {
-    auto r = Make(k);
+    auto r = New(k);
     r->items = std::move(items);
     return r;
   }
@@ -505,10 +516,10 @@ class Decoder {
       case BINBYTES: return PushText(K::kBytes, Read(ReadLength(4)));
       case BINBYTES8:
       case BYTEARRAY8: return PushText(K::kBytes, Read(ReadLength(8)));
-      case EMPTY_TUPLE: return Push(Make(K::kTuple));
-      case EMPTY_LIST: return Push(Make(K::kList));
-      case EMPTY_DICT: return Push(Make(K::kDict));
-      case EMPTY_SET: return Push(Make(K::kSet));
+      case EMPTY_TUPLE: return Push(New(K::kTuple));
+      case EMPTY_LIST: return Push(New(K::kList));
+      case EMPTY_DICT: return Push(New(K::kDict));
+      case EMPTY_SET: return Push(New(K::kSet));
       case TUPLE: return Push(MakeSeq(K::kTuple, PopMark()));
       case TUPLE1:
       case TUPLE2:
@@ -583,12 +594,12 @@ class Decoder {
         for (char c : id) {
           if (static_cast<uint8_t>(c) >= 0x80) Fail("a protocol 0 persistent id must be ASCII");
         }
-        auto r = Make(K::kPersistent);
+        auto r = New(K::kPersistent);
         r->args = Value::Str(std::move(id));
         return Push(std::move(r));
       }
       case BINPERSID: {
-        auto r = Make(K::kPersistent);
+        auto r = New(K::kPersistent);
         r->args = Pop();
         return Push(std::move(r));
       }
@@ -610,12 +621,15 @@ class Decoder {
   const std::string& where_;
 
  public:
-  // Every value the decoder still holds (stack and memo), for the cycle check and cleanup.
-  std::vector<const Value*> Roots() const {
-    std::vector<const Value*> roots;
-    for (const auto& v : stack_) roots.push_back(v.get());
-    for (const auto& [index, v] : memo_) roots.push_back(v.get());
-    return roots;
+  // Every container the decoder made that is still alive, wherever it is held (the stack, the memo,
+  // the result, or only a cycle of its own after an error or a POP), for the cycle check and
+  // cleanup: a cycle among values the decoder no longer reaches would otherwise leak.
+  std::vector<ValuePtr> Alive() const {
+    std::vector<ValuePtr> out;
+    for (const auto& w : made_) {
+      if (ValuePtr v = w.lock()) out.push_back(std::move(v));
+    }
+    return out;
   }
 
  private:
@@ -626,6 +640,7 @@ class Decoder {
   std::vector<ValuePtr> stack_;
   std::vector<size_t> marks_;  // stack sizes at each open MARK
   std::unordered_map<uint64_t, ValuePtr> memo_;
+  std::vector<std::weak_ptr<Value>> made_;  // every container New() made (see Alive())
 };
 
 // --- Repr.
@@ -985,10 +1000,11 @@ std::vector<Value*> ChildrenOf(const Value& v) {
 // True when a container reachable from `roots` holds itself, directly or not (APPEND, SETITEM
 // or BUILD with a memoized container: `l = []; l.append(l)`). Iterative, so deep nesting is
 // fine.
-bool HasCycle(const std::vector<const Value*>& roots) {
+bool HasCycle(const std::vector<ValuePtr>& roots) {
   enum Color : uint8_t { kOpen = 1, kDone = 2 };
   std::unordered_map<const Value*, uint8_t> color;
-  for (const Value* root : roots) {
+  for (const ValuePtr& r : roots) {
+    const Value* root = r.get();
     if (root == nullptr || color.count(root)) continue;
     std::vector<std::pair<const Value*, std::vector<Value*>>> path;
     color[root] = kOpen;
@@ -1017,10 +1033,10 @@ bool HasCycle(const std::vector<const Value*>& roots) {
 
 // Drops every link between the values reachable from `roots`, so that reference cycles do not
 // keep them alive once the decoder lets go.
-void Unlink(const std::vector<const Value*>& roots) {
+void Unlink(const std::vector<ValuePtr>& roots) {
   std::unordered_set<const Value*> seen;
   std::vector<Value*> todo;
-  for (const Value* r : roots) todo.push_back(const_cast<Value*>(r));
+  for (const ValuePtr& r : roots) todo.push_back(r.get());
   std::vector<ValuePtr> keep;  // released after the walk, so no node dies while in `todo`
   while (!todo.empty()) {
     Value* v = todo.back();
@@ -1043,13 +1059,12 @@ ValuePtr Decode(const std::string& data, const AllowGlobal& allow, const std::st
   try {
     v = d.Run();
   } catch (...) {
-    Unlink(d.Roots());
+    Unlink(d.Alive());
     throw;
   }
-  std::vector<const Value*> roots = d.Roots();
-  roots.push_back(v.get());
-  if (HasCycle(roots)) {
-    Unlink(roots);
+  const std::vector<ValuePtr> alive = d.Alive();
+  if (HasCycle(alive)) {
+    Unlink(alive);
     throw Error(StrCat("pickle: a container holds itself (a reference cycle) in ", where,
                        "; dcpp reads only acyclic pickles"));
   }

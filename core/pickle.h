@@ -19,8 +19,9 @@
 // dropped, since a kObject has nowhere to keep them). In protocols 0-2 the module names
 // Python 2 used are read as Python 3 does ('__builtin__' is 'builtins', 'copy_reg' is
 // 'copyreg') before the allow-list sees them. STOP must leave exactly one value and no open
-// MARK. Cycles (a list that contains itself) decode but leak, as they would with any tree of
-// shared_ptr. Thread-safe (no shared state).
+// MARK. A container that holds itself (a reference cycle: `l = []; l.append(l)`), anywhere
+// among the values the pickle builds, even one it drops again, is refused: nothing dcpp reads
+// has one, and a shared_ptr cycle would leak. Thread-safe (no shared state).
 #pragma once
 
 #include <cstdint>

@@ -846,6 +846,14 @@ TEST(PickleDecode, ACycleIsRefused) {
     EXPECT_HAS(ErrorOf([&] { Decode(p, nullptr, "cycle.pkl"); }),
                "pickle: a container holds itself (a reference cycle) in cycle.pkl");
   }
+  // A cycle the decoder no longer holds: made, then dropped by POP (the pickle is otherwise
+  // fine), or dropped by an error before STOP (the second APPEND finds a MARK, not a list; the
+  // input libFuzzer's leak check found).
+  for (const std::string& p : {"]2a0N."s, "\x80\x02]q\0(]2aaaa]]]]]]"s}) {
+    EXPECT_HAS(ErrorOf([&] { Decode(p, nullptr, "dropped.pkl"); }), "dropped.pkl");
+  }
+  EXPECT_HAS(ErrorOf([] { Decode("]2a0N."s, nullptr, "dropped.pkl"); }),
+             "pickle: a container holds itself (a reference cycle) in dropped.pkl");
   // d = {}; d['k'] = [d]: a longer loop, through a dict.
   EXPECT_HAS(ErrorOf([] { Decode("}q\0X\1\0\0\0k]h\0as."s, nullptr, "d.pkl"); }), "reference cycle");
   // A cycle left behind by a pickle that then fails (libFuzzer's leak input, no STOP): a plain

@@ -47,9 +47,9 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "core/convert.h"
 #include "core/dcpp.h"
-#include "core/metadata.h"
+#include "core/format/metadata.h"
+#include "core/tools/convert.h"
 
 extern char** environ;
 

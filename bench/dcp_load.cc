@@ -55,8 +55,8 @@
 #include "bench/bench_util.h"
 #include "core/comm/gloo.h"
 #include "core/dcpp.h"
-#include "core/proto/metadata.pb.h"
-#include "core/storage/dcp.h"
+#include "core/format/metadata.pb.h"
+#include "core/storage/dcp/dcp.h"
 #include "tests/multirank/ranks.h"
 
 namespace {

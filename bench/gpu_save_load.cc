@@ -45,8 +45,8 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "core/async_save.h"
 #include "core/dcpp.h"
+#include "core/engine/async_save.h"
 
 namespace {
 

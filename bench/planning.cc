@@ -1,7 +1,7 @@
 // planning: the Lua planners at scale, simulated without processes or data.
 //
 // For R ranks in {64, 128, 256, 512, 1024} it builds synthetic local save plans (one
-// proto::SavePlan per rank, fields filled as core/save.cc's LocalItems does) holding ~100,000
+// proto::SavePlan per rank, fields filled as core/engine/save.cc's LocalItems does) holding ~100,000
 // items across all ranks, so items per rank shrink as R grows:
 //   - 5/8 of the tensors are 2-D and sharded: rank r holds its Shard(0) box of each
 //     (dcpp::BoxForRank with Layout::Sharded(R, 0));
@@ -54,11 +54,11 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "core/box.h"
-#include "core/error.h"
-#include "core/layout.h"
+#include "core/base/error.h"
+#include "core/format/metadata.pb.h"
+#include "core/model/box.h"
+#include "core/model/layout.h"
 #include "core/planner/planner.h"
-#include "core/proto/metadata.pb.h"
 
 namespace {
 
@@ -109,7 +109,7 @@ void SetBox(dcpp::proto::PlanItem* it, const dcpp::Box& b) {
   for (int64_t s : b.sizes) it->add_sizes(s);
 }
 
-// Rank r's local plan, laid out as core/save.cc's LocalItems lays it out: tensors in state-dict
+// Rank r's local plan, laid out as core/engine/save.cc's LocalItems lays it out: tensors in state-dict
 // order, then bytes; `index` is the 0-based position.
 dcpp::proto::SavePlan LocalPlan(const std::vector<TensorSpec>& specs, int world, int rank) {
   dcpp::proto::SavePlan plan;
@@ -210,7 +210,7 @@ double CheckGlobal(const std::vector<dcpp::proto::SavePlan>& local,
 }
 
 // The metadata a save with this global plan commits: per file, items at 4 KiB-aligned offsets
-// in plan order; per tensor, chunks sorted by offsets (as core/save.cc's BuildMetadata does).
+// in plan order; per tensor, chunks sorted by offsets (as core/engine/save.cc's BuildMetadata does).
 dcpp::proto::Metadata BuildMetadata(const std::vector<dcpp::proto::SavePlan>& global, int world) {
   dcpp::proto::Metadata md;
   md.set_format_major(1);

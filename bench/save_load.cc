@@ -242,7 +242,7 @@ int Main(int argc, char** argv) {
                 static_cast<long long>(load_stats[threads].read_calls));
   }
 
-  // Diagnostics (not figures): what the checksums cost. (In core/load.cc the hash is computed
+  // Diagnostics (not figures): what the checksums cost. (In core/engine/load.cc the hash is computed
   // even when verify_checksums is false; only the comparison is skipped.)
   {
     dcpp::LoadOptions lo;

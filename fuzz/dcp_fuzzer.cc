@@ -1,14 +1,14 @@
 // libFuzzer target: PyTorch DCP's .metadata pickle translated into dcpp's metadata
-// (core/storage/dcp.h), reading each item's archive header from an in-memory data file, then
+// (core/storage/dcp/dcp.h), reading each item's archive header from an in-memory data file, then
 // that metadata serialized and validated as every tool does. The input is the pickle (first
 // part, see SplitInput) and the bytes every data file holds (the rest).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "core/error.h"
-#include "core/metadata.h"
-#include "core/storage/dcp.h"
+#include "core/base/error.h"
+#include "core/format/metadata.h"
+#include "core/storage/dcp/dcp.h"
 #include "fuzz/memory_reader.h"
 
 using namespace dcpp;

@@ -1,4 +1,4 @@
-// libFuzzer target: the native .metadata (core/metadata.h) parsed and validated both ways, then
+// libFuzzer target: the native .metadata (core/format/metadata.h) parsed and validated both ways, then
 // what the tools do with metadata that passed: InspectText, InspectJson, and Verify against
 // in-memory data files. The input is the .metadata (first part, see SplitInput) and the bytes
 // every data file holds (the rest).
@@ -8,9 +8,9 @@
 
 #include <google/protobuf/stubs/logging.h>
 
-#include "core/error.h"
-#include "core/inspect.h"
-#include "core/metadata.h"
+#include "core/base/error.h"
+#include "core/format/metadata.h"
+#include "core/tools/inspect.h"
 #include "fuzz/memory_reader.h"
 
 using namespace dcpp;

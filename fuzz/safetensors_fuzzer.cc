@@ -1,4 +1,4 @@
-// libFuzzer target: the safetensors header (core/storage/safetensors.h). The reader works on
+// libFuzzer target: the safetensors header (core/storage/safetensors/safetensors.h). The reader works on
 // files, so each input is written to one file in a private temporary folder, read as a
 // checkpoint, and its translated metadata parsed and validated as every tool would. The folder
 // is $DCPP_FUZZ_TMP, else /dev/shm, else /tmp.
@@ -10,9 +10,9 @@
 #include <fstream>
 #include <string>
 
-#include "core/error.h"
-#include "core/metadata.h"
-#include "core/storage/safetensors.h"
+#include "core/base/error.h"
+#include "core/format/metadata.h"
+#include "core/storage/safetensors/safetensors.h"
 
 namespace {
 

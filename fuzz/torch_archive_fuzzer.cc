@@ -1,12 +1,12 @@
-// libFuzzer target: the torch.save zip reader (core/storage/torch_archive.h) on any bytes: the
+// libFuzzer target: the torch.save zip reader (core/storage/dcp/torch_archive.h) on any bytes: the
 // zip directory, the tensor item reader (strides and storage bounds) and the object decoder.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
-#include "core/error.h"
-#include "core/pickle.h"
-#include "core/storage/torch_archive.h"
+#include "core/base/error.h"
+#include "core/storage/dcp/pickle.h"
+#include "core/storage/dcp/torch_archive.h"
 #include "fuzz/memory_reader.h"
 
 using namespace dcpp;

@@ -12,11 +12,11 @@
 #include <string>
 #include <vector>
 
-#include "core/convert.h"
-#include "core/error.h"
+#include "core/base/error.h"
 #include "core/planner/planner.h"
-#include "core/storage/filesystem.h"
+#include "core/storage/native/filesystem.h"
 #include "core/storage/open.h"
+#include "core/tools/convert.h"
 #include "scripts/cli.h"
 #include "scripts/convert_demo.h"
 

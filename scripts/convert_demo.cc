@@ -7,10 +7,10 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/convert.h"
 #include "core/dcpp.h"
-#include "core/metadata.h"
-#include "core/module_state_dict.h"
+#include "core/format/metadata.h"
+#include "core/model/module_state_dict.h"
+#include "core/tools/convert.h"
 #include "scripts/cli.h"
 
 namespace dcpp::cli {

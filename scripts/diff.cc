@@ -13,9 +13,9 @@
 #include <filesystem>
 #include <string>
 
-#include "core/diff.h"
-#include "core/error.h"
+#include "core/base/error.h"
 #include "core/storage/open.h"
+#include "core/tools/diff.h"
 #include "scripts/cli.h"
 
 namespace {

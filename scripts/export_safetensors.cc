@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <string>
 
-#include "core/error.h"
-#include "core/safetensors_export.h"
+#include "core/base/error.h"
 #include "core/storage/open.h"
+#include "core/tools/safetensors_export.h"
 #include "scripts/cli.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // Prints what a dcpp checkpoint (or a safetensors file or folder) holds, from its metadata
 // alone: every key with its dtype, shape, bytes and chunks (box, data file, byte range), as a
-// table or as JSON (the shape is documented in core/inspect.h and README.md). A PyTorch DCP
+// table or as JSON (the shape is documented in core/tools/inspect.h and README.md). A PyTorch DCP
 // checkpoint's bytes entries are torch.save'd Python objects: their values are shown too
 // ("value" in the JSON's bytes entries).
 //
@@ -14,12 +14,12 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/inspect.h"
-#include "core/metadata.h"
-#include "core/pickle.h"
+#include "core/base/error.h"
+#include "core/format/metadata.h"
+#include "core/storage/dcp/pickle.h"
+#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/open.h"
-#include "core/storage/torch_archive.h"
+#include "core/tools/inspect.h"
 #include "scripts/cli.h"
 
 namespace {

@@ -17,10 +17,10 @@
 #include <filesystem>
 #include <string>
 
-#include "core/error.h"
-#include "core/inspect.h"
-#include "core/storage/dcp.h"
+#include "core/base/error.h"
+#include "core/storage/dcp/dcp.h"
 #include "core/storage/open.h"
+#include "core/tools/inspect.h"
 #include "scripts/cli.h"
 
 int main(int argc, char** argv) {

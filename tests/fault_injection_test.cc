@@ -12,12 +12,12 @@
 #include <algorithm>
 #include <set>
 
-#include "core/convert.h"
 #include "core/dcpp.h"
-#include "core/safetensors_export.h"
-#include "core/storage/dcp.h"
+#include "core/storage/dcp/dcp.h"
 #include "core/testing/fault_env.h"
 #include "core/testing/temp_dir.h"
+#include "core/tools/convert.h"
+#include "core/tools/safetensors_export.h"
 
 namespace dcpp {
 namespace {

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "core/dcpp.h"
-#include "core/metadata.h"
+#include "core/format/metadata.h"
 #include "core/testing/temp_dir.h"
 #include "tests/multirank/ranks.h"
 

@@ -9,8 +9,8 @@
 #include <random>
 
 #include "core/dcpp.h"
-#include "core/metadata.h"
-#include "core/module_state_dict.h"
+#include "core/format/metadata.h"
+#include "core/model/module_state_dict.h"
 #include "core/testing/temp_dir.h"
 #include "tests/multirank/ranks.h"
 

@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "core/convert.h"
 #include "core/dcpp.h"
 #include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
+#include "core/tools/convert.h"
 #include "tests/multirank/ranks.h"
 
 namespace dcpp {

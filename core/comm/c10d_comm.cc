@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp {
 C10dComm::C10dComm(c10::intrusive_ptr<c10d::ProcessGroup> pg, c10::Device device,

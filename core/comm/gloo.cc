@@ -8,7 +8,7 @@
 
 #include <cstdlib>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp {
 namespace {

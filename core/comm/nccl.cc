@@ -1,6 +1,6 @@
 #include "core/comm/nccl.h"
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 #ifdef DCPP_WITH_CUDA
 #include <c10/cuda/CUDAFunctions.h>

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <lua.hpp>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp {
 namespace {

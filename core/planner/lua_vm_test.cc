@@ -7,7 +7,7 @@
 #include <functional>
 #include <lua.hpp>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp {
 namespace {

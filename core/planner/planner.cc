@@ -11,7 +11,7 @@
 #include <string_view>
 #include <utility>
 
-#include "core/error.h"
+#include "core/base/error.h"
 #include "core/planner/lua_vm.h"
 
 namespace dcpp {

@@ -27,11 +27,11 @@
 #include <string>
 #include <vector>
 
-#include "core/box.h"
-#include "core/error.h"
-#include "core/layout.h"
+#include "core/base/error.h"
+#include "core/format/metadata.pb.h"
+#include "core/model/box.h"
+#include "core/model/layout.h"
 #include "core/planner/limits.h"
-#include "core/proto/metadata.pb.h"
 
 namespace dcpp {
 

@@ -3,10 +3,10 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "core/error.h"
-#include "core/storage/dcp.h"
-#include "core/storage/filesystem.h"
-#include "core/storage/safetensors.h"
+#include "core/base/error.h"
+#include "core/storage/dcp/dcp.h"
+#include "core/storage/native/filesystem.h"
+#include "core/storage/safetensors/safetensors.h"
 
 namespace dcpp {
 namespace {

@@ -35,7 +35,7 @@ std::unique_ptr<StorageReader> OpenReader(const std::string& path);
 Format ParseFormat(const std::string& name);
 
 // A writer of `format` into the folder `path`: native (FileSystemWriter) or PyTorch DCP
-// (DcpWriter). Safetensors is an export (core/safetensors_export.h), not a save target.
+// (DcpWriter). Safetensors is an export (core/tools/safetensors_export.h), not a save target.
 std::unique_ptr<StorageWriter> OpenWriter(const std::string& path, Format format);
 
 }  // namespace dcpp

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/proto/metadata.pb.h"
+#include "core/format/metadata.pb.h"
 
 namespace dcpp {
 

@@ -9,7 +9,7 @@
 #include <iterator>
 #include <string>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp::testing {
 

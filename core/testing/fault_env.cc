@@ -4,7 +4,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "core/error.h"
+#include "core/base/error.h"
 
 namespace dcpp::testing {
 namespace {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "core/error.h"
-#include "core/storage/filesystem.h"
+#include "core/base/error.h"
+#include "core/storage/native/filesystem.h"
 
 namespace dcpp::testing {
 

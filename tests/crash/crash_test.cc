@@ -24,8 +24,8 @@
 #include <string>
 #include <vector>
 
+#include "core/base/error.h"
 #include "core/dcpp.h"
-#include "core/error.h"
 #include "tests/crash/child.h"
 #include "tests/crash/generation.h"
 

@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/base/error.h"
 #include "core/comm/gloo.h"
 #include "core/dcpp.h"
-#include "core/error.h"
 #include "tests/crash/generation.h"
 
 int main(int argc, char** argv) {

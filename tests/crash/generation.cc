@@ -2,11 +2,11 @@
 
 #include <cstring>
 
+#include "core/base/error.h"
 #include "core/dcpp.h"
-#include "core/error.h"
-#include "core/inspect.h"
-#include "core/layout.h"
-#include "core/storage/dcp.h"
+#include "core/model/layout.h"
+#include "core/storage/dcp/dcp.h"
+#include "core/tools/inspect.h"
 
 namespace dcpp::crash {
 namespace {

@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "core/state_dict.h"
+#include "core/model/state_dict.h"
 #include "core/storage/open.h"
 
 namespace dcpp::crash {

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "core/dcpp.h"
-#include "core/dtype.h"
+#include "core/model/dtype.h"
 #include "scripts/cli.h"
 
 namespace {

@@ -13,9 +13,9 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 
 #include "core/comm/c10d_comm.h"
-#include "core/async_save.h"
 #include "core/comm/nccl.h"
 #include "core/dcpp.h"
+#include "core/engine/async_save.h"
 #include "core/testing/temp_dir.h"
 #include "tests/multirank/ranks.h"
 

@@ -14,10 +14,10 @@
 #include <string>
 
 #include "core/dcpp.h"
-#include "core/dtype.h"
-#include "core/metadata.h"
+#include "core/format/metadata.h"
+#include "core/model/dtype.h"
+#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/open.h"
-#include "core/storage/torch_archive.h"
 
 namespace {
 

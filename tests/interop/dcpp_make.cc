@@ -29,9 +29,9 @@
 
 #include "core/comm/gloo.h"
 #include "core/dcpp.h"
-#include "core/pickle.h"
+#include "core/storage/dcp/pickle.h"
+#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/open.h"
-#include "core/storage/torch_archive.h"
 
 namespace {
 

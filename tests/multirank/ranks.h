@@ -11,8 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/base/error.h"
 #include "core/comm/gloo.h"
-#include "core/error.h"
 
 namespace dcpp::testing {
 

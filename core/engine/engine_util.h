@@ -1,0 +1,74 @@
+// Internal helpers shared by save.cc and load.cc: running a step on every rank with errors
+// raised everywhere, a small fork-join over worker threads, tensor views of boxes.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/base/error.h"
+#include "core/comm/comm.h"
+#include "core/model/box.h"
+
+namespace dcpp::internal {
+
+// Runs `fn` on this rank; if it fails on any rank, every rank throws dcpp::Error with the
+// lowest failing rank's message ("rank R: ..." when there are several ranks).
+template <typename F>
+void OnEveryRank(Comm& comm, const char* step, F&& fn) {
+  std::string err;
+  try {
+    fn();
+  } catch (const std::exception& e) {
+    err = comm.size() > 1 ? StrCat("rank ", comm.rank(), ": ", ErrorMessage(e)) : ErrorMessage(e);
+  }
+  try {
+    err = comm.AllReduceError(err);
+  } catch (const std::exception& e) {  // a rank died or the group broke
+    throw Error(StrCat(step, " failed: ", err.empty() ? "" : err + "; and then: ", ErrorMessage(e)));
+  }
+  if (!err.empty()) throw Error(StrCat(step, " failed: ", err));
+}
+
+// Runs jobs[t] on thread t (job 0 on the calling thread); rethrows the first failure.
+inline void ForkJoin(std::vector<std::function<void()>>& jobs) {
+  std::vector<std::exception_ptr> errors(jobs.size());
+  std::vector<std::thread> threads;
+  for (size_t t = 1; t < jobs.size(); ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        jobs[t]();
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    });
+  }
+  if (!jobs.empty()) {
+    try {
+      jobs[0]();
+    } catch (...) {
+      errors[0] = std::current_exception();
+    }
+  }
+  for (auto& th : threads) th.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+}
+
+// The part of `t` (which holds box `origin`) that covers `region`.
+inline at::Tensor ViewOf(const at::Tensor& t, const Box& origin, const Box& region) {
+  at::Tensor v = t;
+  for (size_t d = 0; d < region.sizes.size(); ++d) {
+    v = v.narrow(static_cast<int64_t>(d), region.offsets[d] - origin.offsets[d], region.sizes[d]);
+  }
+  return v;
+}
+
+inline uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace dcpp::internal

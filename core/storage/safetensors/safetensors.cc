@@ -1,0 +1,329 @@
+// Reads each file's header through FileSystemReader, checks it against the file's size (and
+// the index, if any), and describes the tensors as one native chunk each.
+#include "core/storage/safetensors/safetensors.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <tuple>
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "core/base/error.h"
+#include "core/format/metadata.h"
+#include "core/format/metadata.pb.h"
+
+namespace dcpp {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+// The safetensors library refuses larger headers too.
+constexpr uint64_t kMaxHeaderBytes = uint64_t{100} << 20;
+constexpr char kSuffix[] = ".safetensors";
+constexpr char kIndexSuffix[] = ".safetensors.index.json";
+constexpr char kPlannerPrefix[] = "safetensors.";
+
+struct DtypeName {
+  const char* safetensors;
+  const char* dcpp;
+  int64_t size;
+};
+
+// Every safetensors dtype that dcpp stores. F4, F6_* and F8_E8M0 have no dcpp counterpart.
+constexpr DtypeName kDtypes[] = {
+    {"BOOL", "bool", 1},           {"U8", "uint8", 1},
+    {"I8", "int8", 1},             {"I16", "int16", 2},
+    {"U16", "uint16", 2},          {"I32", "int32", 4},
+    {"U32", "uint32", 4},          {"I64", "int64", 8},
+    {"U64", "uint64", 8},          {"F16", "float16", 2},
+    {"BF16", "bfloat16", 2},       {"F32", "float32", 4},
+    {"F64", "float64", 8},         {"C64", "complex64", 8},
+    {"F8_E4M3", "float8_e4m3fn", 1}, {"F8_E5M2", "float8_e5m2", 1},
+    {"F8_E4M3FNUZ", "float8_e4m3fnuz", 1}, {"F8_E5M2FNUZ", "float8_e5m2fnuz", 1},
+};
+
+const DtypeName* FindSafetensorsDtype(const std::string& name) {
+  for (const DtypeName& d : kDtypes) {
+    if (name == d.safetensors) return &d;
+  }
+  return nullptr;
+}
+
+std::string SupportedDtypes() {
+  std::string s;
+  for (const DtypeName& d : kDtypes) s += (s.empty() ? "" : " ") + std::string(d.safetensors);
+  return s;
+}
+
+bool EndsWith(const std::string& s, const std::string& suffix) {
+  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::vector<std::string> ListFiles(const std::string& dir, const std::string& suffix) {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    std::error_code type_ec;
+    if (EndsWith(name, suffix) && e.is_regular_file(type_ec)) out.push_back(name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// One tensor of one file, as its header describes it.
+struct Entry {
+  std::string name;
+  std::string dtype;  // dcpp name
+  std::vector<int64_t> shape;
+  uint64_t begin = 0, end = 0;  // in the data area
+};
+
+struct Header {
+  uint64_t data_start = 0;  // 8 + N
+  std::vector<Entry> entries;
+  std::map<std::string, std::string> metadata;  // __metadata__
+};
+
+// Reads and validates the header of `file` (a plain name in `reader`'s folder); `path` is for
+// messages.
+Header ReadHeader(FileSystemReader& reader, const std::string& file, const std::string& path) {
+  std::unique_ptr<FileSource> src = reader.Open(file);
+  const uint64_t size = src->Size();
+  DCPP_CHECK(size >= 8, "safetensors file ", path, " is truncated: ", size,
+             " bytes, less than the 8-byte header length");
+  uint8_t len_bytes[8];
+  src->ReadAt(0, len_bytes, 8);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | len_bytes[i];
+  DCPP_CHECK(n <= kMaxHeaderBytes, "safetensors file ", path, ": header length ", n,
+             " is larger than the 100 MiB limit (not a safetensors file, or corrupt)");
+  DCPP_CHECK(n <= size - 8, "safetensors file ", path, ": header length ", n,
+             " goes beyond the end of the file (", size, " bytes; truncated or not a safetensors file)");
+  std::string text(static_cast<size_t>(n), '\0');
+  src->ReadAt(8, text.data(), text.size());
+  DCPP_CHECK(!text.empty() && text[0] == '{', "safetensors file ", path,
+             ": the header is not a JSON object");
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  DCPP_CHECK(!doc.is_discarded(), "safetensors file ", path, ": the header is not valid JSON");
+  DCPP_CHECK(doc.is_object(), "safetensors file ", path, ": the header is not a JSON object");
+
+  Header h;
+  h.data_start = 8 + n;
+  const uint64_t data_size = size - h.data_start;
+  for (const auto& [name, value] : doc.items()) {
+    if (name == "__metadata__") {
+      DCPP_CHECK(value.is_object(), "safetensors file ", path, ": __metadata__ is not an object");
+      for (const auto& [k, v] : value.items()) {
+        DCPP_CHECK(v.is_string(), "safetensors file ", path, ": __metadata__ entry '", k,
+                   "' is not a string");
+        h.metadata[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    const std::string what = StrCat("safetensors file ", path, ": tensor '", name, "'");
+    DCPP_CHECK(value.is_object(), what, " is not a JSON object");
+    for (const char* field : {"dtype", "shape", "data_offsets"}) {
+      DCPP_CHECK(value.contains(field), what, " has no ", field);
+    }
+    Entry e;
+    e.name = name;
+    const json& dtype = value["dtype"];
+    DCPP_CHECK(dtype.is_string(), what, " has a dtype that is not a string");
+    const DtypeName* d = FindSafetensorsDtype(dtype.get<std::string>());
+    DCPP_CHECK(d != nullptr, what, " has dtype ", dtype.get<std::string>(),
+               ", which dcpp does not support (it reads ", SupportedDtypes(), ")");
+    e.dtype = d->dcpp;
+    const json& shape = value["shape"];
+    DCPP_CHECK(shape.is_array(), what, " has a shape that is not a list");
+    int64_t numel = 1;
+    for (const json& s : shape) {
+      DCPP_CHECK(s.is_number_integer(), what, " has a shape ", shape.dump(), " that is not a list of integers");
+      DCPP_CHECK(s.is_number_unsigned(), what, " has a negative size in its shape ", shape.dump());
+      const uint64_t v = s.get<uint64_t>();
+      DCPP_CHECK(v <= static_cast<uint64_t>(INT64_MAX) &&
+                     !__builtin_mul_overflow(numel, static_cast<int64_t>(v), &numel),
+                 what, " has a shape ", shape.dump(), " too large");
+      e.shape.push_back(static_cast<int64_t>(v));
+    }
+    int64_t nbytes = 0;
+    DCPP_CHECK(!__builtin_mul_overflow(numel, d->size, &nbytes), what, " has a shape ", shape.dump(),
+               " too large");
+    const json& offs = value["data_offsets"];
+    DCPP_CHECK(offs.is_array() && offs.size() == 2 && offs[0].is_number_unsigned() &&
+                   offs[1].is_number_unsigned(),
+               what, " has data_offsets ", offs.dump(), "; expected [begin, end], non-negative integers");
+    e.begin = offs[0].get<uint64_t>();
+    e.end = offs[1].get<uint64_t>();
+    DCPP_CHECK(e.begin <= e.end, what, " has data_offsets [", e.begin, ", ", e.end, "] that end before they begin");
+    DCPP_CHECK(e.end - e.begin == static_cast<uint64_t>(nbytes), what, " has data_offsets [", e.begin,
+               ", ", e.end, "] (", e.end - e.begin, " bytes) but its ", d->safetensors, " shape ",
+               shape.dump(), " needs ", nbytes, " bytes");
+    DCPP_CHECK(e.end <= data_size, what, " has data_offsets [", e.begin, ", ", e.end,
+               "] beyond the data area (", data_size, " bytes; the file is truncated or corrupt)");
+    h.entries.push_back(std::move(e));
+  }
+  // No two tensors may share bytes.
+  std::vector<const Entry*> by_begin;
+  for (const Entry& e : h.entries) {
+    if (e.end > e.begin) by_begin.push_back(&e);
+  }
+  std::sort(by_begin.begin(), by_begin.end(),
+            [](const Entry* a, const Entry* b) { return std::tie(a->begin, a->end) < std::tie(b->begin, b->end); });
+  for (size_t i = 1; i < by_begin.size(); ++i) {
+    const Entry& a = *by_begin[i - 1];
+    const Entry& b = *by_begin[i];
+    DCPP_CHECK(b.begin >= a.end, "safetensors file ", path, ": tensors '", a.name, "' [", a.begin,
+               ", ", a.end, ") and '", b.name, "' [", b.begin, ", ", b.end, ") overlap");
+  }
+  return h;
+}
+
+// The weight_map of the index file `path`: tensor name -> file.
+std::map<std::string, std::string> ReadIndex(FileSystemReader& reader, const std::string& index,
+                                             const std::string& path) {
+  std::unique_ptr<FileSource> src = reader.Open(index);
+  std::string text(static_cast<size_t>(src->Size()), '\0');
+  src->ReadAt(0, text.data(), text.size());
+  const json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  DCPP_CHECK(!doc.is_discarded(), "safetensors index ", path, " is not valid JSON");
+  DCPP_CHECK(doc.is_object() && doc.contains("weight_map") && doc["weight_map"].is_object(),
+             "safetensors index ", path, " has no weight_map object");
+  std::map<std::string, std::string> map;
+  for (const auto& [name, file] : doc["weight_map"].items()) {
+    DCPP_CHECK(file.is_string(), "safetensors index ", path, ": tensor '", name,
+               "' maps to ", file.dump(), ", not a file name");
+    const std::string f = file.get<std::string>();
+    DCPP_CHECK(IsPlainFileName(f), "safetensors index ", path, ": tensor '", name, "' maps to '", f,
+               "', which is not a plain file name in the folder");
+    map[name] = f;
+  }
+  return map;
+}
+
+}  // namespace
+
+std::string DtypeFromSafetensors(const std::string& st_dtype) {
+  const DtypeName* d = FindSafetensorsDtype(st_dtype);
+  return d ? d->dcpp : "";
+}
+
+std::string DtypeToSafetensors(const std::string& dcpp_dtype) {
+  for (const DtypeName& d : kDtypes) {
+    if (dcpp_dtype == d.dcpp) return d.safetensors;
+  }
+  return "";
+}
+
+namespace {
+
+std::string FolderOf(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) {
+    std::string dir = path;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir;
+  }
+  const std::string parent = fs::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
+}
+
+}  // namespace
+
+SafetensorsReader::SafetensorsReader(const std::string& path) : dir_(FolderOf(path)), folder_(dir_, Env::Default(), /*follow_links=*/true) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  DCPP_CHECK(fs::exists(st), "no safetensors checkpoint at ", path, ": no such file or folder");
+  if (!fs::is_directory(st)) {
+    files_ = {fs::path(path).filename().string()};
+    return;
+  }
+  std::vector<std::string> indexes = ListFiles(dir_, kIndexSuffix);
+  if (std::find(indexes.begin(), indexes.end(), kSafetensorsIndex) != indexes.end()) {
+    indexes = {kSafetensorsIndex};
+  }
+  DCPP_CHECK(indexes.size() <= 1, "safetensors checkpoint ", dir_, " has several index files (",
+             indexes[0], ", ", indexes[1], "); give the path of one .safetensors file instead");
+  if (!indexes.empty()) {
+    index_ = indexes[0];
+    std::set<std::string> files;
+    for (const auto& [name, file] : ReadIndex(folder_, index_, dir_ + "/" + index_)) files.insert(file);
+    files_.assign(files.begin(), files.end());
+    return;
+  }
+  files_ = ListFiles(dir_, kSuffix);
+  DCPP_CHECK(!files_.empty(), "no safetensors checkpoint in ", dir_, ": no ", kSafetensorsIndex,
+             " and no *.safetensors files");
+}
+
+std::string SafetensorsReader::ReadMetadata() {
+  std::map<std::string, std::string> weight_map;
+  if (!index_.empty()) weight_map = ReadIndex(folder_, index_, dir_ + "/" + index_);
+
+  proto::Metadata md;
+  md.set_format_major(kFormatMajor);
+  md.set_format_minor(kFormatMinor);
+  md.set_creator("safetensors");
+  md.set_world_size(1);
+  md.set_checksum_algorithm(kNoChecksum);
+  std::map<std::string, std::pair<std::string, proto::TensorMeta>> tensors;  // name -> (file, meta)
+  for (const std::string& file : files_) {
+    const std::string path = dir_ + "/" + file;
+    std::error_code ec;
+    DCPP_CHECK(index_.empty() || fs::exists(path, ec), "safetensors index ", dir_, "/", index_,
+               " names file ", file, ", which is missing");
+    const Header h = ReadHeader(folder_, file, path);
+    for (const auto& [k, v] : h.metadata) (*md.mutable_planner_data())[kPlannerPrefix + k] = v;
+    for (const Entry& e : h.entries) {
+      auto [it, fresh] = tensors.try_emplace(e.name);
+      DCPP_CHECK(fresh, "safetensors checkpoint ", dir_, ": tensor '", e.name, "' is in both ",
+                 it->second.first, " and ", file);
+      if (!index_.empty()) {
+        auto w = weight_map.find(e.name);
+        DCPP_CHECK(w != weight_map.end(), "safetensors file ", path, " holds tensor '", e.name,
+                   "', which ", index_, " does not list");
+        DCPP_CHECK(w->second == file, "safetensors file ", path, " holds tensor '", e.name, "', which ",
+                   index_, " places in ", w->second);
+      }
+      proto::TensorMeta& t = it->second.second;
+      it->second.first = file;
+      t.set_fqn(e.name);
+      t.set_dtype(e.dtype);
+      proto::ChunkMeta* c = t.add_chunks();
+      for (int64_t s : e.shape) {
+        t.add_shape(s);
+        c->add_offsets(0);
+        c->add_sizes(s);
+      }
+      c->set_file(file);
+      c->set_offset(h.data_start + e.begin);
+      c->set_length(e.end - e.begin);
+    }
+  }
+  for (const auto& [name, file] : weight_map) {
+    DCPP_CHECK(tensors.count(name), "safetensors index ", dir_, "/", index_, " lists tensor '", name,
+               "' in ", file, ", but ", dir_, "/", file, " does not hold it");
+  }
+  for (auto& [name, entry] : tensors) *md.add_tensors() = std::move(entry.second);
+  return SerializeMetadata(md);
+}
+
+std::unique_ptr<FileSource> SafetensorsReader::Open(const std::string& name) {
+  DCPP_CHECK(std::find(files_.begin(), files_.end(), name) != files_.end(), "safetensors checkpoint ",
+             dir_, " has no file '", name, "'");
+  return folder_.Open(name);
+}
+
+bool IsSafetensors(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (fs::is_regular_file(st)) return EndsWith(fs::path(path).filename().string(), kSuffix);
+  if (!fs::is_directory(st) || fs::exists(fs::path(path) / ".metadata", ec)) return false;
+  return !ListFiles(path, kIndexSuffix).empty() || !ListFiles(path, kSuffix).empty();
+}
+
+}  // namespace dcpp

@@ -76,7 +76,7 @@ int main(int argc, char** argv) {
     const std::string path = dcpp::cli::UserPath(dir);
     DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
     const auto reader = dcpp::OpenReader(path);
-    reader->VerifyOwnChecksums(false);  // a listing; `verify` checks the data
+    dcpp::VerifyOwnChecksums(*reader, false);  // a listing; `verify` checks the data
     const dcpp::proto::Metadata md = dcpp::ParseMetadata(reader->ReadMetadata(), reader->Describe());
     std::vector<std::string> warnings =
         dcpp::InspectWarnings(md, dcpp::DetectFormat(path) == dcpp::Format::kNative);

@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
       r = dcpp::Verify(path, opt);
     } else {
       const auto reader = dcpp::OpenReader(path);
-      reader->VerifyOwnChecksums(false);  // (CheckDcpArchives below checks every entry instead)
+      dcpp::VerifyOwnChecksums(*reader, false);  // (CheckDcpArchives below checks every entry instead)
       r = dcpp::Verify(*reader, opt);
     }
     // PyTorch DCP records no checksums in its metadata, but torch.save records a CRC-32 of

@@ -105,7 +105,7 @@ class ChunkReader {
     if (!opt_.gpudirect || opt_.verify_checksums) return false;
     auto it = gds_files_.find(u.chunk->file());
     if (it == gds_files_.end()) {
-      const std::string path = reader_.LocalPath(u.chunk->file());
+      const std::string path = LocalPathOf(reader_, u.chunk->file());
       std::string why;
       std::unique_ptr<GdsFile> file;
       if (path.empty()) {
@@ -548,7 +548,7 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
 
   // (A DCP reader then checks each item's CRC-32 where a whole item is read, if asked: it costs
   // more than the read.)
-  reader.VerifyOwnChecksums(opt.verify_checksums && opt.verify_dcp_crc32);
+  VerifyOwnChecksums(reader, opt.verify_checksums && opt.verify_dcp_crc32);
   // The coordinator reads the metadata once; every rank gets the same bytes.
   std::string md_bytes;
   OnEveryRank(comm, "load: read metadata", [&] {

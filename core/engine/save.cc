@@ -61,7 +61,7 @@ proto::SavePlan LocalItems(const StateDict& sd, int rank, const StorageWriter& w
     const std::string* data = &b.data;
     if (writer.EncodesBytes()) {
       try {
-        blobs->push_back(writer.EncodeBytes(b.data));
+        blobs->push_back(EncodeBlob(writer, b.data));
       } catch (const std::exception& e) {
         throw Error(StrCat("bytes key '", b.fqn, "': ", ErrorMessage(e)));
       }
@@ -128,7 +128,7 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
       DCPP_CHECK(inserted || pos->second == static_cast<int>(r), where, ": file ", it.file(),
                  " is given to ranks ", pos->second, " and ", r);
       uint64_t& end = file_end[it.file()];
-      const ItemFrame frame = writer.Frame(it);
+      const ItemFrame frame = FrameOf(writer, it);
       const uint64_t off = it.nbytes() || frame.prefix ? internal::AlignUp(end + frame.prefix, kChunkAlignment)
                                                       : end;
       it.set_file_offset(off);
@@ -430,7 +430,7 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
   std::string results;
   try {
     BeforeCommit(comm, "save: write", [&] {
-      writer.Placed(mine);
+      if (auto* framer = As<ItemFramer>(writer)) framer->Placed(mine);
       WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
     });
   } catch (...) {

@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "core/base/error.h"
@@ -283,18 +284,23 @@ proto::SavePlan ReadItems(lua_State* L, int idx, const proto::SavePlan& source,
   proto::SavePlan out;
   out.set_rank(source.rank());
   const int n = static_cast<int>(lua_objlen(L, idx));
+  // An item's `index` is the one PushItem gave it (its place in the engine's own list), not its
+  // place in `source`: a save_local that dropped or reordered items makes the two differ.
+  std::unordered_map<int64_t, int> position;
+  for (int k = 0; k < source.items_size(); ++k) position.emplace(source.items(k).index() + 1, k);
   std::vector<bool> seen(source.items_size(), false);
   for (int i = 1; i <= n; ++i) {
     lua_rawgeti(L, idx, i);
     const int it = lua_gettop(L);
     if (!lua_istable(L, it)) throw Error(StrCat(where, ": item ", i, " is not a table"));
     int64_t index = 0;
-    if (!FieldInt(L, it, "index", &index) || index < 1 || index > source.items_size()) {
-      throw Error(StrCat(where, ": item ", i, " has no valid `index` (1..", source.items_size(), ")"));
+    const auto at = FieldInt(L, it, "index", &index) ? position.find(index) : position.end();
+    if (at == position.end()) {
+      throw Error(StrCat(where, ": item ", i, " has no valid `index` (the `index` of an item it was given)"));
     }
-    if (seen[index - 1]) throw Error(StrCat(where, ": item index ", index, " appears twice"));
-    seen[index - 1] = true;
-    proto::PlanItem item = source.items(static_cast<int>(index - 1));
+    if (seen[at->second]) throw Error(StrCat(where, ": item index ", index, " appears twice"));
+    seen[at->second] = true;
+    proto::PlanItem item = source.items(at->second);
     bool has_fqn = false, has_file = false;
     const std::string fqn = FieldString(L, it, "fqn", &has_fqn);
     if (!has_fqn || fqn.empty()) throw Error(StrCat(where, ": item ", i, " has no `fqn` string"));

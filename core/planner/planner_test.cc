@@ -258,6 +258,40 @@ TEST_F(ScriptFile, MetatablesOnReturnedPlansAreIgnoredNotCalled) {
   EXPECT_TRUE(Has(err, path_ + " convert") && Has(err, "entry 1 has no `key`")) << err;
 }
 
+// save_local may drop and reorder items; save_global's answer names each item by the `index`
+// it was given, so every item keeps its own source (a lookup by position once gave one item's
+// data to another of the same shape, or refused a plan after a drop).
+TEST_F(ScriptFile, SaveGlobalFindsItemsThatSaveLocalReorderedOrDropped) {
+  Write("local P = {}\n"
+        "function P.save_local(ctx, items)\n"
+        "  local out = {}\n"
+        "  for i = #items, 2, -1 do out[#out + 1] = items[i] end  -- reversed, the first dropped\n"
+        "  return out\n"
+        "end\n"
+        "function P.save_global(ctx, plans)\n"
+        "  for _, it in ipairs(plans[1]) do it.file = '__0_0.distcp' end\n"
+        "  return plans\n"
+        "end\n"
+        "return P\n");
+  proto::SavePlan three = TwoItems();
+  proto::PlanItem* extra = three.add_items();
+  *extra = three.items(1);
+  extra->set_fqn("t2");
+  extra->set_index(2);
+  PlanContext ctx;
+  auto planner = SavePlanner::Create(path_);
+  const proto::SavePlan local = planner->Local(ctx, three);
+  ASSERT_EQ(local.items_size(), 2);
+  EXPECT_EQ(local.items(0).fqn(), "t2");
+  EXPECT_EQ(local.items(1).fqn(), "t1");
+  const std::vector<proto::SavePlan> global = planner->Global(ctx, {local}, nullptr);
+  ASSERT_EQ(global.size(), 1u);
+  ASSERT_EQ(global[0].items_size(), 2);
+  for (const proto::PlanItem& it : global[0].items()) {
+    EXPECT_EQ(it.fqn(), "t" + std::to_string(it.index())) << "item " << it.fqn() << " got the source of another";
+  }
+}
+
 TEST_F(ScriptFile, AModuleTableWithIndexRunsProtected) {
   // Inheritance through __index works ...
   Write("local Base = {}\n"

@@ -1,90 +1,75 @@
 #include "core/storage/open.h"
 
-#include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <vector>
 
 #include "core/base/error.h"
-#include "core/storage/dcp/dcp.h"
-#include "core/storage/native/filesystem.h"
-#include "core/storage/safetensors/safetensors.h"
 
 namespace dcpp {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A pickle (protocol 2 and up) starts with the PROTO opcode; dcpp's protobuf metadata never
-// does (its first byte is a field tag, 0x08 for format_major).
-constexpr int kPickleProto = 0x80;
+std::string JoinNames(const std::vector<std::string>& names, const char* last) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i > 0) out += i + 1 == names.size() ? last : ", ";
+    out += names[i];
+  }
+  return out;
+}
 
-// The first byte of `path`, or -1 if it is empty or unreadable.
-int FirstByte(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (f == nullptr) return -1;
-  const int c = std::fgetc(f);
-  std::fclose(f);
-  return c == EOF ? -1 : c;
+const FormatBackend& Backend(Format format) {
+  const FormatBackend* b = FindFormat(format.name());
+  if (b == nullptr) ParseFormat(format.name());  // throws, listing the formats
+  return *b;
 }
 
 }  // namespace
-
-const char* FormatName(Format f) {
-  switch (f) {
-    case Format::kNative:
-      return "native";
-    case Format::kDcp:
-      return "dcp";
-    case Format::kSafetensors:
-      return "safetensors";
-  }
-  return "unknown";
-}
 
 Format DetectFormat(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   DCPP_CHECK(fs::exists(st), "no checkpoint at ", path, ": no such file or folder");
-  const std::string metadata = path + "/.metadata";
-  if (fs::is_directory(st) && fs::exists(metadata, ec)) {
-    return FirstByte(metadata) == kPickleProto ? Format::kDcp : Format::kNative;
+  const std::vector<const FormatBackend*> formats = RegisteredFormats();
+  for (const FormatBackend* b : formats) {
+    if (b->detect(path)) return Format(b->name);
   }
-  if (IsSafetensors(path)) return Format::kSafetensors;
-  DCPP_CHECK(!fs::is_directory(st), "no checkpoint in ", path, ": ", metadata,
-             " is missing (dcpp or PyTorch DCP) and there are no *.safetensors files");
-  throw Error(StrCat("no checkpoint at ", path,
-                     ": not a folder holding one, nor a .safetensors file"));
+  // What each format looks for: a file in the folder, or a pattern of files.
+  std::map<std::string, std::vector<std::string>> by_marker;
+  for (const FormatBackend* b : formats) by_marker[b->marker].push_back(b->name);
+  std::vector<std::string> missing, patterns;
+  for (const auto& [marker, names] : by_marker) {
+    if (marker.find('*') == std::string::npos) {
+      missing.push_back(StrCat(path, "/", marker, " is missing (", JoinNames(names, " or "), ")"));
+    } else {
+      patterns.push_back(marker);
+    }
+  }
+  if (!patterns.empty()) missing.push_back(StrCat("there are no ", JoinNames(patterns, " or "), " files"));
+  DCPP_CHECK(!fs::is_directory(st), "no checkpoint in ", path, ": ", JoinNames(missing, " and "));
+  throw Error(StrCat("no checkpoint at ", path, ": not a folder holding one",
+                     patterns.empty() ? "" : ", nor a ", JoinNames(patterns, " or "), patterns.empty() ? "" : " file"));
 }
 
 std::unique_ptr<StorageReader> OpenReader(const std::string& path) {
-  switch (DetectFormat(path)) {
-    case Format::kNative:
-      return std::make_unique<FileSystemReader>(path);
-    case Format::kDcp:
-      return std::make_unique<DcpReader>(path);
-    case Format::kSafetensors:
-      return std::make_unique<SafetensorsReader>(path);
-  }
-  throw Error(StrCat("checkpoint ", path, ": unknown format"));
+  return Backend(DetectFormat(path)).open_reader(path);
 }
 
 Format ParseFormat(const std::string& name) {
-  if (name == "native") return Format::kNative;
-  if (name == "dcp") return Format::kDcp;
-  if (name == "safetensors") return Format::kSafetensors;
-  throw Error(StrCat("unknown checkpoint format '", name, "' (expected native, dcp or safetensors)"));
+  if (const FormatBackend* b = FindFormat(name)) return Format(b->name);
+  std::vector<std::string> names;
+  for (const FormatBackend* b : RegisteredFormats()) names.push_back(b->name);
+  std::sort(names.begin(), names.end());
+  throw Error(StrCat("unknown checkpoint format '", name, "' (expected ", JoinNames(names, " or "), ")"));
 }
 
 std::unique_ptr<StorageWriter> OpenWriter(const std::string& path, Format format) {
-  switch (format) {
-    case Format::kNative:
-      return std::make_unique<FileSystemWriter>(path);
-    case Format::kDcp:
-      return std::make_unique<DcpWriter>(path);
-    case Format::kSafetensors:
-      break;
-  }
-  throw Error(StrCat("cannot save a sharded checkpoint as ", FormatName(format), " in ", path,
-                     " (export consolidated safetensors with //scripts:export_safetensors)"));
+  const FormatBackend& b = Backend(format);
+  DCPP_CHECK(b.open_writer, "cannot save a sharded checkpoint as ", b.name, " in ", path, " (", b.no_writer, ")");
+  return b.open_writer(path);
 }
 
 }  // namespace dcpp

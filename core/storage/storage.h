@@ -78,16 +78,71 @@ class StorageWriter {
   virtual void Abort(const std::vector<std::string>& created) = 0;
   virtual std::string Describe() const = 0;  // for messages, e.g. the folder
 
-  // Formats that wrap items. The engine places each item's data after Frame(item).prefix
-  // free bytes and keeps Frame(item).suffix bytes free after it; every rank then calls
-  // Placed() with the items it will write (file, file_offset set) before opening any file;
-  // the backend fills the frames in when each sink finishes.
-  virtual ItemFrame Frame(const proto::PlanItem& item) const { return {}; }
-  virtual void Placed(const proto::SavePlan& plan) {}
-  // The bytes stored for a blob (DCP stores every blob as a torch.save'd Python object).
-  virtual bool EncodesBytes() const { return false; }
-  virtual std::string EncodeBytes(const std::string& blob) const { return blob; }
+  // Whether the writer stores blobs encoded (it is a BytesEncoder).
+  bool EncodesBytes() const;
 };
+
+class StorageReader;
+
+// Optional capabilities. A backend's writer or reader may also derive from any of these small
+// interfaces; the engine asks for one with As<Capability>(backend) (a dynamic_cast), so a
+// backend without a use for one carries nothing.
+
+// Writers of formats that wrap items (PyTorch DCP puts each chunk inside its own torch.save
+// archive). The engine places each item's data after Frame(item).prefix free bytes and keeps
+// Frame(item).suffix bytes free after it; every rank then calls Placed() with the items it will
+// write (file, file_offset set) before opening any file; the backend fills the frames in when
+// each sink finishes.
+class ItemFramer {
+ public:
+  virtual ~ItemFramer() = default;
+  virtual ItemFrame Frame(const proto::PlanItem& item) const = 0;
+  virtual void Placed(const proto::SavePlan& plan) = 0;
+};
+
+// Writers of formats that store a blob as something else (DCP: a torch.save'd Python object).
+class BytesEncoder {
+ public:
+  virtual ~BytesEncoder() = default;
+  virtual std::string EncodeBytes(const std::string& blob) const = 0;
+};
+
+// Readers whose data files may sit as they are in local files (for readers that bypass
+// FileSource, e.g. GPUDirect Storage).
+class LocalFiles {
+ public:
+  virtual ~LocalFiles() = default;
+  // The path of data file `name` when its bytes sit as they are in a local file; "" otherwise.
+  virtual std::string LocalPath(const std::string& name) const = 0;
+};
+
+// Readers of formats whose data files carry checksums of their own, outside the metadata
+// (PyTorch DCP: the CRC-32 torch.save records for each archive entry). They check them while
+// whole items are read through Open() unless this turns it off (load and convert pass their
+// verify_checksums). Default: on.
+class OwnChecksums {
+ public:
+  virtual ~OwnChecksums() = default;
+  virtual void VerifyOwnChecksums(bool on) = 0;
+};
+
+// `backend` as a Capability, or null when it does not offer it.
+template <class Capability, class Backend>
+Capability* As(Backend& backend) {
+  return dynamic_cast<Capability*>(&backend);
+}
+
+// The bytes `writer` stores for `blob`: encoded by a BytesEncoder, else the blob itself.
+std::string EncodeBlob(const StorageWriter& writer, const std::string& blob);
+
+// Turns a reader's own checksums (OwnChecksums) on or off; nothing for other readers.
+void VerifyOwnChecksums(StorageReader& reader, bool on);
+
+// The frame `writer` keeps around `item` (an ItemFramer's), else none.
+ItemFrame FrameOf(const StorageWriter& writer, const proto::PlanItem& item);
+
+// Where data file `name` of `reader` sits as it is in a local file (LocalFiles), else "".
+std::string LocalPathOf(const StorageReader& reader, const std::string& name);
 
 class StorageReader {
  public:
@@ -96,14 +151,6 @@ class StorageReader {
   virtual std::string ReadMetadata() = 0;
   virtual std::unique_ptr<FileSource> Open(const std::string& name) = 0;
   virtual std::string Describe() const = 0;
-  // The path of data file `name` when its bytes sit as they are in a local file (for readers
-  // that bypass FileSource, e.g. GPUDirect Storage); "" otherwise.
-  virtual std::string LocalPath(const std::string& name) const { return ""; }
-  // Formats whose data files carry checksums of their own, outside the metadata (PyTorch DCP:
-  // the CRC-32 torch.save records for each archive entry), check them while whole items are
-  // read through Open() unless this turns it off (load and convert pass their
-  // verify_checksums). Default: on.
-  virtual void VerifyOwnChecksums(bool on) {}
 };
 
 }  // namespace dcpp

@@ -328,7 +328,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   DCPP_CHECK(opt.memory_budget >= kMinBudget, "convert: the memory budget must be at least ",
              kMinBudget, " bytes (got ", opt.memory_budget, ")");
   // (A DCP source then checks each item's CRC-32 as it streams through.)
-  src.VerifyOwnChecksums(opt.verify_checksums);
+  VerifyOwnChecksums(src, opt.verify_checksums);
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());
   RefuseUncheckedNative(src, md, opt.verify_checksums, "convert");
   const PlannerLimits limits{opt.planner_instruction_limit, opt.planner_memory_limit};
@@ -399,7 +399,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       if (e.is_bytes) {
         it->set_is_bytes(true);
         if (dst.EncodesBytes() && !is_encoded[i]) {
-          encoded[i] = dst.EncodeBytes(ReadBlob(src, *blobs.at(e.source), HasChecksums(md) && opt.verify_checksums));
+          encoded[i] = EncodeBlob(dst, ReadBlob(src, *blobs.at(e.source), HasChecksums(md) && opt.verify_checksums));
           is_encoded[i] = true;
         }
         it->set_nbytes(is_encoded[i] ? encoded[i].size() : blobs.at(e.source)->length());
@@ -442,7 +442,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   std::map<std::string, std::string> planner_data;
   std::vector<proto::SavePlan> global = placer->Global(ctx, local, &planner_data);
   internal::ValidateAndPlace(local, global, committed, placer->script_name(), dst);
-  for (const proto::SavePlan& plan : global) dst.Placed(plan);
+  if (auto* framer = As<ItemFramer>(dst)) {
+    for (const proto::SavePlan& plan : global) framer->Placed(plan);
+  }
 
   std::vector<std::unique_ptr<Output>> outputs;
   std::vector<std::vector<Output*>> by_entry(entries.size());

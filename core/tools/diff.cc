@@ -216,8 +216,8 @@ DiffReport Diff(StorageReader& a, StorageReader& b, const DiffOptions& opt) {
              opt.atol, ")");
   DCPP_CHECK(opt.memory_budget > 0, "diff: the memory budget must be positive (got ",
              opt.memory_budget, ")");
-  a.VerifyOwnChecksums(opt.verify_checksums);  // (DCP: each item's CRC-32)
-  b.VerifyOwnChecksums(opt.verify_checksums);
+  VerifyOwnChecksums(a, opt.verify_checksums);  // (DCP: each item's CRC-32)
+  VerifyOwnChecksums(b, opt.verify_checksums);
   const proto::Metadata md_a = ParseMetadata(a.ReadMetadata(), a.Describe());
   const proto::Metadata md_b = ParseMetadata(b.ReadMetadata(), b.Describe());
   RefuseUncheckedNative(a, md_a, opt.verify_checksums, "diff");

@@ -120,7 +120,7 @@ class Export {
   }
 
   SafetensorsExportStats Run() {
-    src_.VerifyOwnChecksums(opt_.verify_checksums);  // (DCP: each item's CRC-32)
+    VerifyOwnChecksums(src_, opt_.verify_checksums);  // (DCP: each item's CRC-32)
     const proto::Metadata md = ParseMetadata(src_.ReadMetadata(), src_.Describe());
     RefuseUncheckedNative(src_, md, opt_.verify_checksums, "export");
     std::vector<Shard> shards = Plan(md);

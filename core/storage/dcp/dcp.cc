@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <thread>
@@ -20,6 +22,7 @@
 #include "core/model/dtype.h"
 #include "core/storage/dcp/pickle.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/registry.h"
 
 namespace dcpp {
 
@@ -879,5 +882,23 @@ std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& check
   EndObject(w);
   return w.Finish();
 }
+
+namespace {
+
+// A folder whose .metadata is a pickle (its first byte, PROTO: dcpp's protobuf never starts so).
+const FormatRegistration kDcpFormat({
+    Format::kDcp.name(), /*rank=*/0, kMetadataName,
+    [](const std::string& path) {
+      std::error_code ec;
+      if (!std::filesystem::is_directory(path, ec)) return false;
+      std::ifstream f(path + "/" + kMetadataName, std::ios::binary);
+      char first = 0;
+      return f.get(first) && IsDcpMetadata(std::string(1, first));
+    },
+    [](const std::string& path) -> std::unique_ptr<StorageReader> { return std::make_unique<DcpReader>(path); },
+    [](const std::string& path) -> std::unique_ptr<StorageWriter> { return std::make_unique<DcpWriter>(path); },
+    ""});
+
+}  // namespace
 
 }  // namespace dcpp

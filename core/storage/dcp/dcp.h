@@ -92,7 +92,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir);
 // N): its pickle names os.system, ..."); an item that cannot be decoded is named too.
 std::vector<std::string> UnsafeDcpObjects(const std::string& dir);
 
-class DcpReader final : public StorageReader {
+class DcpReader final : public StorageReader, public LocalFiles, public OwnChecksums {
  public:
   explicit DcpReader(std::string dir, Env* env = Env::Default());
   // dcpp metadata (serialized) translated from DIR/.metadata.
@@ -121,7 +121,7 @@ class DcpReader final : public StorageReader {
   std::shared_ptr<std::atomic<int64_t>> checked_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
-class DcpWriter final : public StorageWriter {
+class DcpWriter final : public StorageWriter, public ItemFramer, public BytesEncoder {
  public:
   explicit DcpWriter(std::string dir, Env* env = Env::Default());
   void Begin(bool wait_for_lock) override { files_.Begin(wait_for_lock); }
@@ -137,7 +137,6 @@ class DcpWriter final : public StorageWriter {
 
   ItemFrame Frame(const proto::PlanItem& item) const override;
   void Placed(const proto::SavePlan& plan) override;
-  bool EncodesBytes() const override { return true; }
   std::string EncodeBytes(const std::string& blob) const override;
 
   // A tensor chunk placed in a file.

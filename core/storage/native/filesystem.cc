@@ -1,9 +1,11 @@
 #include "core/storage/native/filesystem.h"
 
+#include <filesystem>
 #include <set>
 
 #include "core/base/error.h"
 #include "core/format/metadata.h"
+#include "core/storage/registry.h"
 
 namespace dcpp {
 namespace {
@@ -181,5 +183,20 @@ void RefuseUncheckedNative(const StorageReader& reader, const proto::Metadata& m
                      "(the metadata may have been edited); turn checksum verification off "
                      "(verify_checksums = false, --no-verify) to read it unverified"));
 }
+
+namespace {
+
+// A folder with a .metadata (DCP's pickled one ranks first: its format claims those).
+const FormatRegistration kNativeFormat({
+    Format::kNative.name(), /*rank=*/1, kMetadataName,
+    [](const std::string& path) {
+      std::error_code ec;
+      return std::filesystem::is_directory(path, ec) && std::filesystem::exists(path + "/" + kMetadataName, ec);
+    },
+    [](const std::string& path) -> std::unique_ptr<StorageReader> { return std::make_unique<FileSystemReader>(path); },
+    [](const std::string& path) -> std::unique_ptr<StorageWriter> { return std::make_unique<FileSystemWriter>(path); },
+    ""});
+
+}  // namespace
 
 }  // namespace dcpp

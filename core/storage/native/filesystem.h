@@ -52,7 +52,7 @@ class FileSystemWriter final : public StorageWriter {
   std::unique_ptr<FileLock> lock_;
 };
 
-class FileSystemReader final : public StorageReader {
+class FileSystemReader final : public StorageReader, public LocalFiles {
  public:
   explicit FileSystemReader(std::string dir, Env* env = Env::Default());
   // `follow_links`: open data files through symbolic links (for self-describing files such as

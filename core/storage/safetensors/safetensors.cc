@@ -14,6 +14,7 @@
 #include "core/base/error.h"
 #include "core/format/metadata.h"
 #include "core/format/metadata.pb.h"
+#include "core/storage/registry.h"
 
 namespace dcpp {
 namespace {
@@ -325,5 +326,17 @@ bool IsSafetensors(const std::string& path) {
   if (!fs::is_directory(st) || fs::exists(fs::path(path) / ".metadata", ec)) return false;
   return !ListFiles(path, kIndexSuffix).empty() || !ListFiles(path, kSuffix).empty();
 }
+
+namespace {
+
+// A .safetensors file, or a folder of them (after the formats with a .metadata: a folder that
+// has one is theirs).
+const FormatRegistration kSafetensorsFormat({
+    Format::kSafetensors.name(), /*rank=*/2, "*.safetensors",
+    [](const std::string& path) { return IsSafetensors(path); },
+    [](const std::string& path) -> std::unique_ptr<StorageReader> { return std::make_unique<SafetensorsReader>(path); },
+    nullptr, "export consolidated safetensors with //scripts:export_safetensors"});
+
+}  // namespace
 
 }  // namespace dcpp

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/format/metadata.pb.h"
+#include "core/format/plan.pb.h"
 #include "core/storage/storage.h"
 
 namespace dcpp::internal {

@@ -29,6 +29,7 @@
 
 #include "core/base/error.h"
 #include "core/format/metadata.pb.h"
+#include "core/format/plan.pb.h"
 #include "core/model/box.h"
 #include "core/model/layout.h"
 #include "core/planner/limits.h"

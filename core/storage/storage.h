@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/format/metadata.pb.h"
+#include "core/format/plan.pb.h"
 
 namespace dcpp {
 

@@ -11,8 +11,6 @@
 namespace dcpp {
 namespace {
 
-// Reads and hashes in blocks this size, so each block is hashed while it is in cache.
-constexpr int64_t kBlockBytes = 1 << 20;
 
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
@@ -146,8 +144,8 @@ void BandReader::Read(int64_t begin, int64_t end, uint8_t* out, uint8_t* staging
     const bool hash = verify_ && p.in_order && r0 - first == p.next_row;
     if (verify_ && !hash) p.in_order = false;
     if (hash && !p.sum) p.sum = std::make_unique<Checksum>();
-    for (int64_t off = 0; off < len; off += kBlockBytes) {
-      const int64_t n = std::min(kBlockBytes, len - off);
+    for (int64_t off = 0; off < len; off += kIoBlockBytes) {
+      const int64_t n = std::min(kIoBlockBytes, len - off);
       src.ReadAt(file_off + static_cast<uint64_t>(off), dst + off, static_cast<size_t>(n));
       if (hash) p.sum->Update(dst + off, static_cast<size_t>(n));
     }

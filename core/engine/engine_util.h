@@ -1,5 +1,5 @@
 // Internal helpers shared by save.cc and load.cc: running a step on every rank with errors
-// raised everywhere, a small fork-join over worker threads, tensor views of boxes.
+// raised everywhere, tensor views of boxes (threads: core/base/parallel.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -7,7 +7,6 @@
 #include <exception>
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "core/base/error.h"
@@ -32,32 +31,6 @@ void OnEveryRank(Comm& comm, const char* step, F&& fn) {
     throw Error(StrCat(step, " failed: ", err.empty() ? "" : err + "; and then: ", ErrorMessage(e)));
   }
   if (!err.empty()) throw Error(StrCat(step, " failed: ", err));
-}
-
-// Runs jobs[t] on thread t (job 0 on the calling thread); rethrows the first failure.
-inline void ForkJoin(std::vector<std::function<void()>>& jobs) {
-  std::vector<std::exception_ptr> errors(jobs.size());
-  std::vector<std::thread> threads;
-  for (size_t t = 1; t < jobs.size(); ++t) {
-    threads.emplace_back([&, t] {
-      try {
-        jobs[t]();
-      } catch (...) {
-        errors[t] = std::current_exception();
-      }
-    });
-  }
-  if (!jobs.empty()) {
-    try {
-      jobs[0]();
-    } catch (...) {
-      errors[0] = std::current_exception();
-    }
-  }
-  for (auto& th : threads) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
 }
 
 // The part of `t` (which holds box `origin`) that covers `region`.

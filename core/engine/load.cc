@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 
+#include "core/base/parallel.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/save_load.h"
 #include "core/engine/staging.h"
@@ -30,8 +31,6 @@ namespace {
 using internal::OnEveryRank;
 using internal::ViewOf;
 
-// Direct reads go in blocks this size, each hashed while it is in cache.
-constexpr int64_t kBlockBytes = 1 << 20;
 
 // A target region fed by one saved chunk.
 struct Piece {
@@ -157,8 +156,8 @@ class ChunkReader {
         // Read in blocks and hash each one while it is in cache: one pass over memory.
         char* p = static_cast<char*>(dst.mutable_data_ptr());
         Checksum sum;
-        for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
-          const int64_t len = std::min(kBlockBytes, nbytes - off);
+        for (int64_t off = 0; off < nbytes; off += kIoBlockBytes) {
+          const int64_t len = std::min(kIoBlockBytes, nbytes - off);
           Pread(src, u.chunk->offset() + static_cast<uint64_t>(off), p + off, len);
           if (opt_.verify_checksums) sum.Update(p + off, static_cast<size_t>(len));
         }
@@ -381,7 +380,7 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
       counters.staging_host += cr.ring().host_bytes();
     });
   }
-  internal::ForkJoin(jobs);
+  ParallelFor(static_cast<int>(jobs.size()), [&](int t) { jobs[t](); });
   std::map<std::string, std::unique_ptr<FileSource>> sources;
   for (auto& [entry, meta] : plan.blobs) {
     auto& src = sources[meta->file()];

@@ -8,6 +8,7 @@
 #include <memory>
 #include <set>
 
+#include "core/base/parallel.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/save_internal.h"
 #include "core/engine/save_load.h"
@@ -24,8 +25,6 @@ namespace {
 
 using internal::OnEveryRank;
 
-// Writes and hashes go in blocks this size, so each block is hashed while it is in cache.
-constexpr int64_t kBlockBytes = 1 << 20;
 
 // One thing this rank can write: a tensor chunk or a blob, found by its plan item's index.
 struct Source {
@@ -162,8 +161,8 @@ class ChunkWriter {
       const char* p = static_cast<const char*>(t.const_data_ptr());
       Checksum sum;
       try {
-        for (int64_t off = 0; off < nbytes; off += kBlockBytes) {
-          const size_t len = static_cast<size_t>(std::min(kBlockBytes, nbytes - off));
+        for (int64_t off = 0; off < nbytes; off += kIoBlockBytes) {
+          const size_t len = static_cast<size_t>(std::min(kIoBlockBytes, nbytes - off));
           sum.Update(p + off, len);
           sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
         }
@@ -260,7 +259,7 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
       staging_host[t] = cw.ring().host_bytes();
     });
   }
-  internal::ForkJoin(jobs);
+  ParallelFor(static_cast<int>(jobs.size()), [&](int t) { jobs[t](); });
   proto::WriteResults all;
   for (auto& r : results) {
     for (auto& t : *r.mutable_tensors()) *all.add_tensors() = std::move(t);

@@ -17,6 +17,10 @@
 
 namespace dcpp {
 
+// Chunk data moves in blocks of this size: each read, write and checksum update of a chunk
+// larger than a block covers one block at a time (so a chunk needs no buffer of its own size).
+constexpr int64_t kIoBlockBytes = 1 << 20;
+
 // Bytes a backend keeps free before and after an item's data in its file, to wrap the item
 // (PyTorch DCP's format puts each chunk inside its own torch.save archive).
 struct ItemFrame {

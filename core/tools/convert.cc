@@ -24,8 +24,6 @@
 namespace dcpp {
 namespace {
 
-// Writes and hashes go in blocks this size, so each block is hashed while it is in cache.
-constexpr int64_t kBlockBytes = 1 << 20;
 constexpr int64_t kMinBudget = 8 << 10;
 // A job (the bands handed to the writer at once) stops growing at this size even when the
 // budget allows more, so that its bytes are still in cache when they are hashed and written.
@@ -138,8 +136,8 @@ void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t
   Job job;
   while (pipe.Pop(&job)) {
     for (const Write& w : job.writes) {
-      for (int64_t off = 0; off < w.length; off += kBlockBytes) {
-        const size_t n = static_cast<size_t>(std::min(kBlockBytes, w.length - off));
+      for (int64_t off = 0; off < w.length; off += kIoBlockBytes) {
+        const size_t n = static_cast<size_t>(std::min(kIoBlockBytes, w.length - off));
         w.out->sum.Update(w.data + off, n);
         w.out->sink->WriteAt(w.offset + static_cast<uint64_t>(off), w.data + off, n);
       }

@@ -2,6 +2,7 @@
 // metadata (a checksum per chunk and blob, a comparison per overlapping pair of chunks, the
 // coverage of each tensor), runs the reads on a few threads in file order, and reports the
 // problems in key order.
+#include "core/base/parallel.h"
 #include "core/tools/inspect.h"
 
 #include <algorithm>
@@ -15,7 +16,6 @@
 #include <optional>
 #include <set>
 #include <sstream>
-#include <thread>
 #include <tuple>
 
 #include "core/base/checked_math.h"
@@ -705,21 +705,10 @@ VerifyReport VerifyChecked(StorageReader& reader, const VerifyOptions& opt, bool
   std::vector<std::unique_ptr<Checker>> checkers;
   for (int t = 0; t < threads; ++t) checkers.push_back(std::make_unique<Checker>(reader, opt.buffer_bytes));
   std::atomic<size_t> next{0};
-  std::vector<std::exception_ptr> errors(threads);
-  auto work = [&](int t) {
-    try {
-      for (size_t i; (i = next++) < exec.size();) checkers[t]->Run(checks[exec[i]]);
-    } catch (...) {
-      errors[t] = std::current_exception();  // out of memory and the like
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  // (Checkers record problems; what throws is out of memory and the like.)
+  ParallelFor(threads, [&](int t) {
+    for (size_t i; (i = next++) < exec.size();) checkers[t]->Run(checks[exec[i]]);
+  });
   for (auto& c : checkers) {
     found.insert(found.end(), std::make_move_iterator(c->found.begin()),
                  std::make_move_iterator(c->found.end()));

@@ -15,9 +15,9 @@
 #include <fstream>
 #include <random>
 #include <set>
-#include <thread>
 
 #include "core/base/error.h"
+#include "core/base/parallel.h"
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
 #include "core/storage/dcp/pickle.h"
@@ -206,8 +206,7 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
                    int threads, std::vector<DcpCrcRange>* crcs) {
   if (crcs) crcs->assign(pending.size(), DcpCrcRange{});
   std::atomic<size_t> next{0};
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(std::max(1, threads)));
-  auto work = [&](size_t t) {
+  auto work = [&](int) {
     std::map<std::string, std::unique_ptr<FileSource>> open;
     try {
       for (size_t i = next++; i < pending.size(); i = next++) {
@@ -243,18 +242,11 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
         }
       }
     } catch (...) {
-      errors[t] = std::current_exception();
-      next = pending.size();
+      next = pending.size();  // the other threads stop too
+      throw;
     }
   };
-  const size_t n = static_cast<size_t>(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / 64) + 1)));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < n; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& th : pool) th.join();
-  for (auto& e : errors) {
-    if (e) std::rethrow_exception(e);
-  }
+  ParallelFor(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / 64) + 1)), work);
 }
 
 // Checks the CRC-32 of each item of one file as its bytes are read (see
@@ -692,7 +684,7 @@ class DcpSink final : public FileSink {
   // The chunk was written out of order: hash it from the file.
   uint32_t ReadBackCrc(const DcpWriter::Item& item) {
     auto src = env_->OpenFile(path_);
-    std::vector<char> buf(1 << 20);
+    std::vector<char> buf(kIoBlockBytes);
     uint32_t crc = 0;
     uint64_t done = 0;
     while (done < item.nbytes) {

@@ -8,6 +8,7 @@
 // Exit codes: 0 converted, 1 conversion error (nothing committed; DST untouched), 2 usage.
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <string>
 #include <vector>
@@ -99,7 +100,10 @@ int main(int argc, char** argv) {
     }
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     opt.planner_memory_limit = planner_memory == "0" ? 0 : dcpp::cli::ParseBytes(planner_memory);
-    opt.planner = dcpp::cli::UserPath(opt.planner);
+    // A planner file is found from where `bazel run` was started; a name that is no file there
+    // may be an embedded planner ("planners/to_fsdp.lua"), looked up as the user wrote it.
+    std::error_code ec;
+    if (std::filesystem::exists(dcpp::cli::UserPath(opt.planner), ec)) opt.planner = dcpp::cli::UserPath(opt.planner);
     dcpp::cli::ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {
       opt.progress = [&bar](int64_t done, int64_t total) { bar.Update(done, total); };

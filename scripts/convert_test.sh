@@ -18,6 +18,13 @@ after=$(cd "$t/tp" && ls -a | sort && cat .metadata | md5sum)
 [[ "$before" == "$after" ]] || { echo "FAIL refused conversion changed DST"; fails=$((fails + 1)); }
 check overwrite 0 'converted 4 keys' -- "$bin" "$t/d/fsdp" "$t/tp" --overwrite --quiet
 check back-to-fsdp3 0 'from 2 to 3 ranks' -- "$bin" "$t/tp" "$t/f3" --planner planners/to_fsdp.lua --world-size 3
+# Under `bazel run` started outside the repository (no planners/ folder there), the embedded
+# planners are still found by name.
+mkdir -p "$t/elsewhere"
+check embedded-by-name 0 'from 2 to 3 ranks' -- env BUILD_WORKING_DIRECTORY="$t/elsewhere" \
+  "$bin" "$t/tp" "$t/f3b" --planner planners/to_fsdp.lua --world-size 3
+check embedded-short-name 0 'from 2 to 3 ranks' -- env BUILD_WORKING_DIRECTORY="$t/elsewhere" \
+  "$bin" "$t/tp" "$t/f3c" --planner to_fsdp --world-size 3
 check set-option 0 'net2.weight *Shard(0)@\[2\] *Shard(0)@\[2\]' -- "$bin" "$t/d/fsdp" "$t/col" --set colwise=net1,net2
 check budget 0 'converted' -- "$bin" "$t/d/fsdp" "$t/small" --memory-budget 16K
 

@@ -1,7 +1,8 @@
 // Storage interfaces: where a checkpoint's bytes live. The engine decides what to write where
 // (file names, byte offsets, checksums); a backend only moves bytes and commits.
 //
-// Reference implementation to copy for a new backend: core/storage/filesystem.{h,cc}.
+// Reference implementation to copy for a new backend: core/storage/native/filesystem.{h,cc};
+// a new format registers itself (core/storage/registry.h) and joins core/storage/formats/BUILD.
 //
 // Thread-safety: Open() and the FileSink/FileSource it returns may be used from several
 // threads at once as long as each sink/source is used by one thread at a time.

@@ -11,7 +11,6 @@
 namespace dcpp {
 namespace {
 
-
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
   for (size_t d = from; d < v.size(); ++d) n *= v[d];

@@ -31,7 +31,6 @@ namespace {
 using internal::OnEveryRank;
 using internal::ViewOf;
 
-
 // A target region fed by one saved chunk.
 struct Piece {
   LocalChunk* target;

@@ -25,7 +25,6 @@ namespace {
 
 using internal::OnEveryRank;
 
-
 // One thing this rank can write: a tensor chunk or a blob, found by its plan item's index.
 struct Source {
   const TensorEntry* tensor = nullptr;

@@ -2,7 +2,6 @@
 // metadata (a checksum per chunk and blob, a comparison per overlapping pair of chunks, the
 // coverage of each tensor), runs the reads on a few threads in file order, and reports the
 // problems in key order.
-#include "core/base/parallel.h"
 #include "core/tools/inspect.h"
 
 #include <algorithm>
@@ -20,6 +19,7 @@
 
 #include "core/base/checked_math.h"
 #include "core/base/error.h"
+#include "core/base/parallel.h"
 #include "core/format/checksum.h"
 #include "core/format/file_names.h"
 #include "core/format/metadata.h"

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "core/base/error.h"
+#include "core/engine/chunk_io.h"
 #include "core/format/checksum.h"
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
@@ -117,11 +118,7 @@ int64_t BandReader::unverified_chunks() const {
 }
 
 void BandReader::Check(Part& p) {
-  const proto::ChunkMeta& c = *p.chunk;
-  DCPP_CHECK(p.sum->Digest() == c.checksum(), "checksum mismatch for key '", meta_.fqn(),
-             "' chunk ", ChunkBox(c).ToString(), " in ", files_.reader().Describe(), "/",
-             c.file(), " (bytes ", c.offset(), "..", c.offset() + c.length(),
-             "): the data file is corrupt");
+  CheckChunkChecksum(p.sum->Digest(), files_.reader(), meta_.fqn(), *p.chunk);
   p.verified = true;
   p.sum.reset();
   ++verified_;
@@ -143,11 +140,7 @@ void BandReader::Read(int64_t begin, int64_t end, uint8_t* out, uint8_t* staging
     const bool hash = verify_ && p.in_order && r0 - first == p.next_row;
     if (verify_ && !hash) p.in_order = false;
     if (hash && !p.sum) p.sum = std::make_unique<Checksum>();
-    for (int64_t off = 0; off < len; off += kIoBlockBytes) {
-      const int64_t n = std::min(kIoBlockBytes, len - off);
-      src.ReadAt(file_off + static_cast<uint64_t>(off), dst + off, static_cast<size_t>(n));
-      if (hash) p.sum->Update(dst + off, static_cast<size_t>(n));
-    }
+    ReadHashed(src, file_off, dst, len, hash ? p.sum.get() : nullptr);
     bytes_read_ += len;
     if (hash) {
       p.next_row = r1 - first;

@@ -3,232 +3,31 @@
 // its tensors. No data moves between ranks, except regions that the planner's optional
 // load_broadcast has one rank read for all and broadcast (read once, broadcast).
 #include <ATen/ATen.h>
-#include <c10/core/DeviceGuard.h>
-#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <algorithm>
-#include <atomic>
-#include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
 
 #include "core/base/parallel.h"
+#include "core/engine/chunk_io.h"
+#include "core/engine/chunk_reader.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/save_load.h"
 #include "core/engine/staging.h"
-#include "core/format/checksum.h"
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
 #include "core/planner/planner.h"
-#include "core/storage/gds/gds.h"
 #include "core/storage/native/filesystem.h"
 #include "core/storage/open.h"
 
 namespace dcpp {
 namespace {
 
+using internal::ChunkReader;
+using internal::Counters;
 using internal::OnEveryRank;
-using internal::ViewOf;
-
-// A target region fed by one saved chunk.
-struct Piece {
-  LocalChunk* target;
-  Box overlap;  // global coordinates
-};
-
-// Everything read from one saved chunk.
-struct Unit {
-  const proto::TensorMeta* meta;
-  const proto::ChunkMeta* chunk;
-  Box box;
-  std::vector<Piece> pieces;
-};
-
-struct Counters {
-  std::atomic<int64_t> bytes_read{0}, read_calls{0}, verified{0}, staged{0}, staging_host{0};
-  std::atomic<int64_t> gpudirect{0};
-  std::mutex mu;
-  std::string gpudirect_note;  // the first reason GPUDirect was not used
-
-  void Note(const std::string& why) {
-    std::lock_guard<std::mutex> lock(mu);
-    if (gpudirect_note.empty()) gpudirect_note = why;
-  }
-};
-
-class ChunkReader {
- public:
-  ChunkReader(StorageReader& reader, const LoadOptions& opt, Counters& counters)
-      : reader_(reader), opt_(opt), counters_(counters),
-        ring_(opt.staging_bytes, opt.staging_buffers) {}
-
-  // Completes the copies still in flight out of the staging ring.
-  void Drain() { ring_.Drain(); }
-  const StagingRing& ring() const { return ring_; }
-
-  void Read(const Unit& u) {
-    FileSource& src = Source(u.chunk->file());
-    const int64_t es = ElementSize(DtypeFromName(u.meta->dtype()));
-    // Distinct overlaps (replicated targets may ask for the same region twice).
-    std::set<Box> distinct;
-    int64_t covered = 0;
-    for (const Piece& p : u.pieces) {
-      if (distinct.insert(p.overlap).second) covered += p.overlap.numel();
-    }
-    if (covered >= u.box.numel()) {
-      ReadWhole(u, src, es);
-    } else {
-      for (const Piece& p : u.pieces) ReadPart(u, p, src, es);
-    }
-  }
-
- private:
-  FileSource& Source(const std::string& file) {
-    auto& s = sources_[file];
-    if (!s) s = reader_.Open(file);
-    return *s;
-  }
-
-  void Pread(FileSource& src, uint64_t off, void* dst, int64_t n) {
-    if (n == 0) return;
-    src.ReadAt(off, dst, static_cast<size_t>(n));
-    counters_.bytes_read += n;
-    counters_.read_calls += 1;
-  }
-
-  // GPUDirect Storage: the whole chunk from its file straight into `dst`. False (and a note)
-  // where it is off or unavailable; the caller then stages.
-  bool ReadToGpu(const Unit& u, const at::Tensor& dst) {
-    if (!opt_.gpudirect || opt_.verify_checksums) return false;
-    auto it = gds_files_.find(u.chunk->file());
-    if (it == gds_files_.end()) {
-      const std::string path = LocalPathOf(reader_, u.chunk->file());
-      std::string why;
-      std::unique_ptr<GdsFile> file;
-      if (path.empty()) {
-        why = StrCat(reader_.Describe(), "/", u.chunk->file(), " is not a plain local file");
-      } else {
-        file = GdsFile::Open(path, &why);
-      }
-      if (!file) counters_.Note(why);
-      it = gds_files_.emplace(u.chunk->file(), std::move(file)).first;
-    }
-    if (!it->second) return false;
-    if (!gpu_ordered_) {
-      // cuFile writes outside any stream: let the kernels already queued on the target finish.
-      c10::impl::VirtualGuardImpl(c10::DeviceType::CUDA).getStream(dst.device()).synchronize();
-      gpu_ordered_ = true;
-    }
-    c10::DeviceGuard guard(dst.device());
-    const int64_t n = static_cast<int64_t>(u.chunk->length());
-    it->second->Read(dst.mutable_data_ptr(), static_cast<size_t>(n), u.chunk->offset());
-    counters_.bytes_read += n;
-    counters_.read_calls += 1;
-    counters_.gpudirect += n;
-    return true;
-  }
-
-  // Whether any target of `u` is on a CUDA device (its staging buffers are then pinned).
-  static bool ToCuda(const Unit& u) {
-    return std::any_of(u.pieces.begin(), u.pieces.end(),
-                       [](const Piece& p) { return p.target->tensor.is_cuda(); });
-  }
-
-  void CheckSum(const Unit& u, uint64_t got) {
-    if (!opt_.verify_checksums) return;
-    DCPP_CHECK(got == u.chunk->checksum(), "checksum mismatch for key '", u.meta->fqn(),
-               "' chunk ", u.box.ToString(), " in ", reader_.Describe(), "/", u.chunk->file(),
-               " (bytes ", u.chunk->offset(), "..", u.chunk->offset() + u.chunk->length(),
-               "): the data file is corrupt");
-    counters_.verified += 1;
-  }
-
-  // The whole chunk is needed: read it once, sequentially, verifying its checksum, and copy
-  // each block into every target that overlaps it.
-  void ReadWhole(const Unit& u, FileSource& src, int64_t es) {
-    const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
-    const int64_t nbytes = static_cast<int64_t>(u.chunk->length());
-    if (u.pieces.size() == 1 && u.pieces[0].overlap == u.box) {
-      at::Tensor dst = ViewOf(u.pieces[0].target->tensor, u.pieces[0].target->box, u.box);
-      if (dst.device().is_cpu() && dst.is_contiguous()) {  // straight into the target
-        // Read in blocks and hash each one while it is in cache: one pass over memory.
-        char* p = static_cast<char*>(dst.mutable_data_ptr());
-        Checksum sum;
-        for (int64_t off = 0; off < nbytes; off += kIoBlockBytes) {
-          const int64_t len = std::min(kIoBlockBytes, nbytes - off);
-          Pread(src, u.chunk->offset() + static_cast<uint64_t>(off), p + off, len);
-          if (opt_.verify_checksums) sum.Update(p + off, static_cast<size_t>(len));
-        }
-        CheckSum(u, sum.Digest());
-        return;
-      }
-      if (dst.is_cuda() && dst.is_contiguous() && ReadToGpu(u, dst)) return;
-    }
-    // Through the staging ring: the read of block k+1 overlaps the copies out of block k.
-    Checksum sum;
-    const bool pinned = ToCuda(u);
-    for (const Block& b : SplitRowMajor(u.box, es, ring_.block_bytes())) {
-      const int64_t bytes = b.box.numel() * es;
-      const StagingRing::Buffer buf = ring_.Acquire(bytes, pinned);
-      Pread(src, u.chunk->offset() + static_cast<uint64_t>(b.byte_offset), buf.data, bytes);
-      if (opt_.verify_checksums) sum.Update(buf.data, static_cast<size_t>(bytes));
-      const at::Tensor staged = ring_.View(buf, 0, dtype, b.box.sizes);
-      std::vector<std::pair<at::Tensor, at::Tensor>> copies;
-      for (const Piece& p : u.pieces) {
-        const auto part = Intersect(b.box, p.overlap);
-        if (part) copies.emplace_back(ViewOf(p.target->tensor, p.target->box, *part), ViewOf(staged, b.box, *part));
-      }
-      ring_.Scatter(buf, copies);
-    }
-    CheckSum(u, sum.Digest());
-  }
-
-  // Only part of the chunk is needed: read just the byte runs of the overlap (coalesced when
-  // the gaps are small), in blocks bounded by the staging budget.
-  void ReadPart(const Unit& u, const Piece& p, FileSource& src, int64_t es) {
-    const c10::ScalarType dtype = DtypeFromName(u.meta->dtype());
-    for (const Block& blk : SplitRowMajor(p.overlap, es, ring_.block_bytes())) {
-      const Box& block = blk.box;
-      const int64_t block_bytes = block.numel() * es;
-      at::Tensor dst = ViewOf(p.target->tensor, p.target->box, block);
-      const bool direct = dst.device().is_cpu() && dst.is_contiguous();
-      StagingRing::Buffer buf;
-      if (!direct) buf = ring_.Acquire(block_bytes, dst.is_cuda());
-      uint8_t* out = direct ? static_cast<uint8_t*>(dst.mutable_data_ptr()) : buf.data;
-      const std::vector<ByteRun> runs = RunsOf(u.box, block, es);
-      const std::vector<ByteRun> reads = CoalesceRuns(runs, 4096);
-      size_t ri = 0;
-      int64_t pos = 0;  // bytes of `out` filled
-      for (const ByteRun& rd : reads) {
-        if (ri < runs.size() && runs[ri].offset == rd.offset && runs[ri].length == rd.length) {
-          Pread(src, u.chunk->offset() + rd.offset, out + pos, rd.length);
-          pos += rd.length;
-          ++ri;
-          continue;
-        }
-        // A coalesced read spanning several runs and the gaps between them.
-        if (scratch_.size() < static_cast<size_t>(rd.length)) scratch_.resize(rd.length);
-        Pread(src, u.chunk->offset() + rd.offset, scratch_.data(), rd.length);
-        while (ri < runs.size() && runs[ri].offset < rd.offset + rd.length) {
-          std::memcpy(out + pos, scratch_.data() + (runs[ri].offset - rd.offset), runs[ri].length);
-          pos += runs[ri].length;
-          ++ri;
-        }
-      }
-      if (!direct) ring_.Scatter(buf, {{dst, ring_.View(buf, 0, dtype, block.sizes)}});
-    }
-  }
-
-  StorageReader& reader_;
-  const LoadOptions& opt_;
-  Counters& counters_;
-  std::map<std::string, std::unique_ptr<FileSource>> sources_;
-  StagingRing ring_;
-  std::map<std::string, std::unique_ptr<GdsFile>> gds_files_;  // null: staged instead
-  bool gpu_ordered_ = false;
-  std::vector<uint8_t> scratch_;
-};
+using internal::Piece;
+using internal::Unit;
 
 struct Plan {
   std::vector<Unit> units;
@@ -367,11 +166,8 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
       for (const Unit* u : share[t]) {
         try {
           cr.Read(*u);
-        } catch (const std::exception& e) {
-          const std::string msg = ErrorMessage(e);
-          // Messages from the reader name the key already; others get it added.
-          if (msg.find("'" + u->meta->fqn() + "'") != std::string::npos) throw;
-          throw Error(StrCat("key '", u->meta->fqn(), "' chunk ", u->box.ToString(), ": ", msg));
+        } catch (const std::exception&) {
+          RethrowForChunk(u->meta->fqn(), u->box);
         }
       }
       cr.Drain();
@@ -384,17 +180,10 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
   for (auto& [entry, meta] : plan.blobs) {
     auto& src = sources[meta->file()];
     if (!src) src = reader.Open(meta->file());
-    std::string data(meta->length(), '\0');
-    src->ReadAt(meta->offset(), data.data(), data.size());
-    counters.bytes_read += static_cast<int64_t>(data.size());
+    entry->data = ReadBlob(*src, reader, *meta, opt.verify_checksums);
+    counters.bytes_read += static_cast<int64_t>(entry->data.size());
     counters.read_calls += 1;
-    if (opt.verify_checksums) {
-      DCPP_CHECK(Checksum::Of(data.data(), data.size()) == meta->checksum(),
-                 "checksum mismatch for bytes key '", meta->fqn(), "' in ", reader.Describe(),
-                 "/", meta->file(), ": the data file is corrupt");
-      counters.verified += 1;
-    }
-    entry->data = std::move(data);
+    if (opt.verify_checksums) counters.verified += 1;
   }
 }
 

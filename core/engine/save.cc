@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/base/parallel.h"
+#include "core/engine/chunk_io.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/save_internal.h"
 #include "core/engine/save_load.h"
@@ -157,14 +158,9 @@ class ChunkWriter {
     if (nbytes == 0) return done(Checksum::Of(nullptr, 0));
     if (t.device().is_cpu() && t.is_contiguous()) {
       // Hash each block right before writing it, while it is in cache: one pass over memory.
-      const char* p = static_cast<const char*>(t.const_data_ptr());
       Checksum sum;
       try {
-        for (int64_t off = 0; off < nbytes; off += kIoBlockBytes) {
-          const size_t len = static_cast<size_t>(std::min(kIoBlockBytes, nbytes - off));
-          sum.Update(p + off, len);
-          sink.WriteAt(offset + static_cast<uint64_t>(off), p + off, len);
-        }
+        WriteHashed(sink, offset, t.const_data_ptr(), nbytes, &sum);
       } catch (const std::exception& e) {
         throw Error(StrCat(what, ": ", ErrorMessage(e)));
       }
@@ -228,13 +224,14 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
         for (const proto::PlanItem* it : by_file[files[f]]) {
           const Source& src = sources.at(it->index());
           if (src.bytes != nullptr) {
-            sink->WriteAt(it->file_offset(), src.bytes->data(), src.bytes->size());
+            Checksum sum;
+            WriteHashed(*sink, it->file_offset(), src.bytes->data(), static_cast<int64_t>(src.bytes->size()), &sum);
             proto::BytesMeta* b = results[t].add_bytes();
             b->set_fqn(it->fqn());
             b->set_file(files[f]);
             b->set_offset(it->file_offset());
             b->set_length(src.bytes->size());
-            b->set_checksum(Checksum::Of(src.bytes->data(), src.bytes->size()));
+            b->set_checksum(sum.Digest());
             continue;
           }
           proto::TensorMeta* tm = results[t].add_tensors();

@@ -1,17 +1,14 @@
 #include "core/tools/convert.h"
 
 #include <algorithm>
-#include <condition_variable>
-#include <cstring>
-#include <deque>
 #include <exception>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <thread>
 
 #include "core/base/error.h"
 #include "core/engine/band_reader.h"
+#include "core/engine/chunk_io.h"
 #include "core/engine/save_internal.h"
 #include "core/format/checksum.h"
 #include "core/format/metadata.h"
@@ -20,224 +17,23 @@
 #include "core/planner/planner.h"
 #include "core/storage/dcp/torch_archive.h"
 #include "core/storage/native/filesystem.h"
+#include "core/tools/convert_pipeline.h"
 
 namespace dcpp {
 namespace {
 
+using internal::EntryStreamer;
+using internal::Output;
+using internal::Pipeline;
+using internal::WriteJobs;
+
 constexpr int64_t kMinBudget = 8 << 10;
-// A job (the bands handed to the writer at once) stops growing at this size even when the
-// budget allows more, so that its bytes are still in cache when they are hashed and written.
-// The budget stays the ceiling: one row larger than this gets a job of its own.
-constexpr int64_t kJobBytes = 8 << 20;
 
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
   for (size_t d = from; d < v.size(); ++d) n *= v[d];
   return n;
 }
-
-// One target chunk (or blob) of the destination.
-struct Output {
-  size_t entry = 0;
-  int rank = 0;
-  Box box;               // element coordinates (blobs: [0:length])
-  Box bytes;             // byte coordinates
-  int64_t row_bytes = 0; // bytes of one row of the chunk
-  bool whole_rows = false;
-  FileSink* sink = nullptr;
-  std::string file;
-  uint64_t file_offset = 0;
-  int64_t length = 0;
-  int64_t written = 0;
-  Checksum sum;
-  uint64_t checksum = 0;
-};
-
-struct Write {
-  Output* out;
-  uint64_t offset;
-  const uint8_t* data;
-  int64_t length;
-};
-
-struct Job {
-  int slot = 0;
-  int64_t used = 0;
-  std::vector<Write> writes;
-};
-
-// Two buffers of `capacity` bytes: the reader fills one while the writer drains the other.
-// A failure on either side stops both (Pop returns false, Acquire and Submit throw).
-class Pipeline {
- public:
-  explicit Pipeline(int64_t capacity) : capacity_(capacity) {
-    for (auto& b : buffers_) b.reset(new uint8_t[static_cast<size_t>(capacity)]);
-  }
-  int64_t capacity() const { return capacity_; }
-  uint8_t* buffer(int slot) { return buffers_[slot].get(); }
-
-  int Acquire() {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return failed_ || !busy_[0] || !busy_[1]; });
-    if (failed_) throw Stopped();
-    const int s = busy_[0] ? 1 : 0;
-    busy_[s] = true;
-    return s;
-  }
-  void Submit(Job job) {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (failed_) throw Stopped();
-    in_use_ = std::max(in_use_, job.used + used_by_writer_);
-    queue_.push_back(std::move(job));
-    cv_.notify_all();
-  }
-  void Release(int slot) {
-    std::lock_guard<std::mutex> lock(mu_);
-    busy_[slot] = false;
-    used_by_writer_ = 0;
-    cv_.notify_all();
-  }
-  void Close() {
-    std::lock_guard<std::mutex> lock(mu_);
-    closed_ = true;
-    cv_.notify_all();
-  }
-  void Fail() {
-    std::lock_guard<std::mutex> lock(mu_);
-    failed_ = true;
-    cv_.notify_all();
-  }
-  bool Pop(Job* job) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return failed_ || closed_ || !queue_.empty(); });
-    if (failed_ || queue_.empty()) return false;
-    *job = std::move(queue_.front());
-    queue_.pop_front();
-    used_by_writer_ = job->used;
-    return true;
-  }
-  int64_t peak() const { return in_use_; }
-
-  struct Stopped : std::exception {};
-
- private:
-  int64_t capacity_;
-  std::unique_ptr<uint8_t[]> buffers_[2];
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Job> queue_;
-  bool busy_[2] = {false, false};
-  bool closed_ = false, failed_ = false;
-  int64_t used_by_writer_ = 0, in_use_ = 0;
-};
-
-// The destination's writer thread: hashes and writes each job's pieces in order.
-void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t* written) {
-  Job job;
-  while (pipe.Pop(&job)) {
-    for (const Write& w : job.writes) {
-      for (int64_t off = 0; off < w.length; off += kIoBlockBytes) {
-        const size_t n = static_cast<size_t>(std::min(kIoBlockBytes, w.length - off));
-        w.out->sum.Update(w.data + off, n);
-        w.out->sink->WriteAt(w.offset + static_cast<uint64_t>(off), w.data + off, n);
-      }
-      w.out->written += w.length;
-      if (w.out->written == w.out->length) w.out->checksum = w.out->sum.Digest();
-      *written += w.length;
-    }
-    pipe.Release(job.slot);
-    if (opt.progress) opt.progress(*written, total);
-  }
-}
-
-// Streams one entry's source through the pipeline into its outputs, band by band.
-class EntryStreamer {
- public:
-  EntryStreamer(Pipeline& pipe, SourceFiles& files, const ConvertOptions& opt)
-      : pipe_(pipe), files_(files), opt_(opt) {}
-
-  void Stream(const std::string& key, const proto::TensorMeta& source, std::vector<Output*>& outs) {
-    BandReader reader(files_, source, opt_.verify_checksums);
-    int64_t extra = 0;  // per row: copies for outputs that are not whole rows
-    for (const Output* o : outs) extra += o->whole_rows ? 0 : o->row_bytes;
-    const int64_t per_row = reader.row_bytes() + std::max(extra, reader.staging_bytes_per_row());
-    if (reader.rows() == 0 || reader.row_bytes() == 0) return;
-    DCPP_CHECK(per_row <= pipe_.capacity(), "key '", key, "': one row of dimension 0 needs ",
-               per_row, " bytes of buffers, more than half the memory budget (",
-               opt_.memory_budget, " bytes); raise the memory budget");
-    const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_row);
-    Box band_box = WholeBox(reader.byte_shape());
-    int64_t row = 0;
-    while (row < reader.rows()) {
-      if (!open_) Start();
-      const int64_t fit = (limit - job_.used) / per_row;
-      if (fit == 0) {
-        Flush();
-        continue;
-      }
-      const int64_t n = std::min(fit, reader.rows() - row);
-      uint8_t* band = pipe_.buffer(job_.slot) + job_.used;
-      uint8_t* scratch = band + n * reader.row_bytes();
-      reader.Read(row, row + n, band, scratch);
-      band_box.offsets[0] = row;
-      band_box.sizes[0] = n;
-      uint8_t* copy = scratch;
-      for (Output* o : outs) {
-        const int64_t first = o->bytes.offsets[0];
-        const int64_t r0 = std::max(row, first), r1 = std::min(row + n, first + o->bytes.sizes[0]);
-        if (r0 >= r1 || o->row_bytes == 0) continue;
-        const int64_t len = (r1 - r0) * o->row_bytes;
-        const uint8_t* data;
-        if (o->whole_rows) {
-          data = band + (r0 - row) * reader.row_bytes();
-        } else {
-          Box region = o->bytes;
-          region.offsets[0] = r0;
-          region.sizes[0] = r1 - r0;
-          int64_t pos = 0;
-          for (const ByteRun& run : RunsOf(band_box, region, 1)) {
-            std::memcpy(copy + pos, band + run.offset, static_cast<size_t>(run.length));
-            pos += run.length;
-          }
-          data = copy;
-          copy += len;
-        }
-        job_.writes.push_back({o, o->file_offset + static_cast<uint64_t>((r0 - first) * o->row_bytes),
-                               data, len});
-      }
-      job_.used += n * per_row;
-      row += n;
-    }
-    bytes_read_ += reader.bytes_read();
-    verified_ += reader.verified_chunks();
-    if (opt_.verify_checksums) {
-      DCPP_CHECK(reader.unverified_chunks() == 0, "key '", key, "': ",
-                 reader.unverified_chunks(), " source chunk(s) were not verified");
-    }
-  }
-
-  void Flush() {
-    if (!open_) return;
-    open_ = false;
-    pipe_.Submit(std::move(job_));
-  }
-  int64_t bytes_read() const { return bytes_read_; }
-  int64_t verified() const { return verified_; }
-
- private:
-  void Start() {
-    job_ = Job{};
-    job_.slot = pipe_.Acquire();
-    open_ = true;
-  }
-
-  Pipeline& pipe_;
-  SourceFiles& files_;
-  const ConvertOptions& opt_;
-  Job job_;
-  bool open_ = false;
-  int64_t bytes_read_ = 0, verified_ = 0;
-};
 
 std::string Describe(const proto::TensorMeta& t) {
   std::vector<std::vector<int64_t>> offsets, sizes;
@@ -284,16 +80,6 @@ std::string DescribeChunking(const std::vector<int64_t>& shape,
 }
 
 namespace {
-
-// A saved blob, read whole (and checked against its checksum when `verify`).
-std::string ReadBlob(StorageReader& src, const proto::BytesMeta& b, bool verify) {
-  std::string data(b.length(), '\0');
-  src.Open(b.file())->ReadAt(b.offset(), data.data(), data.size());
-  DCPP_CHECK(!verify || Checksum::Of(data.data(), data.size()) == b.checksum(),
-             "checksum mismatch for bytes key '", b.fqn(), "' in ", src.Describe(), "/", b.file(),
-             ": the data file is corrupt");
-  return data;
-}
 
 // A warning for a blob that is a torch.save'd object whose pickle names unsafe globals
 // (torch_archive::UnsafeGlobals); blobs over 64 MiB are not read for this.
@@ -397,7 +183,8 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       if (e.is_bytes) {
         it->set_is_bytes(true);
         if (dst.EncodesBytes() && !is_encoded[i]) {
-          encoded[i] = EncodeBlob(dst, ReadBlob(src, *blobs.at(e.source), HasChecksums(md) && opt.verify_checksums));
+          encoded[i] = EncodeBlob(dst, ReadBlob(*src.Open(blobs.at(e.source)->file()), src, *blobs.at(e.source),
+                                                    HasChecksums(md) && opt.verify_checksums));
           is_encoded[i] = true;
         }
         it->set_nbytes(is_encoded[i] ? encoded[i].size() : blobs.at(e.source)->length());
@@ -525,9 +312,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     for (const auto& o : outputs) {
       if (!is_encoded[o->entry]) continue;
       const std::string& data = encoded[o->entry];
-      o->sink->WriteAt(o->file_offset, data.data(), data.size());
+      WriteHashed(*o->sink, o->file_offset, data.data(), static_cast<int64_t>(data.size()), &o->sum);
       o->written = o->length;
-      o->checksum = Checksum::Of(data.data(), data.size());
+      o->checksum = o->sum.Digest();
       stats.bytes_written += o->length;
     }
     for (auto& [name, sink] : sinks) sink->Finish();

@@ -1,0 +1,47 @@
+// Chunk I/O: the one way dcpp moves a saved chunk's or blob's bytes between memory and a data
+// file, and the one way a bad chunk is reported.
+//
+// Bytes move in blocks of kIoBlockBytes (core/storage/storage.h), each block hashed right
+// before it is written or right after it is read, while it is still in cache: one pass over
+// memory. Save, load, convert, diff, verify and the safetensors export all go through these
+// functions, so the block size, the checksum check and the wording of a corrupt-data error
+// are decided here once.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/format/checksum.h"
+#include "core/format/metadata.pb.h"
+#include "core/model/box.h"
+#include "core/storage/storage.h"
+
+namespace dcpp {
+
+// Reads `length` bytes at `offset` of `src` into `dst`, block by block, feeding each block to
+// `sum` when it is not null.
+void ReadHashed(FileSource& src, uint64_t offset, void* dst, int64_t length, Checksum* sum);
+
+// Reads `length` bytes at `offset` of `src` through `buffer` (at least one block is kept
+// there), feeding them to `sum` when it is not null: for checks that need the hash, not the
+// bytes.
+void HashRange(FileSource& src, uint64_t offset, int64_t length, std::string& buffer, Checksum* sum);
+
+// Writes `length` bytes of `data` at `offset` of `sink`, block by block, feeding each block
+// to `sum` first when it is not null.
+void WriteHashed(FileSink& sink, uint64_t offset, const void* data, int64_t length, Checksum* sum);
+
+// Throws the corrupt-data error for chunk `c` of key `fqn` unless `digest` is its checksum:
+// "checksum mismatch for key 'K' chunk BOX in DIR/FILE (bytes A..B): the data file is corrupt".
+void CheckChunkChecksum(uint64_t digest, const StorageReader& reader, const std::string& fqn,
+                        const proto::ChunkMeta& c);
+
+// A saved blob, read whole and, when `verify`, checked against its checksum (the error names
+// the bytes key and the file).
+std::string ReadBlob(FileSource& src, const StorageReader& reader, const proto::BytesMeta& b, bool verify);
+
+// Rethrows the exception in flight (call it inside a catch block) as a dcpp::Error that names
+// key `fqn` and the chunk `box` it came from, unless its message names the key already.
+[[noreturn]] void RethrowForChunk(const std::string& fqn, const Box& box);
+
+}  // namespace dcpp

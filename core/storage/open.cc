@@ -21,10 +21,10 @@ std::string JoinNames(const std::vector<std::string>& names, const char* last) {
   return out;
 }
 
+// The backend of a registered format; an unknown name gets ParseFormat's error, which lists
+// the formats there are.
 const FormatBackend& Backend(Format format) {
-  const FormatBackend* b = FindFormat(format.name());
-  if (b == nullptr) ParseFormat(format.name());  // throws, listing the formats
-  return *b;
+  return *FindFormat(ParseFormat(format.name()).name());
 }
 
 }  // namespace

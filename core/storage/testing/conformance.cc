@@ -133,6 +133,7 @@ void RowWiseLoadsColumnWise(const ConformanceParams& p) {
 }
 
 void BytesEntriesRoundTrip(const ConformanceParams& p) {
+  if (!p.stores_bytes) GTEST_SKIP() << "the format holds tensors only";
   StateDict sd;
   sd.AddBytes("blob", std::string("\0\x01\xff binary", 10));
   sd.AddBytes("empty", "");
@@ -246,7 +247,6 @@ void RegisterStorageConformanceTests(const ConformanceParams& params) {
       {"AMissingKeyIsAnErrorNamingIt", AMissingKeyIsAnErrorNamingIt},
   };
   for (const auto& [name, body] : tests) {
-    if (body == BytesEntriesRoundTrip && !params.stores_bytes) continue;
     ::testing::RegisterTest(params.suite.c_str(), name, nullptr, nullptr, __FILE__, __LINE__,
                             [params, body = body]() -> ::testing::Test* { return new ConformanceTest(params, body); });
   }

@@ -17,3 +17,4 @@
 #include "core/tools/diff.h"
 #include "core/tools/inspect.h"
 #include "core/tools/safetensors_export.h"
+#include "core/tools/verify.h"

@@ -11,6 +11,7 @@
 #include "core/base/error.h"
 #include "core/format/metadata.h"
 #include "core/tools/inspect.h"
+#include "core/tools/verify.h"
 #include "fuzz/memory_reader.h"
 
 using namespace dcpp;

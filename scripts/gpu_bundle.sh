@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh >/dev/null
 
-tests=(tests/gpu/cuda_checkpoint_test tests/gpu/nccl_version_test core/storage/gds_test)
+tests=(tests/gpu/cuda_checkpoint_test tests/gpu/nccl_version_test core/storage/gds/gds_driver_test
+       core/storage/gds/gds_file_test)
 benches=(bench/gpu_save_load)
 labels=()
 for t in "${tests[@]}" "${benches[@]}"; do labels+=("//$(dirname "$t"):$(basename "$t")"); done

@@ -20,7 +20,7 @@
 #include "core/base/error.h"
 #include "core/storage/dcp/dcp.h"
 #include "core/storage/open.h"
-#include "core/tools/inspect.h"
+#include "core/tools/verify.h"
 #include "scripts/cli.h"
 
 int main(int argc, char** argv) {

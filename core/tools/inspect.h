@@ -1,26 +1,22 @@
 // Looking inside a native dcpp checkpoint without loading it: a human-readable listing and a
-// stable JSON description of the metadata (InspectText, InspectJson), and a full check of the
-// data against it (Verify) that re-reads every chunk and blob through a bounded buffer.
+// stable JSON description of the metadata (InspectText, InspectJson). The full check of the
+// data against it (Verify) is in verify.h.
 //
 // Used by the command-line tools scripts/inspect and scripts/verify; the JSON shape is
-// documented in README.md ("Inspect and verify") and below. Needs no LibTorch headers: element
-// sizes come from the metadata itself (ParseMetadata checks length = numel * element size).
+// documented in README.md ("Inspect and verify") and below. Needs no LibTorch headers.
 //
-// Thread-safety: the functions are independent; Verify uses `thread_count` threads of its
-// own and opens its own file sources, so `reader` must allow Open() from several threads
-// (every StorageReader does, see core/storage/storage.h). It must stay live during the call.
+// Thread-safety: the functions are independent and keep no state.
 #pragma once
-
-#include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "core/format/metadata.h"  // ChunkBox
 #include "core/format/metadata.pb.h"
 #include "core/model/box.h"
-#include "core/storage/storage.h"
 
 namespace dcpp {
 
@@ -55,53 +51,5 @@ constexpr char kNoChecksumsWarning[] = "checksums: NONE — data is not verified
 // (`native`: dcpp's own format, where checksums are the rule) whose checksum algorithm is
 // "none", kNoChecksumsWarning and why. Empty when there is nothing to warn about.
 std::vector<std::string> InspectWarnings(const proto::Metadata& md, bool native);
-
-struct VerifyOptions {
-  // Threads reading and hashing data. Default: 2.
-  int thread_count = 2;
-  // Read buffer per thread; chunks larger than this are read in blocks. Default: 8 MiB.
-  int64_t buffer_bytes = 8 << 20;
-  // Problems kept in the report; the rest are only counted. Default: 100.
-  int max_problems = 100;
-};
-
-struct VerifyProblem {
-  std::string key;      // the tensor or bytes key, or "" for the checkpoint as a whole
-  std::string file;     // the file at fault (".metadata" or a data file), or ""
-  std::string message;  // a complete sentence naming the key, chunk box and file
-};
-
-struct VerifyReport {
-  std::vector<VerifyProblem> problems;   // in key order, at most max_problems
-  int64_t problems_omitted = 0;          // problems found beyond max_problems
-  std::vector<std::string> notes;        // not problems, e.g. data files nothing references
-  // Not problems either, but to be shown loudly: InspectWarnings for a native checkpoint read
-  // through a FileSystemReader (its checksums are "none": the data was read, not verified).
-  std::vector<std::string> warnings;
-  std::vector<std::string> data_files;   // the data files the metadata names, sorted
-  int64_t tensors = 0;
-  int64_t bytes_entries = 0;
-  int64_t chunks_checked = 0;      // chunks whose bytes were read in full and hashed
-  int64_t blobs_checked = 0;       // bytes entries likewise
-  int64_t overlaps_compared = 0;   // pairs of overlapping chunks whose common bytes were compared
-  int64_t bytes_read = 0;          // every byte read from data files
-
-  int64_t problem_count() const {
-    return static_cast<int64_t>(problems.size()) + problems_omitted;
-  }
-  bool ok() const { return problem_count() == 0; }
-};
-
-// Checks the checkpoint behind `reader` and reports every problem found rather than stopping
-// at the first: metadata that does not parse; a chunk or blob whose bytes are missing
-// (truncated or absent file) or whose XXH3-64 checksum differs; a tensor not exactly covered
-// by its chunks (the first uncovered box and how many elements lack a chunk); overlapping
-// chunks whose common elements differ; a key listed twice. Never throws for a problem of the
-// checkpoint; throws dcpp::Error only for bad options.
-VerifyReport Verify(StorageReader& reader, const VerifyOptions& options = {});
-
-// The same for the folder `dir`, adding a note for each file there that the metadata does not
-// reference (debris of a failed save, or a stray file).
-VerifyReport Verify(const std::string& dir, const VerifyOptions& options = {});
 
 }  // namespace dcpp

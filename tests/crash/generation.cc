@@ -6,7 +6,7 @@
 #include "core/dcpp.h"
 #include "core/model/layout.h"
 #include "core/storage/dcp/dcp.h"
-#include "core/tools/inspect.h"
+#include "core/tools/verify.h"
 
 namespace dcpp::crash {
 namespace {

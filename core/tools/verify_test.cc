@@ -1,0 +1,406 @@
+// Verify against the damage it must find: flipped bytes, truncated or missing files, gaps in a
+// tensor's coverage, overlapping chunks with different data, corrupt metadata.
+#include "core/tools/verify.h"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "core/base/error.h"
+#include "core/dcpp.h"
+#include "core/format/metadata.h"
+#include "core/testing/errors.h"
+#include "core/testing/temp_dir.h"
+#include "core/tools/inspect.h"
+#include "core/tools/sample_checkpoint.h"
+
+namespace dcpp {
+namespace {
+
+using testing::ErrorOf;
+using testing::Md;
+using testing::MutableTensor;
+using testing::ReadFile;
+using testing::SaveSample;
+using testing::SumOfLengths;
+using testing::TempDir;
+using testing::Tensor;
+using testing::WriteFile;
+using testing::WriteMd;
+
+std::string AllProblems(const VerifyReport& r) {
+  std::string s;
+  for (const auto& p : r.problems) s += p.message + "\n";
+  return s;
+}
+
+TEST(Verify, GoodCheckpointHasNoProblems) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  for (int threads : {1, 2, 3}) {
+    for (int64_t buffer : {int64_t{7}, int64_t{8} << 20}) {  // 7 bytes: every chunk in many blocks
+      VerifyOptions opt;
+      opt.thread_count = threads;
+      opt.buffer_bytes = buffer;
+      const VerifyReport r = Verify(dir.path(), opt);
+      EXPECT_TRUE(r.ok()) << AllProblems(r);
+      EXPECT_EQ(r.tensors, 4);
+      EXPECT_EQ(r.bytes_entries, 1);
+      EXPECT_EQ(r.chunks_checked, 8);
+      EXPECT_EQ(r.blobs_checked, 1);
+      EXPECT_EQ(r.overlaps_compared, 0);
+      EXPECT_EQ(static_cast<uint64_t>(r.bytes_read), SumOfLengths(md));
+      EXPECT_TRUE(r.notes.empty());
+      EXPECT_EQ(r.data_files.size(), 2u);
+    }
+  }
+}
+
+TEST(Verify, FlippedByteNamesKeyChunkAndFile) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  const auto& chunk = Tensor(md, "net1.weight").chunks(1);
+  std::string data = ReadFile(dir / chunk.file());
+  data[chunk.offset() + 101] ^= 0x01;
+  WriteFile(dir / chunk.file(), data);
+  VerifyOptions opt;
+  opt.buffer_bytes = 64;
+  const VerifyReport r = Verify(dir.path(), opt);
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].key, "net1.weight");
+  EXPECT_EQ(r.problems[0].file, chunk.file());
+  EXPECT_HAS(r.problems[0].message, "key 'net1.weight' chunk " + ChunkBox(chunk).ToString() + " in " + chunk.file());
+  EXPECT_HAS(r.problems[0].message, "checksum mismatch");
+  EXPECT_HAS(r.problems[0].message, ChecksumHex(chunk.checksum()));
+  // Every other chunk was still read.
+  EXPECT_EQ(r.chunks_checked, 8);
+  EXPECT_EQ(static_cast<uint64_t>(r.bytes_read), SumOfLengths(md));
+}
+
+TEST(Verify, FlippedBlobByte) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  const auto& blob = md.bytes(0);
+  std::string data = ReadFile(dir / blob.file());
+  data[blob.offset() + 2] ^= 0x20;
+  WriteFile(dir / blob.file(), data);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].key, "rng");
+  EXPECT_HAS(r.problems[0].message, "bytes 'rng' in " + blob.file());
+  EXPECT_HAS(r.problems[0].message, "checksum mismatch");
+}
+
+TEST(Verify, TruncatedFileNamesEveryEntryPastTheEnd) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  const auto& chunk = Tensor(md, "net1.weight").chunks(0);
+  const std::string data = ReadFile(dir / chunk.file());
+  const uint64_t keep = chunk.offset() + 10;
+  WriteFile(dir / chunk.file(), data.substr(0, keep));
+  int past_end = 0;  // entries of that file that no longer fit
+  for (const auto& t : md.tensors()) {
+    for (const auto& c : t.chunks()) past_end += c.file() == chunk.file() && c.offset() + c.length() > keep;
+  }
+  for (const auto& b : md.bytes()) past_end += b.file() == chunk.file() && b.offset() + b.length() > keep;
+  const VerifyReport r = Verify(dir.path());
+  EXPECT_EQ(r.problem_count(), past_end) << AllProblems(r);
+  ASSERT_FALSE(r.ok());
+  bool named = false;
+  for (const auto& p : r.problems) {
+    EXPECT_EQ(p.file, chunk.file());
+    EXPECT_HAS(p.message, "truncated");
+    if (p.key == "net1.weight") {
+      named = true;
+      EXPECT_HAS(p.message, StrCat("needs bytes [", chunk.offset(), ", ", chunk.offset() + chunk.length(),
+                                   ") but the file has ", keep, " bytes"));
+    }
+  }
+  EXPECT_TRUE(named) << AllProblems(r);
+}
+
+TEST(Verify, MissingDataFile) {
+  TempDir dir;
+  SaveSample(dir);
+  const std::string file = Tensor(Md(dir), "net1.bias").chunks(0).file();
+  std::filesystem::remove(dir / file);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_FALSE(r.ok());
+  for (const auto& p : r.problems) {
+    EXPECT_EQ(p.file, file);
+    EXPECT_HAS(p.message, "cannot open data file");
+  }
+}
+
+TEST(Verify, GapNamesTheUncoveredBox) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  auto* chunks = MutableTensor(md, "net1.weight").mutable_chunks();
+  if (chunks->Get(0).offsets(0) == 8) chunks->SwapElements(0, 1);
+  chunks->RemoveLast();  // [8:16, 0:10]
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].key, "net1.weight");
+  EXPECT_HAS(r.problems[0].message, "region [8:16, 0:10] is in no chunk (80 of 160 elements uncovered)");
+  // Only the chunks the metadata still lists are read.
+  EXPECT_EQ(r.chunks_checked, 7);
+}
+
+TEST(Verify, GapInTheMiddleOfAGrid) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  auto* chunks = MutableTensor(md, "grid").mutable_chunks();
+  for (int i = 0; i < chunks->size(); ++i) {
+    if (chunks->Get(i).offsets(0) == 0 && chunks->Get(i).offsets(1) == 4) {
+      chunks->SwapElements(i, chunks->size() - 1);
+      chunks->RemoveLast();
+      break;
+    }
+  }
+  ASSERT_EQ(chunks->size(), 3);
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'grid' shape [8, 8]: region [0:4, 4:8] is in no chunk (16 of 64");
+}
+
+TEST(Verify, ZeroDimTensorWithoutChunk) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  MutableTensor(md, "step").clear_chunks();
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'step' shape []: region [] is in no chunk (1 of 1");
+}
+
+// Adds to tensor "t" ([8, 4] float, two row chunks) a chunk [2:6, 0:4] whose bytes are those
+// of tensor "u" ([4, 4]): the new chunk overlaps both of t's chunks.
+VerifyReport VerifyWithOverlap(const at::Tensor& u, const VerifyOptions& opt, std::string* file_u) {
+  TempDir dir;
+  StateDict sd;
+  const at::Tensor t = at::arange(32, at::kFloat).reshape({8, 4});
+  for (int r = 0; r < 2; ++r) sd.AddSharded("t", t, Layout::Sharded(2, 0), r);
+  sd.AddTensor("u", u);
+  save(sd, dir.path());
+  proto::Metadata md = Md(dir);
+  proto::ChunkMeta extra = Tensor(md, "u").chunks(0);
+  *file_u = extra.file();
+  extra.clear_offsets();
+  extra.add_offsets(2);
+  extra.add_offsets(0);
+  *MutableTensor(md, "t").add_chunks() = extra;
+  WriteMd(dir, md);
+  return Verify(dir.path(), opt);
+}
+
+// Loading refuses overlapping chunks (ParseMetadata), so Verify reports each pair even when
+// the common elements agree.
+TEST(Verify, OverlapWithEqualDataIsStillAProblem) {
+  const at::Tensor t = at::arange(32, at::kFloat).reshape({8, 4});
+  for (int64_t buffer : {int64_t{8}, int64_t{8} << 20}) {
+    VerifyOptions opt;
+    opt.buffer_bytes = buffer;
+    std::string file;
+    const VerifyReport r = VerifyWithOverlap(t.slice(0, 2, 6).clone(), opt, &file);
+    ASSERT_EQ(r.problems.size(), 2u) << AllProblems(r);
+    EXPECT_HAS(r.problems[0].message, " and [2:6, 0:4] in " + file + " overlap in [2:4, 0:4]; the common elements "
+                                      "agree (load and convert refuse overlapping chunks)");
+    EXPECT_HAS(r.problems[1].message, "overlap in [4:6, 0:4]; the common elements agree");
+    EXPECT_EQ(r.overlaps_compared, 2);
+    EXPECT_EQ(r.chunks_checked, 4);
+  }
+}
+
+TEST(Verify, OverlapWithDifferentDataNamesBothChunks) {
+  at::Tensor u = at::arange(32, at::kFloat).reshape({8, 4}).slice(0, 2, 6).clone();
+  u.index_put_({3, 1}, -1.0f);  // element [5, 1] of t: in t's second chunk only
+  for (int64_t buffer : {int64_t{8}, int64_t{8} << 20}) {
+    VerifyOptions opt;
+    opt.buffer_bytes = buffer;
+    std::string file;
+    const VerifyReport r = VerifyWithOverlap(u, opt, &file);
+    ASSERT_EQ(r.problems.size(), 2u) << AllProblems(r);
+    EXPECT_HAS(r.problems[0].message, "overlap in [2:4, 0:4]; the common elements agree");
+    EXPECT_EQ(r.problems[1].key, "t");
+    const std::string& m = r.problems[1].message;
+    EXPECT_HAS(m, "chunks [4:8, 0:4] in ");
+    EXPECT_HAS(m, " and [2:6, 0:4] in " + file);
+    EXPECT_HAS(m, "overlap in [4:6, 0:4] but hold different data (first difference at [5, 1])");
+  }
+}
+
+TEST(Verify, CorruptOrMissingMetadataIsOneProblem) {
+  TempDir dir;
+  const VerifyReport missing = Verify(dir.path());
+  ASSERT_EQ(missing.problems.size(), 1u);
+  EXPECT_EQ(missing.problems[0].file, ".metadata");
+  EXPECT_HAS(missing.problems[0].message, ".metadata is missing");
+
+  SaveSample(dir);
+  WriteFile(dir / ".metadata", "not a protobuf \xff\xff\xff");
+  const VerifyReport corrupt = Verify(dir.path());
+  ASSERT_EQ(corrupt.problems.size(), 1u);
+  EXPECT_EQ(corrupt.problems[0].file, ".metadata");
+  EXPECT_HAS(corrupt.problems[0].message, ".metadata is corrupt");
+  EXPECT_TRUE(corrupt.notes.empty());
+}
+
+TEST(Verify, UnreferencedFileIsANoteNotAProblem) {
+  TempDir dir;
+  SaveSample(dir);
+  WriteFile(dir / "__7_99.distcp", "debris");
+  const VerifyReport r = Verify(dir.path());
+  EXPECT_TRUE(r.ok()) << AllProblems(r);
+  ASSERT_EQ(r.notes.size(), 1u);
+  EXPECT_HAS(r.notes[0], "__7_99.distcp (6 bytes) is not part of the checkpoint");
+}
+
+TEST(Verify, NativeCheckpointWithoutChecksumsIsFlaggedLoudly) {
+  TempDir dir;
+  SaveSample(dir);
+  EXPECT_TRUE(InspectWarnings(Md(dir), true).empty());
+  EXPECT_TRUE(Verify(dir.path()).warnings.empty());
+
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  const std::vector<std::string> w = InspectWarnings(md, true);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0].rfind("checksums: NONE \u2014 data is not verified", 0), 0u) << w[0];
+  EXPECT_TRUE(InspectWarnings(md, false).empty());  // DCP and safetensors have none by design
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.warnings.size(), 1u);
+  EXPECT_EQ(r.warnings[0], w[0]);
+  EXPECT_FALSE(r.ok());  // and, for a native checkpoint, a problem too (NativeCheckpointWithChecksumsOffIsAProblem)
+  // A flipped byte now goes unnoticed, which is what the warning says.
+  const std::string file = md.tensors(0).chunks(0).file();
+  std::string data = ReadFile(dir / file);
+  data[md.tensors(0).chunks(0).offset()] ^= 1;
+  WriteFile(dir / file, data);
+  EXPECT_EQ(Verify(dir.path()).problems.size(), r.problems.size());  // no checksum mismatch reported
+  EXPECT_EQ(Verify(dir.path()).warnings.size(), 1u);
+}
+
+TEST(Verify, ProblemListIsCapped) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  for (const auto& c : Tensor(md, "grid").chunks()) {
+    std::string data = ReadFile(dir / c.file());
+    data[c.offset()] ^= 0x01;
+    WriteFile(dir / c.file(), data);
+  }
+  VerifyOptions opt;
+  opt.max_problems = 3;
+  const VerifyReport r = Verify(dir.path(), opt);
+  EXPECT_EQ(r.problems.size(), 3u);
+  EXPECT_EQ(r.problems_omitted, 1);
+  EXPECT_EQ(r.problem_count(), 4);
+  for (const auto& p : r.problems) EXPECT_EQ(p.key, "grid");
+}
+
+// Regression: a chunk with sizes but no offsets (one flipped bit in a 1.0 .metadata turns the
+// offsets into an unknown field) crashed Verify while it formatted the error.
+TEST(Verify, ChunkWithoutOffsetsIsOneProblemNotACrash) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  MutableTensor(md, "net1.weight").mutable_chunks(1)->clear_offsets();
+  md.set_format_minor(0);  // a 1.0 file has no checksum of its own to catch the flip
+  WriteFile(dir / ".metadata", md.SerializeAsString());
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].file, ".metadata");
+  EXPECT_HAS(r.problems[0].message, "key 'net1.weight' chunk 1 [?:+8, ?:+10] (0 offsets, 2 sizes) has 0 offsets");
+}
+
+// Regression: [2^62, 4] float32 with one empty chunk passed as "no problems" (numel x 4
+// wrapped to 0); a chunk at offset INT64_MAX passed Contains by overflow.
+TEST(Verify, SizesThatOverflowAreProblems) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  auto& step = MutableTensor(md, "net1.bias");
+  step.set_dtype("float32");
+  step.clear_shape();
+  step.add_shape(int64_t{1} << 62);
+  step.add_shape(4);
+  step.mutable_chunks(0)->clear_sizes();
+  step.mutable_chunks(0)->clear_offsets();
+  for (int64_t v : {int64_t{1} << 62, int64_t{4}}) step.mutable_chunks(0)->add_sizes(v);
+  for (int d = 0; d < 2; ++d) step.mutable_chunks(0)->add_offsets(0);
+  step.mutable_chunks(0)->set_length(0);
+  WriteMd(dir, md);
+  VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'net1.bias' has shape [0:4611686018427387904, 0:4] of float32, more than 2^63 bytes");
+
+  TempDir dir2;
+  SaveSample(dir2);
+  md = Md(dir2);
+  MutableTensor(md, "net1.bias").mutable_chunks(0)->set_offsets(0, INT64_MAX);
+  WriteMd(dir2, md);
+  r = Verify(dir2.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_HAS(r.problems[0].message, "key 'net1.bias' has chunk [9223372036854775807:+16] outside its shape [0:16]");
+}
+
+// A native checkpoint whose metadata switches checksums off is a problem for Verify and is
+// flagged by InspectText; for formats without checksums (DCP, safetensors) it stays a note.
+TEST(Verify, NativeCheckpointWithChecksumsOffIsAProblem) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+  EXPECT_EQ(r.problems[0].file, ".metadata");
+  EXPECT_HAS(r.problems[0].message, "CHECKSUMS ARE OFF: the native metadata says checksum algorithm 'none'");
+  EXPECT_EQ(r.chunks_checked, 8);
+  EXPECT_HAS(InspectText(md), "none  (WARNING: NO CHECKSUMS: corrupt data cannot be detected)");
+}
+
+// load() refuses such a checkpoint while it verifies checksums (naming the folder and the way
+// out), and reads it unverified when told to.
+TEST(Verify, LoadRefusesNativeCheckpointWithChecksumsOff) {
+  TempDir dir;
+  SaveSample(dir);
+  proto::Metadata md = Md(dir);
+  md.set_checksum_algorithm(kNoChecksum);
+  WriteMd(dir, md);
+  StateDict sd;
+  at::Tensor bias = at::zeros({16}, at::kFloat);
+  sd.AddTensor("net1.bias", bias);
+  EXPECT_HAS(ErrorOf([&] { load(sd, dir.path()); }),
+             "load: checkpoint " + dir.path() + ": its metadata says checksum algorithm 'none', which dcpp "
+             "never writes");
+  EXPECT_EQ(bias.sum().item<float>(), 0.0f);
+  LoadOptions unverified;
+  unverified.verify_checksums = false;
+  load(sd, dir.path(), unverified);
+  EXPECT_TRUE(at::equal(bias, at::arange(16, at::kFloat)));
+}
+
+TEST(Verify, BadOptionsThrow) {
+  TempDir dir;
+  VerifyOptions opt;
+  opt.thread_count = 0;
+  EXPECT_THROW(Verify(dir.path(), opt), Error);
+}
+
+}  // namespace
+}  // namespace dcpp

@@ -17,15 +17,6 @@ void ReadHashed(FileSource& src, uint64_t offset, void* dst, int64_t length, Che
   }
 }
 
-void HashRange(FileSource& src, uint64_t offset, int64_t length, std::string& buffer, Checksum* sum) {
-  const int64_t block = std::min(kIoBlockBytes, length);
-  if (static_cast<int64_t>(buffer.size()) < block) buffer.resize(static_cast<size_t>(block));
-  for (int64_t off = 0; off < length; off += kIoBlockBytes) {
-    const int64_t n = std::min(kIoBlockBytes, length - off);
-    ReadHashed(src, offset + static_cast<uint64_t>(off), buffer.data(), n, sum);
-  }
-}
-
 void WriteHashed(FileSink& sink, uint64_t offset, const void* data, int64_t length, Checksum* sum) {
   const char* in = static_cast<const char*>(data);
   for (int64_t off = 0; off < length; off += kIoBlockBytes) {

@@ -22,11 +22,6 @@ namespace dcpp {
 // `sum` when it is not null.
 void ReadHashed(FileSource& src, uint64_t offset, void* dst, int64_t length, Checksum* sum);
 
-// Reads `length` bytes at `offset` of `src` through `buffer` (at least one block is kept
-// there), feeding them to `sum` when it is not null: for checks that need the hash, not the
-// bytes.
-void HashRange(FileSource& src, uint64_t offset, int64_t length, std::string& buffer, Checksum* sum);
-
 // Writes `length` bytes of `data` at `offset` of `sink`, block by block, feeding each block
 // to `sum` first when it is not null.
 void WriteHashed(FileSink& sink, uint64_t offset, const void* data, int64_t length, Checksum* sum);

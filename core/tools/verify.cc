@@ -19,6 +19,7 @@
 
 #include "core/base/error.h"
 #include "core/base/parallel.h"
+#include "core/engine/chunk_io.h"
 #include "core/format/checksum.h"
 #include "core/format/file_names.h"
 #include "core/format/metadata.h"
@@ -145,8 +146,8 @@ class Checker {
     const int64_t block = static_cast<int64_t>(buffer_.size());
     for (uint64_t pos = 0; pos < c.length; pos += static_cast<uint64_t>(block)) {
       const int64_t n = std::min<int64_t>(block, static_cast<int64_t>(c.length - pos));
-      Read(*src, c.offset + pos, buffer_.data(), n);
-      if (c.has_checksum) sum.Update(buffer_.data(), static_cast<size_t>(n));
+      ReadHashed(*src, c.offset + pos, buffer_.data(), n, c.has_checksum ? &sum : nullptr);
+      bytes_read += n;
     }
     (c.is_blob ? blobs : chunks) += 1;
     if (c.has_checksum && sum.Digest() != c.checksum) {

@@ -3,13 +3,13 @@
 // the pickles of bytes items name.
 #include "core/storage/dcp/dcp.h"
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "core/dcpp.h"
 #include "core/format/metadata.h"

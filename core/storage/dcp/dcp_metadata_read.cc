@@ -3,8 +3,6 @@
 // and DcpFiles.
 #include "core/storage/dcp/dcp.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <atomic>
 #include <map>
@@ -12,6 +10,8 @@
 #include <set>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/base/error.h"
 #include "core/base/parallel.h"

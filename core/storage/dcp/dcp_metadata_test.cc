@@ -3,14 +3,14 @@
 // variant PyTorch has written since 2.3 accepted.
 #include "core/storage/dcp/dcp.h"
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include <algorithm>
 #include <functional>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "core/dcpp.h"
 #include "core/format/metadata.h"

@@ -2,14 +2,14 @@
 // as torch.distributed.checkpoint writes it (protocol 4).
 #include "core/storage/dcp/dcp.h"
 
-#include <nlohmann/json.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "core/storage/dcp/dcp_internal.h"
 #include "core/storage/dcp/pickle.h"

@@ -2,8 +2,6 @@
 // item's CRC-32 as it is read, and that reorder a non-contiguous chunk.
 #include "core/storage/dcp/dcp.h"
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <atomic>
 #include <charconv>
@@ -15,6 +13,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ATen/ATen.h>
 
 #include "core/base/error.h"
 #include "core/format/metadata.h"

@@ -4,12 +4,12 @@
 // real PyTorch are in tests/interop/.
 #include "core/storage/dcp/dcp.h"
 
-#include <ATen/ATen.h>
-#include <gtest/gtest.h>
-
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include "core/dcpp.h"
 #include "core/engine/async_save.h"

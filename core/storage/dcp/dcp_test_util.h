@@ -3,11 +3,11 @@
 // tensor, a 0-d and an empty one, a raw blob) with its load targets.
 #pragma once
 
-#include <ATen/ATen.h>
-
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include <ATen/ATen.h>
 
 #include "core/dcpp.h"
 

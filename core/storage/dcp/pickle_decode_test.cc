@@ -2,12 +2,12 @@
 // refused globals and opcodes, malformed, truncated and corrupted input, deep nesting, cycles.
 #include "core/storage/dcp/pickle.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/base/error.h"
 #include "core/storage/dcp/pickle_test_data.h"

@@ -2,13 +2,13 @@
 // DCP's .metadata and torch.save's data.pkl navigated as their readers do.
 #include "core/storage/dcp/pickle.h"
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <limits>
 #include <set>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/base/error.h"
 #include "core/storage/dcp/pickle_test_data.h"

@@ -3,14 +3,14 @@
 // limit, the normalization of protocol 0-3's spellings of bytes and sets, values by hand).
 #pragma once
 
-#include <gtest/gtest.h>
-
 #include <cstdint>
 #include <memory>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/storage/dcp/pickle.h"
 

@@ -1,13 +1,13 @@
 // pickle::Repr and pickle::Value's checked accessors.
 #include "core/storage/dcp/pickle.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/base/error.h"
 #include "core/storage/dcp/pickle_test_data.h"

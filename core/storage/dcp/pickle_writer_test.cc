@@ -2,13 +2,13 @@
 // opcodes by protocol, round trips of every kind, refusals.
 #include "core/storage/dcp/pickle.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/base/error.h"
 #include "core/storage/dcp/pickle_test_data.h"

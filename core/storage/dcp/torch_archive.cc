@@ -2,8 +2,6 @@
 // object of a bytes item (DecodeObject), and the globals its pickle names (UnsafeGlobals).
 #include "core/storage/dcp/torch_archive.h"
 
-#include <ATen/ATen.h>
-
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -12,6 +10,8 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <ATen/ATen.h>
 
 #include "core/base/error.h"
 #include "core/model/dtype.h"

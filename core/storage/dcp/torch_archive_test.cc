@@ -2,10 +2,10 @@
 // object's, and CRC-32.
 #include "core/storage/dcp/torch_archive.h"
 
+#include <string>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
-
-#include <string>
 
 #include "core/storage/dcp/dcp_test_util.h"
 #include "core/storage/dcp/pickle.h"

@@ -1,5 +1,7 @@
 // CheckZipStructure: everything about an archive's zip structure that PyTorch's reader (miniz,
 // in torch.load) relies on and the CRC-32s do not cover.
+#include "core/storage/dcp/torch_archive.h"
+
 #include <algorithm>
 #include <cstdint>
 #include <exception>
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "core/base/error.h"
-#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/dcp/zip_internal.h"
 
 namespace dcpp {

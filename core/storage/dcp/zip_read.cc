@@ -1,6 +1,6 @@
 // Reading a zip archive's directory as torch.save writes it, checking its entries' CRC-32s,
 // and CRC-32 itself (zlib's).
-#include <zlib.h>
+#include "core/storage/dcp/torch_archive.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -9,8 +9,9 @@
 #include <string>
 #include <vector>
 
+#include <zlib.h>
+
 #include "core/base/error.h"
-#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/dcp/zip_internal.h"
 
 namespace dcpp {

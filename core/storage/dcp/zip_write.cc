@@ -1,12 +1,13 @@
 // The records of a zip archive being written, as torch.save writes them: local headers with
 // torch.save's 64-byte alignment padding, data descriptors, the central directory and the end
 // records (zip64 ones when a size or offset needs them).
+#include "core/storage/dcp/zip_internal.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "core/storage/dcp/torch_archive.h"
-#include "core/storage/dcp/zip_internal.h"
 
 namespace dcpp {
 namespace torch_archive {

@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <utility>
 
+#include <nlohmann/json.hpp>
+
 #include "core/base/error.h"
 #include "core/format/file_names.h"
 #include "core/storage/safetensors/safetensors.h"
@@ -117,7 +119,8 @@ void SafetensorsWriter::EndShard() {
 }
 
 CommitReport SafetensorsWriter::Commit(const CommitMessages& messages) {
-  const nlohmann::json index = {{"metadata", {{"total_size", total_size_}}}, {"weight_map", weight_map_}};
+  const nlohmann::json index = {{"metadata", {{"total_size", total_size_}}},
+                                 {"weight_map", nlohmann::json(weight_map_)}};
   const std::string text = index.dump(2) + "\n";
   Create(std::string(kSafetensorsIndex) + kTmp)->WriteAt(0, text.data(), text.size());
   sink_->Finish();

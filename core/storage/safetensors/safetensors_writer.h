@@ -29,8 +29,6 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "core/storage/commit.h"
 #include "core/storage/env.h"
 #include "core/storage/storage.h"
@@ -87,7 +85,7 @@ class SafetensorsWriter {
   std::unique_ptr<FileLock> lock_;
   std::vector<std::string> existing_;
   std::vector<std::string> shards_;  // written, in order
-  nlohmann::json weight_map_ = nlohmann::json::object();
+  std::map<std::string, std::string> weight_map_;  // tensor name -> shard
   int64_t total_size_ = 0;
   std::unique_ptr<FileSink> sink_;
   std::vector<std::string> created_;  // temporaries, plain names

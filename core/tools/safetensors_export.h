@@ -19,6 +19,8 @@
 // checksums are verified on the way (when the source records any). Bytes entries (opaque
 // blobs) have no place in safetensors: they are skipped and listed in the stats.
 //
+// The files are written and committed by SafetensorsWriter
+// (core/storage/safetensors/safetensors_writer.h).
 // Atomic as far as the file system allows: everything is written under `.tmp` names in DST,
 // fsynced, then renamed into place, the index last (one export at a time, under DST's
 // .dcpp.lock). Safetensors has no single commit point: each file is replaced atomically, and
@@ -37,6 +39,7 @@
 #include <vector>
 
 #include "core/storage/env.h"
+#include "core/storage/safetensors/safetensors_writer.h"
 #include "core/storage/storage.h"
 
 namespace dcpp {
@@ -79,7 +82,6 @@ struct SafetensorsExportStats {
 SafetensorsExportStats ExportSafetensors(StorageReader& src, const std::string& dst_dir,
                                          const SafetensorsExportOptions& opt = {});
 
-// "model-00002-of-00005.safetensors" for shard 2 of 5.
-std::string SafetensorsShardName(int index, int count);
+// SafetensorsShardName(), the shard files' names, is declared in safetensors_writer.h.
 
 }  // namespace dcpp

@@ -5,6 +5,7 @@
 
 #include "core/base/error.h"
 #include "core/format/metadata.h"
+#include "core/storage/commit.h"
 #include "core/storage/registry.h"
 
 namespace dcpp {
@@ -89,50 +90,53 @@ std::unique_ptr<FileSink> FileSystemWriter::Open(const std::string& name) {
 
 CommitReport FileSystemWriter::Commit(const std::string& metadata, const std::vector<std::string>& keep) {
   const std::string tmp = dir_ + "/" + kMetadataTmpName;
-  try {
-    env_->Remove(tmp);
-    auto sink = env_->NewFile(tmp);
-    sink->WriteAt(0, metadata.data(), metadata.size());
-    sink->Finish();
-    // The data files were fsynced by their writers; their directory entries (and the
-    // temporary's) must be durable before the metadata that names them.
-    env_->SyncDir(dir_);
-    env_->Rename(tmp, dir_ + "/" + kMetadataName);
-  } catch (const std::exception& e) {
+  const auto not_committed = [this](const std::string& cause) {
+    return StrCat("cannot commit ", dir_, "/", kMetadataName, " (the previous checkpoint is intact): ", cause);
+  };
+  const auto remove_tmp = [&] {
     try {
       env_->Remove(tmp);
     } catch (const std::exception&) {
       // removed by the next save's Begin
     }
-    throw Error(StrCat("cannot commit ", dir_, "/", kMetadataName, " (the previous checkpoint is intact): ",
-                       ErrorMessage(e)));
-  }
-  // Committed. From here on nothing throws: the new checkpoint is in place.
-  CommitReport report;
+  };
   try {
-    env_->SyncDir(dir_);
+    env_->Remove(tmp);
+    auto sink = env_->NewFile(tmp);
+    sink->WriteAt(0, metadata.data(), metadata.size());
+    sink->Finish();
   } catch (const std::exception& e) {
-    // The rename may not survive a power loss; the previous checkpoint's files must then stay
-    // for the previous .metadata that could come back. The next save removes them.
-    report.warnings.push_back(StrCat("the commit of ", dir_, " may not survive a power loss (", ErrorMessage(e),
-                                     "); the previous checkpoint's files were kept"));
-    return report;
+    remove_tmp();
+    throw Error(not_committed(ErrorMessage(e)));
   }
-  const std::set<std::string> kept(keep.begin(), keep.end());
-  try {
+  CommitPlan plan;
+  plan.dir = dir_;
+  plan.renames = {{kMetadataTmpName, kMetadataName}};
+  plan.own_files = [this] {
+    std::vector<std::string> data_files;
     for (const std::string& name : env_->List(dir_)) {
-      if (!IsDataFileName(name) || kept.count(name)) continue;
-      try {
-        env_->Remove(dir_ + "/" + name);
-      } catch (const std::exception& e) {
-        report.warnings.push_back(StrCat("cannot remove ", name, ", a file the new checkpoint does not use: ",
-                                         ErrorMessage(e)));
-      }
+      if (IsDataFileName(name)) data_files.push_back(name);
     }
-  } catch (const std::exception& e) {
-    report.warnings.push_back(StrCat("cannot list ", dir_, " to remove older files: ", ErrorMessage(e)));
+    return data_files;
+  };
+  plan.keep = keep;
+  plan.messages.not_started = not_committed;
+  plan.messages.not_durable = [this](const std::string& cause) {
+    return StrCat("the commit of ", dir_, " may not survive a power loss (", cause,
+                  "); the previous checkpoint's files were kept");
+  };
+  plan.messages.cannot_list = [this](const std::string& cause) {
+    return StrCat("cannot list ", dir_, " to remove older files: ", cause);
+  };
+  plan.messages.cannot_remove = [](const std::string& name, const std::string& cause) {
+    return StrCat("cannot remove ", name, ", a file the new checkpoint does not use: ", cause);
+  };
+  try {
+    return CommitFiles(env_, plan);
+  } catch (const std::exception&) {
+    remove_tmp();  // one rename: nothing is in place
+    throw;
   }
-  return report;
 }
 
 void FileSystemWriter::Abort(const std::vector<std::string>& created) {

@@ -136,6 +136,8 @@ check bad-set 2 'expected key=value' -- "$bin" "$t/d/fsdp" "$t/x8" --set colwise
 check bad-budget 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --memory-budget lots
 check bad-planner-memory 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-memory-limit lots
 check bad-planner-limit 2 'planner-instruction-limit' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-instruction-limit -5
+check tiny-budget 2 'memory-budget 4K: the budget must be at least 8192 bytes' -- "$bin" "$t/d/fsdp" "$t/x16" --memory-budget 4K
+[[ ! -e "$t/x16/.metadata" ]] || { echo "FAIL a refused budget left a checkpoint"; fails=$((fails + 1)); }
 check huge-budget 2 "cannot read '1e30G' as a positive size" -- "$bin" "$t/d/fsdp" "$t/x11" --memory-budget 1e30G
 check bad-world 2 'world-size' -- "$bin" "$t/d/fsdp" "$t/x10" --world-size 0
 check unknown-flag 2 'frobnicate' -- "$bin" --frobnicate

@@ -18,7 +18,12 @@
 -- torch.compile's "_orig_mod."; DDP's "module." at the start), then `rename` rules apply.
 -- Optimizer state ("optim.state.<param>.<name>") follows its parameter's layout when it has
 -- the parameter's shape (exp_avg, exp_avg_sq, momentum_buffer) and is replicated otherwise
--- (step). Bytes entries are copied as they are.
+-- (step). The parameter is looked up as "<param>" and under each of `param_prefixes`, so
+-- PyTorch's usual nestings match: dcp.save({"model": model_sd, "optim": optim_sd}) names the
+-- parameter "model.<param>" and its state "optim.state.<param>.exp_avg"; an optimizer dict
+-- saved at the top level gives "state.<param>.exp_avg". A key under an optimizer prefix whose
+-- parameter is not in the checkpoint is placed like any other key. Bytes entries are copied
+-- as they are.
 local P = {}
 
 -- Every option can be changed with --set name=value (comma-separated lists).
@@ -33,7 +38,10 @@ P.options = {
   -- keys to leave out (patterns as for colwise, matched against the whole renamed key,
   -- e.g. "optim.**")
   drop = "",
-  optim_prefixes = "optim.state.,optimizer.state.",
+  -- where optimizer state lives (the first that a key starts with counts)
+  optim_prefixes = "optim.state.,optimizer.state.,state.",
+  -- where the parameters of that state may live besides the top level
+  param_prefixes = "model.",
 }
 
 local function split(s, sep)
@@ -110,6 +118,19 @@ function P.param_layout(ctx, key, ndim, is_colwise, is_rowwise)
   return "Replicate()"
 end
 
+-- The renamed key of the parameter that optimizer state "<param>.<name>" (its key without
+-- the optimizer prefix) belongs to: "<param>" itself or "<param>" under one of
+-- `param_prefixes`, whichever `params` (tensors by renamed key) holds first; nil if none.
+function P.find_param(ctx, state, params)
+  local param = state:match("^(.*)%.[^.]+$")
+  if param == nil then return nil end
+  if params[param] ~= nil then return param end
+  for _, prefix in ipairs(split(ctx.options.param_prefixes, ",")) do
+    if params[prefix .. param] ~= nil then return prefix .. param end
+  end
+  return nil
+end
+
 function P.convert(ctx, md)
   local is_colwise, is_rowwise = matcher(ctx.options.colwise), matcher(ctx.options.rowwise)
   local dropped = matcher(ctx.options.drop)
@@ -129,11 +150,10 @@ function P.convert(ctx, md)
     if not dropped(key) then
       local layout
       local prefix = optim_prefix(ctx, key)
-      if prefix ~= nil then
-        -- optim.state.<param>.<name>: the parameter's layout if the shapes agree
-        local param = key:sub(#prefix + 1):match("^(.*)%.[^.]+$")
-        local p = param and params[param]
-        if p and table.concat(p.shape, ",") == table.concat(t.shape, ",") then
+      local param = prefix and P.find_param(ctx, key:sub(#prefix + 1), params)
+      if param ~= nil then
+        -- <prefix><param>.<name>: the parameter's layout if the shapes agree
+        if table.concat(params[param].shape, ",") == table.concat(t.shape, ",") then
           layout = P.param_layout(ctx, param, #t.shape, is_colwise, is_rowwise)
         else
           layout = "Replicate()"

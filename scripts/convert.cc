@@ -99,6 +99,10 @@ int main(int argc, char** argv) {
       opt.planner_options[s.substr(0, eq)] = s.substr(eq + 1);
     }
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
+    if (opt.memory_budget < dcpp::kMinConvertMemoryBudget) {
+      throw dcpp::cli::UsageError("--memory-budget " + budget + ": the budget must be at least " +
+                                  std::to_string(dcpp::kMinConvertMemoryBudget) + " bytes (8K)");
+    }
     opt.planner_memory_limit = planner_memory == "0" ? 0 : dcpp::cli::ParseBytes(planner_memory);
     // A planner file is found from where `bazel run` was started; a name that is no file there
     // may be an embedded planner ("planners/to_fsdp.lua"), looked up as the user wrote it.
@@ -124,7 +128,6 @@ int main(int argc, char** argv) {
                 st.keys.size(), dcpp::cli::HumanBytes(static_cast<double>(st.bytes_written)).c_str(),
                 st.source_world_size, opt.world_size, dst.c_str(), format.c_str(), secs,
                 static_cast<long long>(st.chunks_verified));
-    for (const std::string& w : st.warnings) std::fprintf(stderr, "warning: %s\n", w.c_str());
     return dcpp::cli::kOk;
   });
 }

@@ -28,6 +28,49 @@ check embedded-short-name 0 'from 2 to 3 ranks' -- env BUILD_WORKING_DIRECTORY="
 check set-option 0 'net2.weight *Shard(0)@\[2\] *Shard(0)@\[2\]' -- "$bin" "$t/d/fsdp" "$t/col" --set colwise=net1,net2
 check budget 0 'converted' -- "$bin" "$t/d/fsdp" "$t/small" --memory-budget 16K
 
+# Optimizer state follows its parameter under PyTorch's usual nesting,
+# dcp.save({"model": model_sd, "optim": optim_sd}): the moments of model.attention.wk.weight
+# (column-wise) are split like it, its scalar step stays whole. The source is a safetensors
+# file with those keys.
+python3 - "$t/nested.safetensors" <<'PY'
+import json, struct, sys
+shapes = {"model.attention.wk.weight": [24, 16], "model.attention.wo.weight": [16, 24],
+          "optim.state.attention.wk.weight.exp_avg": [24, 16],
+          "optim.state.attention.wk.weight.exp_avg_sq": [24, 16],
+          "optim.state.attention.wk.weight.step": [],
+          "optim.state.attention.wo.weight.exp_avg": [16, 24]}
+header, data = {}, b""
+for i, (key, shape) in enumerate(sorted(shapes.items())):
+    n = 1
+    for s in shape: n *= s
+    header[key] = {"dtype": "F32", "shape": shape, "data_offsets": [len(data), len(data) + 4 * n]}
+    data += struct.pack(f"<{n}f", *[i + k / 1000 for k in range(n)])
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+check nested-optim 0 'optim.state.attention.wk.weight.exp_avg  *[^ ]*  *Shard(0)@\[2\] ' -- \
+  "$bin" "$t/nested.safetensors" "$t/nested" --planner planners/fsdp_to_tp.lua --world-size 2
+for want in 'model.attention.wk.weight  *[^ ]*  *Shard(0)@\[2\] ' 'optim.state.attention.wk.weight.exp_avg_sq  *[^ ]*  *Shard(0)@\[2\] ' \
+            'optim.state.attention.wk.weight.step  *[^ ]*  *Replicate()@\[2\] ' 'model.attention.wo.weight  *[^ ]*  *Shard(1)@\[2\] ' \
+            'optim.state.attention.wo.weight.exp_avg  *[^ ]*  *Shard(1)@\[2\] '; do
+  grep -q "$want" <<<"$out" || { echo "FAIL nested-optim: no line $want in: $out"; fails=$((fails + 1)); }
+done
+# What was written: the moments in the same two chunks as their parameter, the step in one.
+"$(dirname "$bin")/inspect" "$t/nested" --json | python3 -c '
+import json, sys
+got = {t["key"]: sorted(c["offsets"] for c in t["chunks"]) for t in json.load(sys.stdin)["tensors"]}
+want = {"model.attention.wk.weight": [[0, 0], [12, 0]],
+        "optim.state.attention.wk.weight.exp_avg": [[0, 0], [12, 0]],
+        "optim.state.attention.wk.weight.exp_avg_sq": [[0, 0], [12, 0]],
+        "optim.state.attention.wk.weight.step": [[]],
+        "model.attention.wo.weight": [[0, 0], [0, 12]],
+        "optim.state.attention.wo.weight.exp_avg": [[0, 0], [0, 12]]}
+for k, v in want.items():
+    if got.get(k) != v: sys.exit(f"{k}: chunks at {got.get(k)}, want {v}")
+print("ok   nested-optim chunks")
+' || { echo "FAIL nested-optim: the chunks written"; fails=$((fails + 1)); }
+
 # The planner in the README's "Write your own planner" guide works as documented.
 awk '/^### Write your own planner/{f=1} f&&/^```lua/{p=1;next} p&&/^```/{exit} p' \
   "$TEST_SRCDIR/$TEST_WORKSPACE/README.md" >"$t/readme_planner.lua"
@@ -93,6 +136,8 @@ check bad-set 2 'expected key=value' -- "$bin" "$t/d/fsdp" "$t/x8" --set colwise
 check bad-budget 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --memory-budget lots
 check bad-planner-memory 2 'as a size' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-memory-limit lots
 check bad-planner-limit 2 'planner-instruction-limit' -- "$bin" "$t/d/fsdp" "$t/x9" --planner-instruction-limit -5
+check tiny-budget 2 'memory-budget 4K: the budget must be at least 8192 bytes' -- "$bin" "$t/d/fsdp" "$t/x16" --memory-budget 4K
+[[ ! -e "$t/x16/.metadata" ]] || { echo "FAIL a refused budget left a checkpoint"; fails=$((fails + 1)); }
 check huge-budget 2 "cannot read '1e30G' as a positive size" -- "$bin" "$t/d/fsdp" "$t/x11" --memory-budget 1e30G
 check bad-world 2 'world-size' -- "$bin" "$t/d/fsdp" "$t/x10" --world-size 0
 check unknown-flag 2 'frobnicate' -- "$bin" --frobnicate

@@ -1,5 +1,6 @@
-// export_safetensors: writes a checkpoint (dcpp in any layout, or safetensors) as Hugging Face
-// safetensors shards plus model.safetensors.index.json, in bounded memory.
+// export_safetensors: writes any checkpoint dcpp reads (dcpp or PyTorch DCP in any layout, or
+// safetensors) as Hugging Face safetensors shards plus model.safetensors.index.json, in
+// bounded memory.
 //
 //   bazel run //scripts:export_safetensors -- SRC DST [--max-shard-size 5GB]
 //       [--memory-budget 256MiB] [--overwrite] [--no-verify] [--quiet]
@@ -46,11 +47,12 @@ int64_t ParseSize(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Export a checkpoint as Hugging Face safetensors shards with an index.", "export_safetensors"};
+  CLI::App app{"Export any checkpoint dcpp reads (dcpp, PyTorch DCP, safetensors) as Hugging Face "
+               "safetensors shards with an index.", "export_safetensors"};
   std::string src, dst, shard = "5GB", budget = "256MiB";
   bool quiet = false;
   dcpp::SafetensorsExportOptions opt;
-  app.add_option("SRC", src, "checkpoint to read: a dcpp folder, or safetensors")->required();
+  app.add_option("SRC", src, "checkpoint to read: any checkpoint dcpp reads (a dcpp or PyTorch DCP folder, or safetensors)")->required();
   app.add_option("DST", dst, "folder to write the shards and model.safetensors.index.json to")->required();
   app.add_option("--max-shard-size", shard, "tensor data per shard at most, e.g. 5GB, 500MB, 2GiB")
       ->capture_default_str();

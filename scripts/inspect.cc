@@ -78,12 +78,12 @@ int main(int argc, char** argv) {
     const auto reader = dcpp::OpenReader(path);
     dcpp::VerifyOwnChecksums(*reader, false);  // a listing; `verify` checks the data
     const dcpp::proto::Metadata md = dcpp::ParseMetadata(reader->ReadMetadata(), reader->Describe());
-    std::vector<std::string> warnings =
-        dcpp::InspectWarnings(md, dcpp::DetectFormat(path) == dcpp::Format::kNative);
+    const dcpp::Format format = dcpp::DetectFormat(path);
+    std::vector<std::string> warnings = dcpp::InspectWarnings(md, format == dcpp::Format::kNative);
     const std::map<std::string, std::string> values = BlobValues(*reader, md, warnings);
     std::string out;
     if (json) {
-      nlohmann::json j = dcpp::InspectJson(md);
+      nlohmann::json j = dcpp::InspectJson(md, format.name());
       if (!warnings.empty()) j["warnings"] = warnings;
       for (auto& b : j["bytes"]) {
         auto it = values.find(b["key"].get<std::string>());
@@ -92,10 +92,10 @@ int main(int argc, char** argv) {
       out = j.dump(2) + "\n";
     } else {
       for (const std::string& w : warnings) out += w.rfind("checksums:", 0) == 0 ? w + "\n" : "warning: " + w + "\n";
-      out += dcpp::InspectText(md);
+      out += dcpp::InspectText(md, format.name());
       if (!values.empty()) {
         out += "\nbytes values (torch.save'd Python objects):\n";
-        for (const auto& [key, v] : values) out += "  " + key + " = " + v + "\n";
+        for (const auto& [key, v] : values) out += "  " + dcpp::DisplayKey(key) + " = " + v + "\n";
       }
     }
     std::fwrite(out.data(), 1, out.size(), stdout);

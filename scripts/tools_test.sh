@@ -10,6 +10,8 @@ ckpt="$d/fsdp"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 # Runs a command, keeping its output in $out and its exit code in $rc.
 run() { set +e; out=$("$@" 2>&1); rc=$?; set -e; echo "$ $* -> $rc"; echo "$out"; }
+# The same with stdout in $so and stderr in $se, apart.
+run2() { set +e; so=$("$@" 2>"$TEST_TMPDIR/stderr"); rc=$?; set -e; se=$(cat "$TEST_TMPDIR/stderr"); echo "$ $* -> $rc"; echo "$so"; echo "(stderr) $se"; }
 
 # inspect: a table naming every key, shape and data file.
 run "$bin/inspect" "$ckpt"
@@ -41,6 +43,28 @@ assert tot["bytes"] == sum(c["length"] for e in d["tensors"] for c in e["chunks"
 assert tot["files"] == len(d["files"]) and sum(f["bytes"] for f in d["files"]) == tot["bytes"]
 ' <<<"$out" || fail "inspect --json has the wrong shape"
 
+# inspect says what kind of checkpoint it lists: the demo's is dcpp's own; the same converted
+# to PyTorch DCP, and exported from there (export_safetensors reads any checkpoint dcpp
+# reads) to safetensors, are not.
+run "$bin/inspect" "$ckpt"
+[ "$(head -n1 <<<"$out")" = "dcpp checkpoint, format 1.1" ] || fail "inspect's heading for a dcpp checkpoint"
+run "$bin/convert" "$ckpt" "$d/dcp" --world-size 2 --format dcp --quiet
+[ "$rc" = 0 ] || fail "convert --format dcp exit $rc"
+run "$bin/inspect" "$d/dcp"
+[ "$rc" = 0 ] && grep -q '^PyTorch DCP checkpoint$' <<<"$out" && ! grep -q 'dcpp checkpoint' <<<"$out" ||
+  fail "inspect's heading for a PyTorch DCP checkpoint"
+run "$bin/inspect" "$d/dcp" --json
+[ "$rc" = 0 ] && python3 -c 'import json, sys; assert json.load(sys.stdin)["format"] == "dcp"' <<<"$out" ||
+  fail "inspect --json's format for a PyTorch DCP checkpoint"
+run "$bin/export_safetensors" "$d/dcp" "$d/st" --quiet
+[ "$rc" = 0 ] && ls "$d/st"/*.safetensors >/dev/null || fail "export_safetensors of a PyTorch DCP checkpoint: exit $rc"
+run "$bin/inspect" "$d/st"
+[ "$rc" = 0 ] && grep -q '^safetensors checkpoint$' <<<"$out" && ! grep -q 'dcpp checkpoint' <<<"$out" ||
+  fail "inspect's heading for safetensors"
+run "$bin/export_safetensors" --help
+[ "$rc" = 0 ] && grep -q 'any checkpoint dcpp reads' <<<"$out" && grep -q 'PyTorch DCP' <<<"$out" ||
+  fail "export_safetensors --help does not name DCP sources"
+
 # verify: a good checkpoint.
 run "$bin/verify" "$ckpt" --threads 2
 [ "$rc" = 0 ] || fail "verify exit $rc on a good checkpoint"
@@ -64,6 +88,16 @@ run "$bin/verify" "$d/flipped"
 [ "$rc" = 1 ] || fail "verify exit $rc after a flipped byte"
 grep -q "key 'net1.weight' chunk \[.*\] in $file: checksum mismatch" <<<"$out" || fail "flip not named"
 [ "$(tail -n1 <<<"$out")" = "FAILED: 1 problem" ] || fail "flip: last line"
+# Problems go to stderr, the report's other lines to stdout; the exit code is the same.
+run2 "$bin/verify" "$d/flipped"
+[ "$rc" = 1 ] || fail "verify exit $rc after a flipped byte (streams apart)"
+grep -q "key 'net1.weight' chunk .*: checksum mismatch" <<<"$se" && [ "$(tail -n1 <<<"$se")" = "FAILED: 1 problem" ] ||
+  fail "verify's problems are not on stderr"
+! grep -q 'checksum mismatch\|FAILED' <<<"$so" && grep -q '^checked 4 tensors' <<<"$so" || fail "verify's stdout"
+run2 "$bin/verify" "$d/flipped" --quiet
+[ "$rc" = 1 ] && [ -z "$so" ] && [ "$se" = "FAILED: 1 problem" ] || fail "verify --quiet of a flipped byte"
+run2 "$bin/verify" "$ckpt" --quiet
+[ "$rc" = 0 ] && [ -z "$se" ] && grep -q '^verified: ' <<<"$so" || fail "verify --quiet of a good checkpoint"
 
 # A truncated data file: exit 1, naming the file.
 cp -r "$ckpt" "$d/truncated"
@@ -78,6 +112,8 @@ run "$bin/inspect" "$d/none"
 [ "$rc" = 1 ] && grep -q "$d/none" <<<"$out" || fail "inspect on a missing folder"
 run "$bin/verify" "$d/none"
 [ "$rc" = 1 ] && grep -q "$d/none" <<<"$out" || fail "verify on a missing folder"
+run2 "$bin/verify" "$d/none"
+[ "$rc" = 1 ] && [ -z "$so" ] && grep -q "^verify: error: .*$d/none" <<<"$se" || fail "verify's error is not on stderr"
 mkdir -p "$d/empty"
 run "$bin/inspect" "$d/empty"
 [ "$rc" = 1 ] && grep -q '\.metadata is missing' <<<"$out" || fail "inspect without .metadata"
@@ -121,6 +157,54 @@ for cmd in "convert $d/nosums $d/nosums_out --planner planners/fsdp_to_tp.lua --
   run $bin/$cmd --no-verify
   [ "$rc" = 0 ] || fail "${cmd%% *} --no-verify of a native checkpoint without checksums: exit $rc"
   rm -rf "$d/nosums_out"
+done
+
+# Any string is a key: "" (PyTorch saves {"": t}), spaces, unicode, runs of dots pass through
+# convert (into dcpp's format and PyTorch's), inspect, verify, diff and export_safetensors.
+python3 - "$d/odd.safetensors" <<'PY'
+import json, struct, sys
+header, data = {}, b""
+for i, key in enumerate(["", " ", "a b.c", "\u00fcn\u00ef.c\u00f6de", "a..b."]):
+    header[key] = {"dtype": "F32", "shape": [4, 2], "data_offsets": [len(data), len(data) + 32]}
+    data += struct.pack("<8f", *[i + k / 8 for k in range(8)])
+h = json.dumps(header).encode()
+h += b" " * (-len(h) % 8)
+open(sys.argv[1], "wb").write(struct.pack("<Q", len(h)) + h + data)
+PY
+odd_keys='["", " ", "a b.c", "a..b.", "\u00fcn\u00ef.c\u00f6de"]'
+for fmt in native dcp; do
+  run "$bin/convert" "$d/odd.safetensors" "$d/odd_$fmt" --planner planners/to_fsdp.lua --world-size 2 --format $fmt --quiet
+  [ "$rc" = 0 ] || fail "convert --format $fmt of odd keys: exit $rc"
+  run "$bin/inspect" "$d/odd_$fmt" --json
+  [ "$rc" = 0 ] && python3 -c '
+import json, sys
+got = [t["key"] for t in json.load(sys.stdin)["tensors"]]
+assert got == sorted(json.loads(sys.argv[1])), got
+' "$odd_keys" <<<"$out" || fail "inspect --json of odd keys ($fmt)"
+  run "$bin/inspect" "$d/odd_$fmt"
+  [ "$rc" = 0 ] && grep -q '^total: 5 tensors' <<<"$out" && grep -q '^  ""  *float32' <<<"$out" &&
+    grep -q '^  " "  *float32' <<<"$out" || fail "inspect of odd keys ($fmt)"
+  run "$bin/verify" "$d/odd_$fmt"
+  [ "$rc" = 0 ] && grep -q '^verified: 5 tensors' <<<"$out" || fail "verify of odd keys ($fmt)"
+  run "$bin/diff" "$d/odd.safetensors" "$d/odd_$fmt"
+  [ "$rc" = 0 ] && grep -q 'identical$' <<<"$out" || fail "diff of odd keys ($fmt)"
+  run "$bin/export_safetensors" "$d/odd_$fmt" "$d/odd_st_$fmt" --quiet
+  [ "$rc" = 0 ] || fail "export_safetensors of odd keys ($fmt): exit $rc"
+  python3 - "$d/odd_st_$fmt" "$odd_keys" <<'PY' || fail "export_safetensors of odd keys ($fmt): the exported file"
+import glob, json, struct, sys
+want = json.loads(sys.argv[2])
+(path,) = glob.glob(sys.argv[1] + "/*.safetensors")
+b = open(path, "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n])
+h.pop("__metadata__", None)
+assert sorted(h) == sorted(want), sorted(h)
+for i, key in enumerate(["", " ", "a b.c", "\u00fcn\u00ef.c\u00f6de", "a..b."]):
+    lo, hi = h[key]["data_offsets"]
+    assert struct.unpack("<8f", b[8 + n + lo:8 + n + hi]) == tuple(i + k / 8 for k in range(8)), key
+PY
+  run "$bin/diff" "$d/odd.safetensors" "$d/odd_st_$fmt"
+  [ "$rc" = 0 ] && grep -q 'identical$' <<<"$out" || fail "diff of odd keys after export ($fmt)"
 done
 
 for tool in inspect verify; do

@@ -10,9 +10,11 @@
 //
 //   bazel run //scripts:verify -- DIR [--threads N] [--quiet]
 //
-// Prints one line per problem (and notes, e.g. files the metadata does not name), then
-// "verified: N tensors, M chunks, B bytes, no problems" (exit 0) or "FAILED: K problems"
-// (exit 1). --quiet prints only that last line. Exit 2: bad command line.
+// Prints one line per problem on stderr (and notes, e.g. files the metadata does not name, on
+// stdout), then "verified: N tensors, M chunks, B bytes, no problems" on stdout (exit 0) or
+// "FAILED: K problems" on stderr (exit 1). --quiet prints only that last line. Exit 2: bad
+// command line. (stdout is flushed before each line on stderr, so the two keep their order
+// when they go to one place.)
 #include <cstdio>
 #include <filesystem>
 #include <string>
@@ -22,6 +24,16 @@
 #include "core/storage/open.h"
 #include "core/tools/verify.h"
 #include "scripts/cli.h"
+
+namespace {
+
+// One line about a problem: on stderr, after whatever stdout holds so far.
+void PrintProblem(const std::string& line) {
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s\n", line.c_str());
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Verify every byte of a dcpp checkpoint against its metadata", "verify"};
@@ -62,15 +74,15 @@ int main(int argc, char** argv) {
     // Loud, even with --quiet: a native checkpoint without checksums was read, not verified.
     for (const auto& w : r.warnings) std::printf("%s\n", w.c_str());
     if (!quiet) {
-      for (const auto& p : r.problems) std::printf("%s\n", p.message.c_str());
-      for (const auto& p : crc.problems) std::printf("%s\n", p.c_str());
+      for (const auto& p : r.problems) PrintProblem(p.message);
+      for (const auto& p : crc.problems) PrintProblem(p);
       if (dcp && r.ok()) {
         std::printf("checked the CRC-32 of %lld archive entries in %lld DCP items (%s)\n",
                     static_cast<long long>(crc.entries), static_cast<long long>(crc.items),
                     dcpp::cli::HumanBytes(static_cast<double>(crc.bytes)).c_str());
       }
       if (r.problems_omitted > 0) {
-        std::printf("... and %lld more problems\n", static_cast<long long>(r.problems_omitted));
+        PrintProblem("... and " + std::to_string(r.problems_omitted) + " more problems");
       }
       for (const auto& n : r.notes) {
         // (DCP's CRC-32s were checked above instead of the missing checksums.)
@@ -83,7 +95,7 @@ int main(int argc, char** argv) {
     }
     const int64_t problems = r.problem_count() + static_cast<int64_t>(crc.problems.size());
     if (problems > 0) {
-      std::printf("FAILED: %lld problem%s\n", static_cast<long long>(problems), problems == 1 ? "" : "s");
+      PrintProblem("FAILED: " + std::to_string(problems) + " problem" + (problems == 1 ? "" : "s"));
       return dcpp::cli::kFailed;
     }
     std::printf("verified: %lld tensors, %lld chunks, %lld bytes, no problems\n",

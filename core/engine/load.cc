@@ -83,6 +83,7 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
   std::vector<int64_t> covered(targets.size(), 0);
   std::vector<std::set<int>> chunks_of(targets.size());
   std::vector<std::string> key_of(targets.size());  // the first saved key feeding each target
+  std::vector<bool> has_key(targets.size(), false);  // (a key may be "")
   for (const LoadRead& r : reads) {
     const LoadTarget& t = targets[r.target];
     if (t.is_bytes) {
@@ -109,7 +110,10 @@ Plan MakePlan(StateDict& sd, const proto::Metadata& md, const LoadOptions& opt,
     const Box saved = ChunkBox(m.chunks(r.chunk));
     const auto overlap = Intersect(saved, t.box);
     if (!overlap) continue;  // nothing to copy; harmless
-    if (key_of[r.target].empty()) key_of[r.target] = r.key;
+    if (!has_key[r.target]) {
+      key_of[r.target] = r.key;
+      has_key[r.target] = true;
+    }
     if (!chunks_of[r.target].insert(r.chunk).second) continue;
     covered[r.target] += overlap->numel();
     auto [pos, inserted] = unit_of.emplace(std::make_pair(&m, r.chunk), plan.units.size());

@@ -18,7 +18,7 @@ void StateDict::AddTensor(const std::string& fqn, const at::Tensor& t) {
 }
 
 void StateDict::Add(TensorEntry e) {
-  DCPP_CHECK(!e.fqn.empty(), "state dict: empty key");
+  // (Any string is a key, "" included: PyTorch saves {"": t}.)
   DCPP_CHECK(!Has(e.fqn), "state dict: duplicate key '", e.fqn, "'");
   for (const LocalChunk& c : e.chunks) {
     DCPP_CHECK(c.box.sizes.size() == e.shape.size() && Contains(WholeBox(e.shape), c.box),
@@ -35,7 +35,6 @@ void StateDict::Add(TensorEntry e) {
 }
 
 void StateDict::Add(BytesEntry e) {
-  DCPP_CHECK(!e.fqn.empty(), "state dict: empty key");
   DCPP_CHECK(!Has(e.fqn), "state dict: duplicate key '", e.fqn, "'");
   index_[e.fqn] = {true, bytes_.size()};
   bytes_.push_back(std::move(e));
@@ -113,18 +112,20 @@ const Nested* Nested::Get(const std::string& key) const {
 
 namespace {
 
-void FlattenInto(const Nested& n, const std::string& prefix, StateDict& out) {
-  auto join = [&](const std::string& k) { return prefix.empty() ? k : prefix + "." + k; };
+// `root`: `n` is the top dict, whose keys are FQNs of their own ("" too: {"": {"a": t}} is
+// ".a", as PyTorch joins the path).
+void FlattenInto(const Nested& n, const std::string& prefix, bool root, StateDict& out) {
+  auto join = [&](const std::string& k) { return root ? k : prefix + "." + k; };
   switch (n.kind) {
     case Nested::Kind::kDict:
       for (const auto& [k, v] : n.dict) {
         DCPP_CHECK(k.find('.') == std::string::npos, "nested key '", join(k),
                    "' contains '.', which separates FQN parts");
-        FlattenInto(v, join(k), out);
+        FlattenInto(v, join(k), false, out);
       }
       break;
     case Nested::Kind::kList:
-      for (size_t i = 0; i < n.list.size(); ++i) FlattenInto(n.list[i], join(std::to_string(i)), out);
+      for (size_t i = 0; i < n.list.size(); ++i) FlattenInto(n.list[i], join(std::to_string(i)), false, out);
       break;
     case Nested::Kind::kTensor:
       out.AddTensor(prefix, n.tensor);
@@ -182,7 +183,7 @@ void Listify(Nested& n) {
 StateDict Flatten(const Nested& root) {
   DCPP_CHECK(root.kind == Nested::Kind::kDict, "Flatten: the root must be a dict");
   StateDict sd;
-  FlattenInto(root, "", sd);
+  FlattenInto(root, "", true, sd);
   return sd;
 }
 

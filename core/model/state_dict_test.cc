@@ -46,6 +46,35 @@ TEST(StateDict, RejectsDuplicatesAndMismatchedChunks) {
   EXPECT_THROW(Flatten(bad), Error);  // '.' is the FQN separator
 }
 
+TEST(StateDict, AnyStringIsAKeyTheEmptyOneToo) {
+  // PyTorch saves {"": t}; keys with spaces, unicode and runs of dots are FQNs as well.
+  StateDict sd;
+  for (const char* key : {"", " ", "a b", "\xc3\xbcn\xc3\xaf.c\xc3\xb6" "de", "a..b.", "\t"}) {
+    sd.AddTensor(key, at::ones({2}));
+    ASSERT_NE(sd.FindTensor(key), nullptr) << "'" << key << "'";
+  }
+  EXPECT_THROW(sd.AddTensor("", at::ones({2})), Error);  // still a duplicate
+  StateDict blob;
+  blob.AddBytes("", "x");
+  EXPECT_EQ(blob.FindBytes("")->data, "x");
+
+  // Nested dicts with "" keys flatten as PyTorch joins their paths: {"": t} is "",
+  // {"": {"a": t}} is ".a", {"m": {"": t}} is "m.".
+  Nested root;
+  root.Set("", Nested::Tensor(at::full({1}, 1.0)));
+  root.Set("m", Nested().Set("", Nested::Tensor(at::full({1}, 2.0))));
+  const StateDict flat = Flatten(root);
+  ASSERT_NE(flat.FindTensor(""), nullptr);
+  ASSERT_NE(flat.FindTensor("m."), nullptr);
+  EXPECT_EQ(flat.FindTensor("m.")->chunks[0].tensor.item<float>(), 2.0f);
+  Nested inner;
+  inner.Set("", Nested().Set("a", Nested::Tensor(at::full({1}, 3.0))));
+  EXPECT_NE(Flatten(inner).FindTensor(".a"), nullptr);
+  const Nested back = Unflatten(flat);
+  EXPECT_EQ(back.Get("")->tensor.item<float>(), 1.0f);
+  EXPECT_EQ(back.Get("m")->Get("")->tensor.item<float>(), 2.0f);
+}
+
 TEST(StateDict, ShardedViewsShareTheCallersStorage) {
   const at::Tensor full = at::arange(20, at::kFloat).reshape({4, 5});
   StateDict sd;

@@ -106,7 +106,7 @@ std::vector<ConvertEntry> ConvertPlanner::Plan(const PlanContext& ctx, const pro
     ConvertEntry e;
     bool has_key = false, has_source = false;
     e.key = FieldString(L, it, "key", &has_key);
-    DCPP_CHECK(has_key && !e.key.empty(), where, ": entry ", i, " has no `key` string");
+    DCPP_CHECK(has_key, where, ": entry ", i, " has no `key` string");  // ("" is a key)
     e.source = FieldString(L, it, "source", &has_source);
     if (!has_source) e.source = e.key;
     DCPP_CHECK(keys.insert(e.key).second, where, ": key '", e.key,

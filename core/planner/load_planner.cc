@@ -119,7 +119,7 @@ std::vector<BroadcastGroup> LoadPlanner::Broadcast(
       const LoadWant& w = wanted[r][i];
       lua_createtable(L, 0, 7);
       SetStr(L, "fqn", w.fqn);
-      if (!w.key.empty()) SetStr(L, "key", w.key);
+      SetStr(L, "key", w.key);
       SetStr(L, "dtype", w.dtype);
       SetInts(L, "shape", w.shape);
       SetInts(L, "offsets", w.box.offsets);

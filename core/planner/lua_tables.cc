@@ -321,7 +321,7 @@ proto::SavePlan ReadItems(lua_State* L, int idx, const proto::SavePlan& source,
     proto::PlanItem item = source.items(at->second);
     bool has_fqn = false, has_file = false;
     const std::string fqn = FieldString(L, it, "fqn", &has_fqn);
-    if (!has_fqn || fqn.empty()) throw Error(StrCat(where, ": item ", i, " has no `fqn` string"));
+    if (!has_fqn) throw Error(StrCat(where, ": item ", i, " has no `fqn` string"));  // ("" is a key)
     item.set_fqn(fqn);
     const std::string file = FieldString(L, it, "file", &has_file);
     if (need_file && !has_file) {

@@ -104,7 +104,7 @@ struct LoadRead {
 // One tensor target chunk of one rank, as the coordinator's load_broadcast sees it.
 struct LoadWant {
   std::string fqn;
-  std::string key;  // the saved key load_local reads it from ("" if unknown)
+  std::string key;  // the saved key load_local reads it from ("" also if it reads nothing)
   std::string dtype;
   std::vector<int64_t> shape;
   Box box;

@@ -6,6 +6,10 @@
 
 #include <fstream>
 #include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "core/testing/temp_dir.h"
 
@@ -387,6 +391,81 @@ TEST_F(ScriptFile, ARaisedLimitLetsAHeavierPlannerPass) {
     EXPECT_EQ(saver->Local(ctx, TwoItems()).items(0).fqn(), "sum2000001000000");
     EXPECT_GT(saver->peak_instructions(), 2'000'000);
   }
+}
+
+
+// ---- the shipped conversion planners ----
+
+// Metadata of whole tensors of float32 with the given shapes (no files: planning reads only
+// keys, dtypes and shapes).
+proto::Metadata TensorsMd(const std::vector<std::pair<std::string, std::vector<int64_t>>>& keys) {
+  proto::Metadata md;
+  for (const auto& [fqn, shape] : keys) {
+    proto::TensorMeta* t = md.add_tensors();
+    t->set_fqn(fqn);
+    t->set_dtype("float32");
+    for (int64_t s : shape) t->add_shape(s);
+  }
+  return md;
+}
+
+// The layout fsdp_to_tp gives each key over two ranks, as "key=Shard(0)@[2]".
+std::map<std::string, std::string> FsdpToTp(const proto::Metadata& md,
+                                            const std::map<std::string, std::string>& set = {}) {
+  auto planner = ConvertPlanner::Create("planners/fsdp_to_tp.lua");
+  PlanContext ctx;
+  ctx.world_size = 2;
+  ctx.options = planner->Options(set);
+  std::vector<int64_t> mesh;
+  std::map<std::string, std::string> out;
+  for (const ConvertEntry& e : planner->Plan(ctx, md, &mesh)) {
+    EXPECT_EQ(e.source, e.key);
+    out[e.key] = e.layout.ToString();
+  }
+  return out;
+}
+
+TEST(FsdpToTp, OptimizerStateFollowsItsParameterUnderPyTorchsNestings) {
+  const std::string col = "Shard(0)@[2]", row = "Shard(1)@[2]", whole = "Replicate()@[2]";
+  // dcp.save({"model": model_sd, "optim": optim_sd}), the optimizer dict at the top level
+  // next to a "model" dict, and both at the top level.
+  for (const auto& [model, optim] : std::vector<std::pair<std::string, std::string>>{
+           {"model.", "optim.state."}, {"model.", "state."}, {"", "state."}, {"", "optim.state."},
+           {"", "optimizer.state."}}) {
+    const std::string wk = "attention.wk.weight", wo = "attention.wo.weight";
+    const auto got = FsdpToTp(TensorsMd({{model + wk, {24, 16}},
+                                         {model + wo, {16, 24}},
+                                         {optim + wk + ".exp_avg", {24, 16}},
+                                         {optim + wk + ".exp_avg_sq", {24, 16}},
+                                         {optim + wk + ".step", {}},
+                                         {optim + wo + ".exp_avg", {16, 24}},
+                                         {optim + wo + ".step", {}}}));
+    const std::string at = " with parameters under '" + model + "', state under '" + optim + "'";
+    EXPECT_EQ(got.at(model + wk), col) << at;
+    EXPECT_EQ(got.at(optim + wk + ".exp_avg"), col) << at;
+    EXPECT_EQ(got.at(optim + wk + ".exp_avg_sq"), col) << at;
+    EXPECT_EQ(got.at(optim + wk + ".step"), whole) << at;
+    EXPECT_EQ(got.at(model + wo), row) << at;
+    EXPECT_EQ(got.at(optim + wo + ".exp_avg"), row) << at;
+    EXPECT_EQ(got.at(optim + wo + ".step"), whole) << at;
+  }
+}
+
+TEST(FsdpToTp, StateOfAnUnknownParameterOrOtherShapeIsNotSharded) {
+  const auto got = FsdpToTp(TensorsMd({{"model.attention.wk.weight", {24, 16}},
+                                       {"optim.state.attention.wk.weight.other", {16}},
+                                       {"optim.state.attention.wq.weight.exp_avg", {24, 16}},
+                                       // a model whose top module is called `state`
+                                       {"state.attention.wv.weight", {24, 16}}}));
+  EXPECT_EQ(got.at("model.attention.wk.weight"), "Shard(0)@[2]");
+  EXPECT_EQ(got.at("optim.state.attention.wk.weight.other"), "Replicate()@[2]");
+  EXPECT_EQ(got.at("optim.state.attention.wq.weight.exp_avg"), "Replicate()@[2]");
+  EXPECT_EQ(got.at("state.attention.wv.weight"), "Shard(0)@[2]");
+  // param_prefixes is an option: without "model." the state no longer finds its parameter.
+  const auto bare = FsdpToTp(TensorsMd({{"model.attention.wk.weight", {24, 16}},
+                                        {"optim.state.attention.wk.weight.exp_avg", {24, 16}}}),
+                             {{"param_prefixes", ""}});
+  EXPECT_EQ(bare.at("optim.state.attention.wk.weight.exp_avg"), "Replicate()@[2]");
 }
 
 }  // namespace

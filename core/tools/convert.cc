@@ -27,8 +27,6 @@ using internal::Output;
 using internal::Pipeline;
 using internal::WriteJobs;
 
-constexpr int64_t kMinBudget = 8 << 10;
-
 int64_t Product(const std::vector<int64_t>& v, size_t from) {
   int64_t n = 1;
   for (size_t d = from; d < v.size(); ++d) n *= v[d];
@@ -109,8 +107,8 @@ void UnsafeBlobWarning(StorageReader& src, const proto::BytesMeta& b, const std:
 ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOptions& opt) {
   DCPP_CHECK(opt.world_size >= 1, "convert: the target world size must be at least 1 (got ",
              opt.world_size, ")");
-  DCPP_CHECK(opt.memory_budget >= kMinBudget, "convert: the memory budget must be at least ",
-             kMinBudget, " bytes (got ", opt.memory_budget, ")");
+  DCPP_CHECK(opt.memory_budget >= kMinConvertMemoryBudget, "convert: the memory budget must be at least ",
+             kMinConvertMemoryBudget, " bytes (got ", opt.memory_budget, ")");
   // (A DCP source then checks each item's CRC-32 as it streams through.)
   VerifyOwnChecksums(src, opt.verify_checksums);
   const proto::Metadata md = ParseMetadata(src.ReadMetadata(), src.Describe());

@@ -28,6 +28,9 @@
 
 namespace dcpp {
 
+// The smallest ConvertOptions::memory_budget convert() accepts: 8 KiB.
+constexpr int64_t kMinConvertMemoryBudget = int64_t{8} << 10;
+
 struct ConvertOptions {
   // The conversion planner: a path, or the name of an embedded one. Default: fsdp_to_tp.
   std::string planner = "planners/fsdp_to_tp.lua";
@@ -41,7 +44,8 @@ struct ConvertOptions {
   // 0 = unlimited. Default: 10^10 instructions, 8 GiB.
   int64_t planner_instruction_limit = kDefaultPlannerInstructionLimit;
   int64_t planner_memory_limit = kDefaultPlannerMemoryLimit;
-  // Upper bound on the bytes of data buffers held at once. Default: 1 GiB.
+  // Upper bound on the bytes of data buffers held at once, at least kMinConvertMemoryBudget.
+  // Default: 1 GiB.
   int64_t memory_budget = int64_t{1} << 30;
   // Replace a checkpoint already committed in the destination (it stays intact until the new
   // one commits). Default: false = refuse.

@@ -199,6 +199,51 @@ TEST(Convert, EveryDtypeAndEmptyTensorsRoundTrip) {
   }
 }
 
+// Any string PyTorch takes as a key is one here: "" ({"": t} is a valid state dict), spaces,
+// unicode, runs of dots. Saved, loaded, and converted by every shipped planner, into dcpp's
+// format and PyTorch's.
+TEST(Convert, AnyStringIsAKeyThroughEveryShippedPlanner) {
+  TempDir dir;
+  at::manual_seed(4);
+  const Tensors tensors = {{"", at::rand({4, 3})},
+                           {" ", at::rand({4})},
+                           {"a b.c d", at::rand({2, 6})},
+                           {"\xc3\xbcn\xc3\xaf.c\xc3\xb6" "de", at::rand({6})},
+                           {"a..b.", at::scalar_tensor(7, at::kLong)}};
+  SaveAllRanks(tensors, [](const std::string& k) { return k == "a..b." ? Layout::Replicated(2) : Layout::Sharded(2, 0); },
+               dir / "src", {{"b y", "tab"}});
+  for (const auto& [k, v] : tensors) {
+    ExpectLoads(dir / "src", k, v, v.dim() == 0 ? Layout::Replicated(3) : Layout::Sharded(3, 0));
+  }
+
+  int n = 0;
+  for (const char* planner : {"planners/fsdp_to_tp.lua", "planners/to_fsdp.lua", "planners/examples/file_per_key.lua",
+                              "planners/examples/inference_export.lua", "planners/examples/hf_to_torchtitan.lua"}) {
+    for (Format format : {Format::kNative, Format::kDcp}) {
+      SCOPED_TRACE(std::string(planner) + " to " + format.name());
+      ConvertOptions opt;
+      opt.planner = planner;
+      opt.format = format;
+      if (std::string(planner) == "planners/examples/inference_export.lua") opt.planner_options["keep_bytes"] = "b y";
+      const std::string dst = dir / ("dst" + std::to_string(n++));
+      const ConvertStats st = convert(dir / "src", dst, opt);
+      EXPECT_TRUE(st.dropped.empty());
+      for (const auto& [k, v] : tensors) ExpectLoads(dst, k, v, Layout::Replicated(2));
+      StateDict blob;
+      blob.AddBytes("b y", "");
+      load(blob, dst);
+      // (DCP stores a bytes entry as a torch.save'd Python bytes object: b"tab" in a zip.)
+      const std::string& data = blob.FindBytes("b y")->data;
+      if (format == Format::kNative) {
+        EXPECT_EQ(data, "tab");
+      } else {
+        EXPECT_EQ(data.rfind("PK", 0), 0u);
+        EXPECT_NE(data.find("C\x03tab"), std::string::npos);
+      }
+    }
+  }
+}
+
 // ---- bad input: a clear error, and the destination never damaged ----
 
 void WritePlanner(const std::string& path, const std::string& text) {

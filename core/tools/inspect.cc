@@ -50,6 +50,23 @@ Totals TotalsOf(const std::map<std::string, FileUse>& files) {
   return t;
 }
 
+// Characters of UTF-8 `s` (bytes that do not continue a sequence), for aligning columns.
+size_t Width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+}  // namespace
+
+std::string DisplayKey(const std::string& key) {
+  bool quote = key.empty() || key.front() == ' ' || key.back() == ' ' || key.front() == '"';
+  for (unsigned char c : key) quote = quote || c < 0x20 || c == 0x7f;
+  return quote ? nlohmann::json(key).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) : key;
+}
+
+namespace {
+
 // Rows of cells printed with each column padded to its widest cell.
 class Table {
  public:
@@ -58,14 +75,14 @@ class Table {
     std::vector<size_t> width;
     for (const auto& r : rows_) {
       width.resize(std::max(width.size(), r.size()), 0);
-      for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+      for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], Width(r[i]));
     }
     std::vector<std::string> lines;
     for (const auto& r : rows_) {
       std::string line = indent;
       for (size_t i = 0; i < r.size(); ++i) {
         line += r[i];
-        if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+        if (i + 1 < r.size()) line += std::string(width[i] - Width(r[i]) + 2, ' ');
       }
       lines.push_back(line);
     }
@@ -78,11 +95,17 @@ class Table {
 
 }  // namespace
 
-std::string InspectText(const proto::Metadata& md) {
+std::string FormatTitle(const proto::Metadata& md, const std::string& format) {
+  if (format == "native") return StrCat("dcpp checkpoint, format ", md.format_major(), ".", md.format_minor());
+  if (format == "dcp") return "PyTorch DCP checkpoint";  // (its metadata version: the creator line)
+  return format + " checkpoint";
+}
+
+std::string InspectText(const proto::Metadata& md, const std::string& format) {
   const auto files = FilesOf(md);
   const Totals totals = TotalsOf(files);
   std::ostringstream os;
-  os << "dcpp checkpoint, format " << md.format_major() << "." << md.format_minor() << "\n";
+  os << FormatTitle(md, format) << "\n";
   Table header;
   header.Add({"creator", md.creator()});
   header.Add({"world size", std::to_string(md.world_size())});
@@ -98,7 +121,7 @@ std::string InspectText(const proto::Metadata& md) {
   Table keys, chunks;
   keys.Add({"key", "dtype", "shape", "bytes", "chunks"});
   for (const auto* t : tensors) {
-    keys.Add({t->fqn(), t->dtype(), ListString(t->shape()), std::to_string(StoredBytes(*t)),
+    keys.Add({DisplayKey(t->fqn()), t->dtype(), ListString(t->shape()), std::to_string(StoredBytes(*t)),
               std::to_string(t->chunks_size())});
     for (const auto& c : t->chunks()) {
       chunks.Add({ChunkBox(c).ToString(), c.file(), StrCat("offset ", c.offset()),
@@ -120,7 +143,7 @@ std::string InspectText(const proto::Metadata& md) {
     os << "\nbytes entries (" << blobs.size() << "):\n";
     Table t;
     for (const auto* b : blobs) {
-      t.Add({b->fqn(), b->file(), StrCat("offset ", b->offset()), StrCat("length ", b->length())});
+      t.Add({DisplayKey(b->fqn()), b->file(), StrCat("offset ", b->offset()), StrCat("length ", b->length())});
     }
     for (const auto& line : t.Lines("  ")) os << line << "\n";
   }
@@ -143,12 +166,12 @@ std::string InspectText(const proto::Metadata& md) {
   return os.str();
 }
 
-nlohmann::json InspectJson(const proto::Metadata& md) {
+nlohmann::json InspectJson(const proto::Metadata& md, const std::string& format) {
   using nlohmann::json;
   const auto files = FilesOf(md);
   const Totals totals = TotalsOf(files);
   json out;
-  out["format"] = "dcpp";
+  out["format"] = format == "native" ? "dcpp" : format;
   out["format_version"] = StrCat(md.format_major(), ".", md.format_minor());
   out["creator"] = md.creator();
   out["world_size"] = md.world_size();

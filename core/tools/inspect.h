@@ -23,10 +23,22 @@ namespace dcpp {
 // A checksum as written by the tools: 16 lowercase hex digits, e.g. "00f3a9c2d4e5b617".
 std::string ChecksumHex(uint64_t checksum);
 
-// A table of the whole checkpoint: header (format, creator, world size, mesh, checksum
-// algorithm, files, bytes), each key in sorted order with its dtype, shape, bytes and chunks
-// (box, file, byte offset, length), the bytes entries, the planner data, and totals.
-std::string InspectText(const proto::Metadata& md);
+// What kind of checkpoint `md` was read from, for a heading: `format` is the registered name of
+// its format (core/storage/registry.h; DetectFormat(path).name()). "dcpp checkpoint, format
+// 1.1" (native), "PyTorch DCP checkpoint" (dcp), "safetensors checkpoint", or "<format>
+// checkpoint" for any other.
+std::string FormatTitle(const proto::Metadata& md, const std::string& format);
+
+// A key as the table shows it: as it is, or JSON-quoted ("", "\t", " x") when it is empty,
+// starts or ends with a space, starts with '"' or holds a control character, so that every
+// key is visible and none looks like another.
+std::string DisplayKey(const std::string& key);
+
+// A table of the whole checkpoint: header (what it is, as FormatTitle says, then creator,
+// world size, mesh, checksum algorithm, files, bytes), each key in sorted order with its
+// dtype, shape, bytes and chunks (box, file, byte offset, length), the bytes entries, the
+// planner data, and totals. `format` as for FormatTitle.
+std::string InspectText(const proto::Metadata& md, const std::string& format = "native");
 
 // The same as JSON. Shape (stable; keys of every object sorted; integers are numbers):
 //   {"format": "dcpp", "format_version": "1.0", "creator": str, "world_size": int,
@@ -39,9 +51,12 @@ std::string InspectText(const proto::Metadata& md);
 //                             "offset": int, "length": int, "checksum": hex16}]}],
 //    "bytes": [{"key": str, "file": str, "offset": int, "length": int, "checksum": hex16}],
 //    "planner_data": {str: str}}
+// "format" is "dcpp" for a native checkpoint, else the format's registered name ("dcp",
+// "safetensors"); "format_version" is that of the metadata dcpp reads (for other formats, the
+// version of the description dcpp makes of theirs).
 // "tensors" and "bytes" are sorted by key; chunks keep their order in the metadata. "bytes"
 // totals count every chunk and blob; "files" counts the data files the metadata names.
-nlohmann::json InspectJson(const proto::Metadata& md);
+nlohmann::json InspectJson(const proto::Metadata& md, const std::string& format = "native");
 
 // The line inspect and verify print, loudly, for a native checkpoint whose metadata says its
 // checksum algorithm is "none": nothing can check its data.

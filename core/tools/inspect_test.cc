@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -105,6 +106,43 @@ TEST(InspectText, ListsKeysInOrderWithTheirChunks) {
   EXPECT_LT(text.find("grid"), text.find("net1.bias"));
   EXPECT_LT(text.find("net1.bias"), text.find("net1.weight"));
   EXPECT_LT(text.find("net1.weight"), text.find("step"));
+  EXPECT_EQ(text.rfind("dcpp checkpoint, format 1.1\n", 0), 0u) << text;
+}
+
+TEST(InspectText, EveryKeyIsVisibleAndAligned) {
+  EXPECT_EQ(DisplayKey("net1.weight"), "net1.weight");
+  EXPECT_EQ(DisplayKey("a b..c."), "a b..c.");
+  EXPECT_EQ(DisplayKey(""), "\"\"");
+  EXPECT_EQ(DisplayKey(" "), "\" \"");
+  EXPECT_EQ(DisplayKey("x "), "\"x \"");
+  EXPECT_EQ(DisplayKey("a\tb"), "\"a\\tb\"");
+  EXPECT_EQ(DisplayKey("\"q\""), "\"\\\"q\\\"\"");
+  proto::Metadata md;
+  for (const std::string key : {"", "\xc3\xbc" "ber", "x"}) {
+    proto::TensorMeta* t = md.add_tensors();
+    t->set_fqn(key);
+    t->set_dtype("float32");
+  }
+  const std::string text = InspectText(md);
+  EXPECT_HAS(text, "\n  \"\"    float32");
+  EXPECT_HAS(text, "\n  \xc3\xbc" "ber  float32");  // 4 characters wide, like the header's "key "
+  EXPECT_HAS(text, "\n  x     float32");
+}
+
+TEST(InspectText, SaysWhatKindOfCheckpointItIs) {
+  TempDir dir;
+  SaveSample(dir);
+  const proto::Metadata md = Md(dir);
+  for (const auto& [format, title] : std::vector<std::pair<std::string, std::string>>{
+           {"native", "dcpp checkpoint, format 1.1"},
+           {"dcp", "PyTorch DCP checkpoint"},
+           {"safetensors", "safetensors checkpoint"},
+           {"zarr", "zarr checkpoint"}}) {
+    EXPECT_EQ(FormatTitle(md, format), title);
+    const std::string text = InspectText(md, format);
+    EXPECT_EQ(text.substr(0, text.find('\n')), title);
+    EXPECT_EQ(InspectJson(md, format)["format"], format == "native" ? "dcpp" : format);
+  }
 }
 
 }  // namespace

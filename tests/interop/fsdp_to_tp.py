@@ -15,6 +15,11 @@
       set_state_dict it back; then every parameter's and optimizer tensor's full_tensor(),
       every param_groups value and the TP placements must be the original's, and DST's
       metadata must already be TP-sharded (net1 rows, net2.weight columns, net2.bias whole).
+
+  python fsdp_to_tp.py save-nested CKPT REF / load-nested DST REF
+      The same with PyTorch's other usual nesting, {"model": model_sd, "optim": optim_sd}:
+      parameters are "model.net1.weight", their state "optim.state.net1.weight.exp_avg", and
+      the state must still come out sharded like its parameter.
 """
 
 import os
@@ -36,7 +41,13 @@ def model_and_optimizer(parallel, seed):
     return model, opt
 
 
-def save(rank, ckpt, ref):
+def nest(msd, osd, nested):
+    """The state dict dcp.save and dcp.load get: the model's keys at the top level next to
+    "optim", or under "model"."""
+    return {"model": msd, "optim": osd} if nested else dict(msd, optim=osd)
+
+
+def save(rank, ckpt, ref, nested=False):
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict
     from torch.distributed.device_mesh import init_device_mesh
@@ -45,23 +56,26 @@ def save(rank, ckpt, ref):
     mesh = init_device_mesh("cpu", (WORLD,))
     model, opt = model_and_optimizer(lambda m: fully_shard(m, mesh=mesh), seed=0)
     msd, osd = get_state_dict(model, opt)
-    sd = dict(msd, optim=osd)
+    sd = nest(msd, osd, nested)
     dcp.save(sd, checkpoint_id=ckpt)
     dist_util.write_references(rank, sd, ref)
     if rank == 0:
         print(f"saved FSDP({WORLD}) checkpoint of {len(msd)} parameters and their Adam state into {ckpt}")
 
 
-def check_tp_metadata(dst):
+def check_tp_metadata(dst, nested):
     """DST is TP-sharded already: PyTorch sees the chunks dcpp's convert wrote."""
     import torch.distributed.checkpoint as dcp
 
     md = dcp.FileSystemReader(dst).read_metadata().state_dict_metadata
+    p = "model." if nested else ""
     want = {
-        "net1.weight": [[0, 0], [8, 0]], "net1.bias": [[0], [8]],
-        "net2.weight": [[0, 0], [0, 8]], "net2.bias": [[0]],
+        p + "net1.weight": [[0, 0], [8, 0]], p + "net1.bias": [[0], [8]],
+        p + "net2.weight": [[0, 0], [0, 8]], p + "net2.bias": [[0]],
         "optim.state.net1.weight.exp_avg": [[0, 0], [8, 0]],
+        "optim.state.net1.bias.exp_avg_sq": [[0], [8]],
         "optim.state.net2.weight.exp_avg_sq": [[0, 0], [0, 8]],
+        "optim.state.net2.weight.step": [[]],
     }
     for key, offsets in want.items():
         got = sorted(list(c.offsets) for c in md[key].chunks)
@@ -69,7 +83,7 @@ def check_tp_metadata(dst):
             raise AssertionError(f"{dst}: {key} has chunks at {got}, want TP's {offsets}")
 
 
-def load(rank, dst, ref):
+def load(rank, dst, ref, nested=False):
     import torch
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint._nested_dict import flatten_state_dict
@@ -83,11 +97,11 @@ def load(rank, dst, ref):
     model, opt = model_and_optimizer(lambda m: parallelize_module(m, mesh, plan), seed=5)
     msd, osd = get_state_dict(model, opt)
 
-    want_w = torch.load(os.path.join(ref, "net1.weight.pt"))
+    want_w = torch.load(os.path.join(ref, ("model." if nested else "") + "net1.weight.pt"))
     if torch.equal(msd["net1.weight"].full_tensor(), want_w):
         raise AssertionError("the TP model equals the FSDP one before loading: the test proves nothing")
 
-    dcp.load(dict(msd, optim=osd), checkpoint_id=dst)
+    dcp.load(nest(msd, osd, nested), checkpoint_id=dst)
     set_state_dict(model, opt, model_state_dict=msd, optim_state_dict=osd)
 
     placements = {"net1.weight": Shard(0), "net1.bias": Shard(0), "net2.weight": Shard(1), "net2.bias": Replicate()}
@@ -96,7 +110,7 @@ def load(rank, dst, ref):
             raise AssertionError(f"{name}: placement {p.placements} after load, want {placements[name]}")
 
     msd, osd = get_state_dict(model, opt)  # what the model and optimizer now hold
-    flat, _ = flatten_state_dict(dict(msd, optim=osd))
+    flat, _ = flatten_state_dict(nest(msd, osd, nested))
     refs = {os.path.splitext(n)[0] for n in os.listdir(ref)}
     if set(flat) != refs:
         raise AssertionError(f"keys differ: only loaded {sorted(set(flat) - refs)}, only saved {sorted(refs - set(flat))}")
@@ -115,12 +129,13 @@ def load(rank, dst, ref):
     if problems:
         raise AssertionError(f"rank {rank}: " + "\n".join(problems))
     if rank == 0:
-        check_tp_metadata(dst)
+        check_tp_metadata(dst, nested)
         print(f"TP({WORLD}) model loaded from {dst}: {len(flat)} keys equal the FSDP original")
 
 
 def worker(rank, world, mode, path, ref):
-    {"save": save, "load": load}[mode](rank, path, ref)
+    nested = mode.endswith("-nested")
+    {"save": save, "load": load}[mode.removesuffix("-nested")](rank, path, ref, nested)
 
 
 if __name__ == "__main__":

@@ -38,4 +38,15 @@ print("same nesting:", sorted(got[0]))
 check pytorch-loads-tp 0 '^TP(2) model loaded from .*: [0-9]* keys equal the FSDP original$' -- \
   "$py" "$here/fsdp_to_tp.py" load "$t/tp" "$t/ref"
 
+# The same under PyTorch's other usual nesting, dcp.save({"model": ..., "optim": ...}): the
+# parameters are model.<fqn>, their state optim.state.<fqn>.<name>, and the moments must still
+# be sharded like their parameter (the load checks the chunks in DST's metadata).
+check pytorch-saves-nested 0 '^saved FSDP(2) checkpoint' -- "$py" "$here/fsdp_to_tp.py" save-nested "$t/fsdp_n" "$t/ref_n"
+check convert-nested 0 'optim.state.net1.weight.exp_avg  *[^ ]*  *Shard(0)@\[2\] ' -- "$root/scripts/convert" \
+  "$t/fsdp_n" "$t/tp_n" --planner planners/fsdp_to_tp.lua --world-size 2 --format dcp --list
+grep -q 'optim.state.net2.weight.exp_avg_sq  *[^ ]*  *Shard(1)@\[2\] ' <<<"$out" ||
+  { echo "FAIL convert-nested did not shard net2's moments row-wise: $out"; fails=$((fails + 1)); }
+check pytorch-loads-nested 0 '^TP(2) model loaded from .*: [0-9]* keys equal the FSDP original$' -- \
+  "$py" "$here/fsdp_to_tp.py" load-nested "$t/tp_n" "$t/ref_n"
+
 exit $fails

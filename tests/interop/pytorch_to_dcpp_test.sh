@@ -34,4 +34,36 @@ cp "$t/ref/fsdp/optim.state.net1.weight.exp_avg.pt" "$t/wrong/model.net1.weight.
 check compare-catches-difference 1 'model.net1.weight: values differ' -- \
   "$py" "$here/compare_dump.py" "$t/wrong" "$t/ref/fsdp"
 
+# Any key PyTorch takes: "" ({"": t}), " ", "a b", unicode, and "" nested ({"x": {"": t}} is
+# "x."). PyTorch saves them (one process); dcpp inspects, verifies, converts them to 2 ranks
+# in DCP's format and diffs the two; PyTorch loads the conversion and gets every value back.
+odd_py='
+import sys, warnings, torch
+import torch.distributed.checkpoint as dcp
+warnings.filterwarnings("ignore")
+def sd(fill):
+    g = torch.Generator().manual_seed(3)
+    t = lambda *s: torch.rand(*s, generator=g) if fill else torch.zeros(*s)
+    return {"": t(4, 3), " ": t(4), "a b": t(2, 5), "\u00fcn\u00ef": t(6), "x": {"": t(3, 2)}}
+if sys.argv[1] == "save":
+    dcp.save(sd(True), checkpoint_id=sys.argv[2], no_dist=True)
+    print("saved odd keys")
+else:
+    got, want = sd(False), sd(True)
+    dcp.load(got, checkpoint_id=sys.argv[2], no_dist=True)
+    flat = lambda d, p="": [(p + k, v) for k, v in d.items() if not isinstance(v, dict)] + \
+        [kv for k, v in d.items() if isinstance(v, dict) for kv in flat(v, p + k + ".")]
+    for (k, a), (_, b) in zip(flat(got), flat(want)):
+        assert torch.equal(a, b), repr(k)
+    print("loaded odd keys:", sorted(k for k, _ in flat(got)))
+'
+check pytorch-saves-odd-keys 0 '^saved odd keys' -- "$py" -c "$odd_py" save "$t/odd"
+check inspect-odd-keys 0 '^  ""  *float32  *\[4, 3\]' -- "$root/scripts/inspect" "$t/odd"
+grep -q '^  "x\."  *float32\|^  x\.  *float32' <<<"$out" || { echo "FAIL inspect-odd-keys: no x.: $out"; fails=$((fails + 1)); }
+check verify-odd-keys 0 '^verified: 5 tensors, .* no problems$' -- "$root/scripts/verify" "$t/odd"
+check convert-odd-keys 0 'converted 5 keys' -- "$root/scripts/convert" "$t/odd" "$t/odd2" \
+  --planner planners/to_fsdp.lua --world-size 2 --format dcp --quiet
+check diff-odd-keys 0 'identical$' -- "$root/scripts/diff" "$t/odd" "$t/odd2"
+check pytorch-loads-odd-keys 0 "^loaded odd keys: \['', ' ', 'a b', 'x\.', " -- "$py" -c "$odd_py" load "$t/odd2"
+
 exit $fails

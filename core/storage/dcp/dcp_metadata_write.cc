@@ -98,8 +98,10 @@ std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& check
     auto p = known.find(fqn);
     std::string joined;
     if (p != known.end() && p->is_array()) {
+      bool first = true;  // (components may be "": ["", "a"] is ".a")
       for (const auto& c : *p) {
-        joined += (joined.empty() ? "" : ".") + (c.is_string() ? c.get<std::string>() : c.dump());
+        joined += (first ? "" : ".") + (c.is_string() ? c.get<std::string>() : c.dump());
+        first = false;
       }
     }
     if (p != known.end() && joined == fqn) {

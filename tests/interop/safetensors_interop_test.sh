@@ -63,7 +63,7 @@ check missing-source 1 "no checkpoint at $t/nothing" -- "$export_st" "$t/nothing
 check no-args 2 'SRC is required' -- "$export_st"
 check bad-shard-size 2 "cannot read 'lots' as a" -- "$export_st" "$t/native" "$t/x3" --max-shard-size lots
 check bad-budget 2 'cannot read' -- "$export_st" "$t/native" "$t/x3" --memory-budget 0
-check help 0 'Export a checkpoint as Hugging Face safetensors' -- "$export_st" --help
+check help 0 'as Hugging Face safetensors shards' -- "$export_st" --help
 
 # ---- (b) Python's safetensors -> dcpp ----
 check python-writes 0 '^python: wrote 6 tensors in 2 shards$' -- "$py" "$pycheck" write "$t/pyhf" "$t/expected.pt"

@@ -25,6 +25,9 @@ constexpr size_t kTrailerSize = 9;
 void CheckFile(const std::string& file, const std::string& where, const std::string& key) {
   DCPP_CHECK(IsPlainFileName(file), "checkpoint ", where, ": key '", key, "' names data file '",
              file, "', which is not a plain file name inside the checkpoint folder");
+  DCPP_CHECK(!IsReservedFileName(file), "checkpoint ", where, ": key '", key, "' names data file '", file,
+             "', a name reserved for the checkpoint's own files (.metadata, .metadata.tmp, .dcpp.lock), "
+             "never data");
 }
 
 // [offset, offset + length) must be a range of bytes a file can have.

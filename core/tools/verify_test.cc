@@ -258,6 +258,28 @@ TEST(Verify, CorruptOrMissingMetadataIsOneProblem) {
   EXPECT_TRUE(corrupt.notes.empty());
 }
 
+// A chunk whose file is .metadata would read the metadata as tensor bytes: verify reports the
+// metadata as a problem instead of reading it.
+TEST(Verify, ReservedNameAsDataFileIsAProblem) {
+  for (const std::string name : {".metadata", ".metadata.tmp", ".dcpp.lock"}) {
+    TempDir dir;
+    SaveSample(dir);
+    proto::Metadata md = Md(dir);
+    MutableTensor(md, "net1.bias").mutable_chunks(0)->set_file(name);
+    WriteMd(dir, md);
+    WriteFile(dir / ".metadata.tmp", std::string(4096, '\0'));
+    WriteFile(dir / ".dcpp.lock", std::string(4096, '\0'));
+    const VerifyReport r = Verify(dir.path());
+    ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+    EXPECT_EQ(r.problems[0].file, ".metadata");
+    EXPECT_HAS(r.problems[0].message, "key 'net1.bias' names data file '" + name + "', a name reserved");
+    EXPECT_EQ(r.bytes_read, 0);
+    StateDict sd;
+    sd.AddTensor("net1.bias", at::zeros({16}));
+    EXPECT_HAS(ErrorOf([&] { load(sd, dir.path()); }), "key 'net1.bias' names data file '" + name + "'");
+  }
+}
+
 TEST(Verify, UnreferencedFileIsANoteNotAProblem) {
   TempDir dir;
   SaveSample(dir);

@@ -178,7 +178,8 @@ TEST(Metadata, ReservedNamesAreRefusedAsDataFiles) {
     chunk.mutable_tensors(0)->mutable_chunks(0)->set_file(name);
     for (Conflicts c : {Conflicts::kRefuse, Conflicts::kAllow}) {
       EXPECT_HAS(ParseError(SerializeMetadata(chunk), c),
-                 "checkpoint /ckpt: key 't' names data file '" + name + "', a name reserved for the checkpoint's own files");
+                 "checkpoint /ckpt: key 't' names data file '" + name +
+                     "', a name reserved for the checkpoint's own files");
     }
     proto::Metadata blob = OneTensor({8}, {Box{{0}, {8}}});
     auto* b = blob.add_bytes();

@@ -68,7 +68,7 @@ struct BandReader::Part {
 };
 
 BandReader::BandReader(SourceFiles& files, const proto::TensorMeta& meta, bool verify_checksums)
-    : files_(files), meta_(meta), verify_(verify_checksums) {
+    : files_(files), meta_(meta), verify_(verify_checksums), is_bool_(meta.dtype() == "bool") {
   const int64_t es = ElementSize(DtypeFromName(meta.dtype()));
   shape_ = ByteShape({meta.shape().begin(), meta.shape().end()}, es);
   row_bytes_ = Product(shape_, 1);
@@ -142,6 +142,14 @@ void BandReader::Read(int64_t begin, int64_t end, uint8_t* out, uint8_t* staging
     if (hash && !p.sum) p.sum = std::make_unique<Checksum>();
     ReadHashed(src, file_off, dst, len, hash ? p.sum.get() : nullptr);
     bytes_read_ += len;
+    if (is_bool_) {  // a byte other than 0 or 1 is refused, whatever `verify_` (chunk_io.h)
+      Box rows = ChunkBox(*p.chunk);  // one byte per element: the band's rows of it, row-major
+      if (!rows.sizes.empty()) {
+        rows.offsets[0] = r0;
+        rows.sizes[0] = r1 - r0;
+      }
+      CheckBools(dst, rows, files_.reader(), meta_.fqn(), *p.chunk);
+    }
     if (hash) {
       p.next_row = r1 - first;
       if (r1 == last) Check(p);

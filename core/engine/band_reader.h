@@ -8,7 +8,8 @@
 // Reading the bands of a tensor in increasing order reads each saved chunk exactly once,
 // front to back, and verifies each chunk's checksum when its last byte has been read. A band
 // requested out of order still returns the right bytes but leaves the chunks it touches
-// unverified (counted in unverified_chunks()).
+// unverified (counted in unverified_chunks()). A bool tensor's bytes are checked as they are
+// read, whatever the checksum setting: a byte other than 0 or 1 throws (chunk_io.h CheckBools).
 //
 // Used by convert (source side) and diff. Not thread-safe.
 #pragma once
@@ -75,6 +76,7 @@ class BandReader {
   SourceFiles& files_;
   const proto::TensorMeta& meta_;
   bool verify_;
+  bool is_bool_;  // bytes other than 0 and 1 are refused
   std::vector<int64_t> shape_;  // byte shape
   int64_t row_bytes_ = 0;
   int64_t staging_per_row_ = 0;

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "core/format/checksum.h"
@@ -31,9 +32,26 @@ void WriteHashed(FileSink& sink, uint64_t offset, const void* data, int64_t leng
 void CheckChunkChecksum(uint64_t digest, const StorageReader& reader, const std::string& fqn,
                         const proto::ChunkMeta& c);
 
+// The index of the first of the `n` bytes at `data` that is neither 0x00 nor 0x01 (the only
+// valid bytes of a bool element), or -1 when there is none.
+int64_t FirstInvalidBool(const void* data, int64_t n);
+
+// The coordinates ("[i, j]") of element `index`, counted row-major, of `box`.
+std::string ElementCoordinates(const Box& box, int64_t index);
+
+// Throws the invalid-data error for key `fqn` (a bool tensor) unless every byte at `data` is
+// 0 or 1; `data` holds the elements of `region` (inside chunk `c`, global coordinates)
+// row-major: "key 'K' chunk BOX in DIR/FILE: element [i, j] is the byte 0x02, not a bool
+// (0x00 false or 0x01 true): the data file is corrupt". Readers call it whatever their
+// checksum setting: a bool holding another byte is undefined behaviour in LibTorch.
+void CheckBools(const void* data, const Box& region, const StorageReader& reader, const std::string& fqn,
+                const proto::ChunkMeta& c);
+
 // A saved blob, read whole and, when `verify`, checked against its checksum (the error names
-// the bytes key and the file).
-std::string ReadBlob(FileSource& src, const StorageReader& reader, const proto::BytesMeta& b, bool verify);
+// the bytes key and the file). `open` gives the blob's open file; it is not called for a
+// zero-length blob, whose file is never read and need not exist.
+std::string ReadBlob(const std::function<FileSource&()>& open, const StorageReader& reader,
+                     const proto::BytesMeta& b, bool verify);
 
 // Rethrows the exception in flight (call it inside a catch block) as a dcpp::Error that names
 // key `fqn` and the chunk `box` it came from, unless its message names the key already.

@@ -67,7 +67,8 @@ class ChunkReader::Impl {
   // GPUDirect Storage: the whole chunk from its file straight into `dst`. False (and a note)
   // where it is off or unavailable; the caller then stages.
   bool ReadToGpu(const Unit& u, const at::Tensor& dst) {
-    if (!opt_.gpudirect || opt_.verify_checksums) return false;
+    // (Bools are read through host memory, where their bytes are checked.)
+    if (!opt_.gpudirect || opt_.verify_checksums || IsBool(u)) return false;
     auto it = gds_files_.find(u.chunk->file());
     if (it == gds_files_.end()) {
       const std::string path = LocalPathOf(reader_, u.chunk->file());
@@ -96,6 +97,13 @@ class ChunkReader::Impl {
     return true;
   }
 
+  static bool IsBool(const Unit& u) { return u.meta->dtype() == "bool"; }
+
+  // A bool holding a byte other than 0 or 1 is refused (chunk_io.h: CheckBools).
+  void CheckBoolBytes(const Unit& u, const void* data, const Box& region) {
+    if (IsBool(u)) CheckBools(data, region, reader_, u.meta->fqn(), *u.chunk);
+  }
+
   // Whether any target of `u` is on a CUDA device (its staging buffers are then pinned).
   static bool ToCuda(const Unit& u) {
     return std::any_of(u.pieces.begin(), u.pieces.end(),
@@ -121,6 +129,7 @@ class ChunkReader::Impl {
         ReadHashed(src, u.chunk->offset(), dst.mutable_data_ptr(), nbytes, opt_.verify_checksums ? &sum : nullptr);
         Count(nbytes, (nbytes + kIoBlockBytes - 1) / kIoBlockBytes);
         CheckSum(u, sum);
+        CheckBoolBytes(u, dst.const_data_ptr(), u.box);
         return;
       }
       if (dst.is_cuda() && dst.is_contiguous() && ReadToGpu(u, dst)) return;
@@ -134,6 +143,7 @@ class ChunkReader::Impl {
       ReadHashed(src, u.chunk->offset() + static_cast<uint64_t>(b.byte_offset), buf.data, bytes,
                  opt_.verify_checksums ? &sum : nullptr);
       Count(bytes, 1);
+      CheckBoolBytes(u, buf.data, b.box);
       const at::Tensor staged = ring_.View(buf, 0, dtype, b.box.sizes);
       std::vector<std::pair<at::Tensor, at::Tensor>> copies;
       for (const Piece& p : u.pieces) {
@@ -177,6 +187,7 @@ class ChunkReader::Impl {
           ++ri;
         }
       }
+      CheckBoolBytes(u, out, block);
       if (!direct) ring_.Scatter(buf, {{dst, ring_.View(buf, 0, dtype, block.sizes)}});
     }
   }

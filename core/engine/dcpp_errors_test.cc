@@ -3,13 +3,17 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "core/dcpp.h"
+#include "core/format/checksum.h"
 #include "core/format/metadata.h"
 #include "core/testing/errors.h"
 #include "core/testing/full_disk.h"
 #include "core/testing/temp_dir.h"
+#include "tests/multirank/ranks.h"
 
 namespace dcpp {
 namespace {
@@ -213,6 +217,93 @@ TEST(Errors, FailedSaveLeavesThePreviousCheckpointLoadable) {
     data_files += e.path().extension() == ".distcp";
   }
   EXPECT_EQ(data_files, 1);
+}
+
+// A bool tensor [4, 6] saved whole, then its element [2, 3] set to `byte` and the chunk's
+// checksum updated to match, so that only the bool rule can catch it. Returns the chunk's file.
+std::string SaveBadBool(const TempDir& dir, unsigned char byte) {
+  StateDict sd;
+  sd.AddTensor("mask", at::arange(24).reshape({4, 6}).remainder(3).eq(0));
+  save(sd, dir.path());
+  proto::Metadata md = Md(dir);
+  proto::ChunkMeta* c = md.mutable_tensors(0)->mutable_chunks(0);
+  std::string data = ReadFile(dir / c->file());
+  data[c->offset() + 2 * 6 + 3] = static_cast<char>(byte);
+  WriteFile(dir / c->file(), data);
+  c->set_checksum(Checksum::Of(data.data() + c->offset(), c->length()));
+  WriteFile(dir / ".metadata", SerializeMetadata(md));
+  return c->file();
+}
+
+// A bool holding 2 is undefined behaviour in LibTorch: load refuses it on every read path
+// (straight into the target, through staging, a partial read), with checksums verified or not.
+TEST(Errors, LoadRefusesABoolByteOtherThan0Or1) {
+  TempDir dir;
+  const std::string file = SaveBadBool(dir, 0x02);
+  const std::string want = "key 'mask' chunk [0:4, 0:6] in " + dir.path() + "/" + file +
+                           ": element [2, 3] is the byte 0x02, not a bool (0x00 false or 0x01 true)";
+  for (bool verify : {true, false}) {
+    LoadOptions lo;
+    lo.verify_checksums = verify;
+    StateDict whole;
+    whole.AddTensor("mask", at::zeros({4, 6}, at::kBool));
+    EXPECT_HAS(ErrorOf([&] { load(whole, dir.path(), lo); }), want);
+    StateDict strided;  // not contiguous: read through the staging ring
+    strided.AddTensor("mask", at::zeros({6, 4}, at::kBool).t());
+    EXPECT_HAS(ErrorOf([&] { load(strided, dir.path(), lo); }), want);
+    StateDict rows;  // rows 2 and 3 only: a partial read of the chunk
+    rows.Add(TensorEntry{"mask", at::kBool, {4, 6}, {{Box{{2, 0}, {2, 6}}, at::zeros({2, 6}, at::kBool)}}});
+    EXPECT_HAS(ErrorOf([&] { load(rows, dir.path(), lo); }), want);
+    // Rows that do not hold the bad byte load: a reader checks the bytes it reads.
+    const at::Tensor top = at::zeros({2, 6}, at::kBool);
+    StateDict good;
+    good.Add(TensorEntry{"mask", at::kBool, {4, 6}, {{Box{{0, 0}, {2, 6}}, top}}});
+    load(good, dir.path(), lo);
+    EXPECT_TRUE(at::equal(top, at::arange(12).reshape({2, 6}).remainder(3).eq(0)));
+  }
+}
+
+// Boxes of one tensor that overlap without being equal would be stored twice in part, and
+// every reader refuses such metadata: save refuses them before writing anything.
+TEST(Errors, SaveRefusesChunksThatOverlapWithoutBeingEqual) {
+  TempDir dir;
+  const at::Tensor t = at::arange(18, at::kFloat).reshape({6, 3});
+  StateDict sd;
+  sd.Add(TensorEntry{"w", at::kFloat, {6, 3},
+                     {{Box{{0, 0}, {4, 3}}, t.slice(0, 0, 4)}, {Box{{2, 0}, {4, 3}}, t.slice(0, 2, 6)}}});
+  const std::string err = ErrorOf([&] { save(sd, dir / "ckpt"); });
+  EXPECT_HAS(err, "key 'w': rank 0 writes chunk [0:4, 0:3] and rank 0 writes chunk [2:6, 0:3], which overlap "
+                  "in [2:4, 0:3] without being equal");
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir / "ckpt", ec)) ADD_FAILURE() << e.path();
+}
+
+TEST(Errors, SaveOnTwoRanksRefusesShardsThatOverlapWithoutBeingEqual) {
+  TempDir dir;
+  save(Sample(), dir.path());  // a committed checkpoint, which must stay as it is
+  const std::string before = ReadFile(dir / ".metadata");
+  auto files = [&] {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator(dir.path())) names.insert(e.path().filename());
+    return names;
+  };
+  const std::set<std::string> files_before = files();
+  const at::Tensor t = at::arange(18, at::kFloat).reshape({6, 3});
+  const auto errors = testing::RunRanks(2, [&](int rank, Comm& comm) {
+    StateDict sd;
+    const Box box{{2 * rank, 0}, {4, 3}};  // rank 0 [0:4], rank 1 [2:6]
+    sd.Add(TensorEntry{"w", at::kFloat, {6, 3}, {{box, t.slice(0, 2 * rank, 2 * rank + 4)}}});
+    sd.AddTensor("b", at::ones({3}));  // replicated: written once, no problem
+    SaveOptions so;
+    so.comm = &comm;
+    save(sd, dir.path(), so);
+  });
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_HAS(errors[r], "key 'w': rank 0 writes chunk [0:4, 0:3] and rank 1 writes chunk [2:6, 0:3], which "
+                          "overlap in [2:4, 0:3] without being equal");
+  }
+  EXPECT_EQ(ReadFile(dir / ".metadata"), before);
+  EXPECT_EQ(files(), files_before);  // nothing was written
 }
 
 }  // namespace

@@ -182,11 +182,16 @@ void Execute(Plan& plan, StorageReader& reader, const LoadOptions& opt, Counters
   ParallelFor(static_cast<int>(jobs.size()), [&](int t) { jobs[t](); });
   std::map<std::string, std::unique_ptr<FileSource>> sources;
   for (auto& [entry, meta] : plan.blobs) {
-    auto& src = sources[meta->file()];
-    if (!src) src = reader.Open(meta->file());
-    entry->data = ReadBlob(*src, reader, *meta, opt.verify_checksums);
+    const std::string& file = meta->file();
+    entry->data = ReadBlob(
+        [&]() -> FileSource& {
+          auto& src = sources[file];
+          if (!src) src = reader.Open(file);
+          return *src;
+        },
+        reader, *meta, opt.verify_checksums);
     counters.bytes_read += static_cast<int64_t>(entry->data.size());
-    counters.read_calls += 1;
+    counters.read_calls += entry->data.empty() ? 0 : 1;
     if (opt.verify_checksums) counters.verified += 1;
   }
 }

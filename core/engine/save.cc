@@ -138,6 +138,37 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
     DCPP_CHECK(written.count(k), where, ": dropped '", k.substr(0, k.find('|')),
                "' (the global step may deduplicate, not drop; drop keys in save_local)");
   }
+  // Chunks of one tensor that overlap without being equal (equal ones are written once, or
+  // refused above): the metadata would hold some elements twice, which every reader refuses.
+  struct Written {
+    std::vector<Box> boxes;
+    std::vector<size_t> ranks;
+    size_t dims = 0;
+  };
+  std::map<std::string, Written> chunks;
+  for (size_t r = 0; r < global.size(); ++r) {
+    for (const auto& it : global[r].items()) {
+      if (it.is_bytes()) continue;
+      Written& w = chunks[it.fqn()];
+      w.boxes.push_back(Box{{it.offsets().begin(), it.offsets().end()}, {it.sizes().begin(), it.sizes().end()}});
+      w.ranks.push_back(r);
+      w.dims = static_cast<size_t>(it.shape_size());
+    }
+  }
+  for (const auto& [fqn, w] : chunks) {
+    const bool well_formed = std::all_of(w.boxes.begin(), w.boxes.end(), [&](const Box& b) {
+      return b.offsets.size() == w.dims && b.sizes.size() == w.dims;
+    });
+    if (!well_formed) continue;  // (metadata validation names such a chunk)
+    const auto pair = FirstOverlap(w.boxes, w.dims);
+    if (!pair) continue;
+    const Box& a = w.boxes[pair->first];
+    const Box& b = w.boxes[pair->second];
+    throw Error(StrCat(where, ": key '", fqn, "': rank ", w.ranks[pair->first], " writes chunk ", a.ToString(),
+                       " and rank ", w.ranks[pair->second], " writes chunk ", b.ToString(), ", which overlap in ",
+                       Intersect(a, b)->ToString(), " without being equal: every element must be stored once "
+                       "(the ranks hold inconsistent shards of it)"));
+  }
 }
 
 }  // namespace internal

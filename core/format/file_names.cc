@@ -42,4 +42,8 @@ bool IsPlainFileName(const std::string& name) {
          name.find('\0') == std::string::npos && name.find('\\') == std::string::npos;
 }
 
+bool IsReservedFileName(const std::string& name) {
+  return name == kMetadataName || name == kMetadataTmpName || name == kLockName;
+}
+
 }  // namespace dcpp

@@ -15,6 +15,10 @@ constexpr char kLockName[] = ".dcpp.lock";
 // NUL or '\', not empty. Readers refuse anything else.
 bool IsPlainFileName(const std::string& name);
 
+// True for the names reserved in a checkpoint folder (.metadata, .metadata.tmp, .dcpp.lock):
+// never data, so metadata that names one as a chunk's or blob's file is refused.
+bool IsReservedFileName(const std::string& name);
+
 // True for a data file name a writer may create: "__<rank>_<n>.distcp" (decimal numbers below
 // 2^31). Reserved names (.metadata, its temporary, the lock) and other files never match, so a
 // planner cannot overwrite them and debris removal never touches a user's file.

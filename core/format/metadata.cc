@@ -25,6 +25,9 @@ constexpr size_t kTrailerSize = 9;
 void CheckFile(const std::string& file, const std::string& where, const std::string& key) {
   DCPP_CHECK(IsPlainFileName(file), "checkpoint ", where, ": key '", key, "' names data file '",
              file, "', which is not a plain file name inside the checkpoint folder");
+  DCPP_CHECK(!IsReservedFileName(file), "checkpoint ", where, ": key '", key, "' names data file '", file,
+             "', a name reserved for the checkpoint's own files (.metadata, .metadata.tmp, .dcpp.lock), "
+             "never data");
 }
 
 // [offset, offset + length) must be a range of bytes a file can have.
@@ -50,35 +53,6 @@ void CheckTrailer(const std::string& bytes, const proto::Metadata& md, const std
   DCPP_CHECK(stored == actual, "checkpoint ", where, ": .metadata is corrupt: its checksum ",
              "does not match its contents (XXH3-64 of its first ", bytes.size() - kTrailerSize,
              " bytes)");
-}
-
-// The first two chunks of one tensor that overlap, if any. A sweep along the dimension with the
-// most distinct chunk starts (so row- and column-sharded tensors are both near-linear); 0-d
-// chunks all hold the one element.
-std::optional<std::pair<size_t, size_t>> FirstOverlap(const std::vector<Box>& boxes, size_t nd) {
-  if (boxes.size() < 2) return std::nullopt;
-  size_t dim = 0, best = 0;
-  for (size_t d = 0; d < nd; ++d) {
-    std::set<int64_t> starts;
-    for (const Box& b : boxes) starts.insert(b.offsets[d]);
-    if (starts.size() > best) best = starts.size(), dim = d;
-  }
-  auto start = [&](size_t i) { return nd == 0 ? 0 : boxes[i].offsets[dim]; };
-  auto end = [&](size_t i) { return nd == 0 ? 1 : boxes[i].offsets[dim] + boxes[i].sizes[dim]; };
-  std::vector<size_t> order(boxes.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return start(i) < start(j); });
-  for (size_t x = 0; x < order.size(); ++x) {
-    const size_t i = order[x];
-    if (boxes[i].empty()) continue;
-    for (size_t y = x + 1; y < order.size() && start(order[y]) < end(i); ++y) {
-      const size_t j = order[y];
-      if (!boxes[j].empty() && Intersect(boxes[i], boxes[j])) {
-        return std::make_pair(std::min(i, j), std::max(i, j));
-      }
-    }
-  }
-  return std::nullopt;
 }
 
 // Checks one tensor's entry; adds its bytes to `total`. Every box it accepts lies inside a
@@ -133,6 +107,34 @@ void CheckTensor(const proto::TensorMeta& t, const std::string& where, Conflicts
 }
 
 }  // namespace
+
+// A sweep along the dimension with the most distinct chunk starts (so row- and column-sharded
+// tensors are both near-linear); 0-d chunks all hold the one element.
+std::optional<std::pair<size_t, size_t>> FirstOverlap(const std::vector<Box>& boxes, size_t nd) {
+  if (boxes.size() < 2) return std::nullopt;
+  size_t dim = 0, best = 0;
+  for (size_t d = 0; d < nd; ++d) {
+    std::set<int64_t> starts;
+    for (const Box& b : boxes) starts.insert(b.offsets[d]);
+    if (starts.size() > best) best = starts.size(), dim = d;
+  }
+  auto start = [&](size_t i) { return nd == 0 ? 0 : boxes[i].offsets[dim]; };
+  auto end = [&](size_t i) { return nd == 0 ? 1 : boxes[i].offsets[dim] + boxes[i].sizes[dim]; };
+  std::vector<size_t> order(boxes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t i, size_t j) { return start(i) < start(j); });
+  for (size_t x = 0; x < order.size(); ++x) {
+    const size_t i = order[x];
+    if (boxes[i].empty()) continue;
+    for (size_t y = x + 1; y < order.size() && start(order[y]) < end(i); ++y) {
+      const size_t j = order[y];
+      if (!boxes[j].empty() && Intersect(boxes[i], boxes[j])) {
+        return std::make_pair(std::min(i, j), std::max(i, j));
+      }
+    }
+  }
+  return std::nullopt;
+}
 
 proto::Metadata ParseMetadata(const std::string& bytes, const std::string& where, Conflicts conflicts) {
   proto::Metadata md;

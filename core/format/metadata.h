@@ -6,7 +6,10 @@
 // crash. Thread-safe (pure functions).
 #pragma once
 
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/format/metadata.pb.h"
 #include "core/model/box.h"
@@ -42,5 +45,10 @@ inline bool HasChecksums(const proto::Metadata& md) { return md.checksum_algorit
 
 // The box of the global tensor that a saved chunk holds.
 Box ChunkBox(const proto::ChunkMeta& chunk);
+
+// The first two of `boxes` (boxes of one tensor of `nd` dimensions) that overlap, as indices
+// (smaller first), or nullopt; two equal boxes overlap, boxes without elements overlap nothing.
+// The rule ParseMetadata applies to a tensor's chunks, and save to the chunks its ranks write.
+std::optional<std::pair<size_t, size_t>> FirstOverlap(const std::vector<Box>& boxes, size_t nd);
 
 }  // namespace dcpp

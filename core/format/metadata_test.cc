@@ -170,6 +170,34 @@ TEST(Metadata, OverlappingOrRepeatedChunksAreRefusedForLoading) {
   EXPECT_HAS(ParseError(SerializeMetadata(OneTensor({}, {Box{}, Box{}}))), "key 't' lists chunk [] twice");
 }
 
+// The folder's own files are never data: a chunk or blob naming one is refused (for loading
+// and for verify alike), naming the key and the file.
+TEST(Metadata, ReservedNamesAreRefusedAsDataFiles) {
+  for (const std::string name : {".metadata", ".metadata.tmp", ".dcpp.lock"}) {
+    proto::Metadata chunk = OneTensor({8}, {Box{{0}, {8}}});
+    chunk.mutable_tensors(0)->mutable_chunks(0)->set_file(name);
+    for (Conflicts c : {Conflicts::kRefuse, Conflicts::kAllow}) {
+      EXPECT_HAS(ParseError(SerializeMetadata(chunk), c),
+                 "checkpoint /ckpt: key 't' names data file '" + name +
+                     "', a name reserved for the checkpoint's own files");
+    }
+    proto::Metadata blob = OneTensor({8}, {Box{{0}, {8}}});
+    auto* b = blob.add_bytes();
+    b->set_fqn("rng");
+    b->set_file(name);
+    b->set_length(4);
+    for (Conflicts c : {Conflicts::kRefuse, Conflicts::kAllow}) {
+      EXPECT_HAS(ParseError(SerializeMetadata(blob), c), "key 'rng' names data file '" + name + "', a name reserved");
+    }
+  }
+  // Names that merely resemble them are ordinary data files.
+  for (const std::string name : {".metadata2", "x.metadata", ".dcpp.lock.old", "metadata"}) {
+    proto::Metadata md = OneTensor({8}, {Box{{0}, {8}}});
+    md.mutable_tensors(0)->mutable_chunks(0)->set_file(name);
+    EXPECT_EQ(ParseMetadata(SerializeMetadata(md), "/ckpt").tensors(0).chunks(0).file(), name);
+  }
+}
+
 TEST(Metadata, UnknownDtypeNamesTheKey) {
   proto::Metadata md = OneTensor({8}, {Box{{0}, {8}}});
   md.mutable_tensors(0)->set_dtype("float33");

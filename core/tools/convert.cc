@@ -83,7 +83,7 @@ namespace {
 // (torch_archive::UnsafeGlobals); blobs over 64 MiB are not read for this.
 void UnsafeBlobWarning(StorageReader& src, const proto::BytesMeta& b, const std::string& key,
                        std::vector<std::string>* warnings) {
-  if (b.length() > (64u << 20)) return;
+  if (b.length() == 0 || b.length() > (64u << 20)) return;  // (a zero-length blob's file need not exist)
   const std::string what = StrCat("bytes key '", b.fqn(), "' in ", src.Describe(), "/", b.file());
   std::string data(b.length(), '\0');
   src.Open(b.file())->ReadAt(b.offset(), data.data(), data.size());
@@ -181,8 +181,10 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       if (e.is_bytes) {
         it->set_is_bytes(true);
         if (dst.EncodesBytes() && !is_encoded[i]) {
-          encoded[i] = EncodeBlob(dst, ReadBlob(*src.Open(blobs.at(e.source)->file()), src, *blobs.at(e.source),
-                                                    HasChecksums(md) && opt.verify_checksums));
+          const proto::BytesMeta& b = *blobs.at(e.source);
+          std::unique_ptr<FileSource> file;
+          const auto open = [&]() -> FileSource& { return *(file = src.Open(b.file())); };
+          encoded[i] = EncodeBlob(dst, ReadBlob(open, src, b, HasChecksums(md) && opt.verify_checksums));
           is_encoded[i] = true;
         }
         it->set_nbytes(is_encoded[i] ? encoded[i].size() : blobs.at(e.source)->length());

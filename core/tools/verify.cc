@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -56,6 +57,9 @@ struct Check {
   std::string file;
   uint64_t offset = 0, length = 0, checksum = 0;
   bool has_checksum = true;
+  // A chunk of a bool tensor (its bytes must be 0 or 1), and its box for naming an element.
+  bool is_bool = false;
+  Box box;
   // kOverlap: the two chunks and their common box.
   const proto::ChunkMeta* a = nullptr;
   const proto::ChunkMeta* b = nullptr;
@@ -140,16 +144,34 @@ class Checker {
   }
 
   void RunChecksum(const Check& c) {
-    FileSource* src = Source(c, c.file, true);
-    if (src == nullptr || !InFile(c, *src, c.file, c.offset, c.length, true)) return;
+    // An empty chunk or zero-length blob has no bytes: its file is never read and need not
+    // exist (docs/format.md); only its checksum (of no bytes) is compared.
+    FileSource* src = c.length == 0 ? nullptr : Source(c, c.file, true);
+    if (c.length != 0 && (src == nullptr || !InFile(c, *src, c.file, c.offset, c.length, true))) return;
     Checksum sum;
     const int64_t block = static_cast<int64_t>(buffer_.size());
+    int64_t bad_bool = -1;  // the first byte of a bool chunk that is neither 0 nor 1
+    unsigned char bad_value = 0;
     for (uint64_t pos = 0; pos < c.length; pos += static_cast<uint64_t>(block)) {
       const int64_t n = std::min<int64_t>(block, static_cast<int64_t>(c.length - pos));
       ReadHashed(*src, c.offset + pos, buffer_.data(), n, c.has_checksum ? &sum : nullptr);
       bytes_read += n;
+      if (c.is_bool && bad_bool < 0) {
+        const int64_t i = FirstInvalidBool(buffer_.data(), n);
+        if (i >= 0) {
+          bad_bool = static_cast<int64_t>(pos) + i;
+          bad_value = static_cast<unsigned char>(buffer_[static_cast<size_t>(i)]);
+        }
+      }
     }
     (c.is_blob ? blobs : chunks) += 1;
+    if (bad_bool >= 0) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02x", bad_value);
+      Problem(c, c.file, StrCat(c.what, ": element ", ElementAt(c.box, bad_bool), " (byte ",
+                                c.offset + static_cast<uint64_t>(bad_bool), " of the file) is ", hex,
+                                ", not a bool (0x00 false or 0x01 true); load and convert refuse it"));
+    }
     if (c.has_checksum && sum.Digest() != c.checksum) {
       Problem(c, c.file, StrCat(c.what, ": checksum mismatch in bytes [", c.offset, ", ",
                                 c.offset + c.length, "): the metadata has ", ChecksumHex(c.checksum),
@@ -267,6 +289,8 @@ std::vector<Check> PlanChecks(const proto::Metadata& md, std::vector<Found>& fou
       k.length = c.length();
       k.checksum = c.checksum();
       k.has_checksum = HasChecksums(md);
+      k.is_bool = t->dtype() == "bool";
+      k.box = boxes[i];
       checks.push_back(std::move(k));
     }
     const int64_t es = ElementSizeOf(*t);

@@ -56,11 +56,13 @@ struct VerifyReport {
 };
 
 // Checks the checkpoint behind `reader` and reports every problem found rather than stopping
-// at the first: metadata that does not parse; a chunk or blob whose bytes are missing
-// (truncated or absent file) or whose XXH3-64 checksum differs; a tensor not exactly covered
-// by its chunks (the first uncovered box and how many elements lack a chunk); overlapping
-// chunks whose common elements differ; a key listed twice. Never throws for a problem of the
-// checkpoint; throws dcpp::Error only for bad options.
+// at the first: metadata that does not parse or that ParseMetadata refuses (e.g. a reserved
+// name such as .metadata as a data file); a chunk or blob whose bytes are missing (truncated
+// or absent file) or whose XXH3-64 checksum differs; a bool chunk holding a byte other than 0
+// or 1 (its first such element); a tensor not exactly covered by its chunks (the first
+// uncovered box and how many elements lack a chunk); overlapping chunks; a key listed twice.
+// Empty chunks and zero-length blobs are not read (their files need not exist). Never throws
+// for a problem of the checkpoint; throws dcpp::Error only for bad options.
 VerifyReport Verify(StorageReader& reader, const VerifyOptions& options = {});
 
 // The same for the folder `dir`, adding a note for each file there that the metadata does not

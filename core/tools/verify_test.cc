@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -12,6 +13,7 @@
 
 #include "core/base/error.h"
 #include "core/dcpp.h"
+#include "core/format/checksum.h"
 #include "core/format/metadata.h"
 #include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
@@ -256,6 +258,99 @@ TEST(Verify, CorruptOrMissingMetadataIsOneProblem) {
   EXPECT_EQ(corrupt.problems[0].file, ".metadata");
   EXPECT_HAS(corrupt.problems[0].message, ".metadata is corrupt");
   EXPECT_TRUE(corrupt.notes.empty());
+}
+
+// A chunk whose file is .metadata would read the metadata as tensor bytes: verify reports the
+// metadata as a problem instead of reading it.
+TEST(Verify, ReservedNameAsDataFileIsAProblem) {
+  for (const std::string name : {".metadata", ".metadata.tmp", ".dcpp.lock"}) {
+    TempDir dir;
+    SaveSample(dir);
+    proto::Metadata md = Md(dir);
+    MutableTensor(md, "net1.bias").mutable_chunks(0)->set_file(name);
+    WriteMd(dir, md);
+    WriteFile(dir / ".metadata.tmp", std::string(4096, '\0'));
+    WriteFile(dir / ".dcpp.lock", std::string(4096, '\0'));
+    const VerifyReport r = Verify(dir.path());
+    ASSERT_EQ(r.problems.size(), 1u) << AllProblems(r);
+    EXPECT_EQ(r.problems[0].file, ".metadata");
+    EXPECT_HAS(r.problems[0].message, "key 'net1.bias' names data file '" + name + "', a name reserved");
+    EXPECT_EQ(r.bytes_read, 0);
+    StateDict sd;
+    sd.AddTensor("net1.bias", at::zeros({16}));
+    EXPECT_HAS(ErrorOf([&] { load(sd, dir.path()); }), "key 'net1.bias' names data file '" + name + "'");
+  }
+}
+
+// A bool element holding a byte other than 0 or 1 is a problem naming key, chunk, file and the
+// element, even when the checksum matches (as it does when the writer itself wrote the byte).
+TEST(Verify, BoolByteOtherThan0Or1IsAProblem) {
+  for (int64_t buffer : {int64_t{5}, int64_t{8} << 20}) {  // 5 bytes: the chunk in many blocks
+    TempDir dir;
+    StateDict sd;
+    sd.AddTensor("mask", at::arange(24).reshape({4, 6}).remainder(2).eq(0));
+    sd.AddTensor("flag", at::scalar_tensor(true, at::kBool));
+    save(sd, dir.path());
+    proto::Metadata md = Md(dir);
+    for (const auto& [key, index, byte] : {std::make_tuple("mask", 15, 0xff), std::make_tuple("flag", 0, 0x02),
+                                           std::make_tuple("mask", 20, 0x03)}) {
+      proto::ChunkMeta* c = MutableTensor(md, key).mutable_chunks(0);
+      std::string data = ReadFile(dir / c->file());
+      data[c->offset() + index] = static_cast<char>(byte);
+      WriteFile(dir / c->file(), data);
+      c->set_checksum(Checksum::Of(data.data() + c->offset(), c->length()));
+    }
+    WriteMd(dir, md);
+    VerifyOptions opt;
+    opt.buffer_bytes = buffer;
+    const VerifyReport r = Verify(dir.path(), opt);
+    ASSERT_EQ(r.problems.size(), 2u) << AllProblems(r);  // in key order; the first bad element only
+    const auto& flag = Tensor(md, "flag").chunks(0);
+    EXPECT_EQ(r.problems[0].key, "flag");
+    EXPECT_EQ(r.problems[0].file, flag.file());
+    EXPECT_HAS(r.problems[0].message, StrCat("key 'flag' chunk [] in ", flag.file(), ": element [] (byte ",
+                                             flag.offset(), " of the file) is 0x02, not a bool"));
+    const auto& mask = Tensor(md, "mask").chunks(0);
+    EXPECT_EQ(r.problems[1].key, "mask");
+    EXPECT_HAS(r.problems[1].message, StrCat("key 'mask' chunk [0:4, 0:6] in ", mask.file(), ": element [2, 3] (byte ",
+                                             mask.offset() + 15, " of the file) is 0xff, not a bool (0x00 false or "
+                                             "0x01 true); load and convert refuse it"));
+    EXPECT_EQ(r.chunks_checked, 2);
+  }
+}
+
+// An empty chunk and a zero-length blob hold no bytes: their files are never read, so a missing
+// file or an offset past any file's end is no problem for verify or load.
+TEST(Verify, EmptyChunkAndZeroLengthBlobNeedNoFile) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("empty", at::zeros({0, 3}));
+  sd.AddTensor("w", at::ones({2, 3}));
+  sd.AddBytes("none", "");
+  save(sd, dir.path());
+  proto::Metadata md = Md(dir);
+  MutableTensor(md, "empty").mutable_chunks(0)->set_file("__77_77.distcp");
+  MutableTensor(md, "empty").mutable_chunks(0)->set_offset(uint64_t{1} << 40);
+  md.mutable_bytes(0)->set_file("__78_78.distcp");
+  md.mutable_bytes(0)->set_offset(uint64_t{1} << 40);
+  WriteMd(dir, md);
+  const VerifyReport r = Verify(dir.path());
+  EXPECT_TRUE(r.ok()) << AllProblems(r);
+  EXPECT_EQ(r.chunks_checked, 2);
+  EXPECT_EQ(r.blobs_checked, 1);
+  StateDict back;
+  back.AddTensor("empty", at::zeros({0, 3}));
+  back.AddTensor("w", at::zeros({2, 3}));
+  back.AddBytes("none", "stale");
+  load(back, dir.path());
+  EXPECT_EQ(back.FindBytes("none")->data, "");
+  EXPECT_TRUE(at::equal(back.FindTensor("w")->chunks[0].tensor, at::ones({2, 3})));
+  // Their checksum is still that of no bytes.
+  md.mutable_bytes(0)->set_checksum(12345);
+  WriteMd(dir, md);
+  const VerifyReport bad = Verify(dir.path());
+  ASSERT_EQ(bad.problems.size(), 1u) << AllProblems(bad);
+  EXPECT_HAS(bad.problems[0].message, "bytes 'none' in __78_78.distcp: checksum mismatch");
 }
 
 TEST(Verify, UnreferencedFileIsANoteNotAProblem) {

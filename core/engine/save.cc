@@ -10,6 +10,7 @@
 
 #include "core/base/parallel.h"
 #include "core/engine/chunk_io.h"
+#include "core/engine/chunk_writer.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/save_internal.h"
 #include "core/engine/save_load.h"
@@ -175,63 +176,7 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
 
 namespace {
 
-class ChunkWriter {
- public:
-  explicit ChunkWriter(const SaveOptions& opt) : ring_(opt.staging_bytes, opt.staging_buffers) {}
-
-  // Writes `t` (sizes = box) row-major at `offset`; `done` receives its XXH3-64 once the last
-  // byte is written: at once for contiguous CPU memory, else when the staging ring gets there
-  // (at the latest in Drain()). Errors name `what`.
-  void Write(FileSink& sink, uint64_t offset, const at::Tensor& t, const std::string& what,
-             std::function<void(uint64_t)> done) {
-    const int64_t es = static_cast<int64_t>(t.element_size());
-    const int64_t nbytes = t.numel() * es;
-    if (nbytes == 0) return done(Checksum::Of(nullptr, 0));
-    if (t.device().is_cpu() && t.is_contiguous()) {
-      // Hash each block right before writing it, while it is in cache: one pass over memory.
-      Checksum sum;
-      try {
-        WriteHashed(sink, offset, t.const_data_ptr(), nbytes, &sum);
-      } catch (const std::exception& e) {
-        throw Error(StrCat(what, ": ", ErrorMessage(e)));
-      }
-      return done(sum.Digest());
-    }
-    // CUDA or non-contiguous: blocks through the staging ring, whose copy of block k+1 runs
-    // while block k is hashed and written (blocks retire in order, so the hash streams).
-    auto sum = std::make_shared<Checksum>();
-    const Box whole = WholeBox(t.sizes().vec());
-    const std::vector<Block> blocks = SplitRowMajor(whole, es, ring_.block_bytes());
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      const Block& b = blocks[i];
-      const bool last = i + 1 == blocks.size();
-      const uint64_t at = offset + static_cast<uint64_t>(b.byte_offset);
-      auto on_host = [&sink, at, sum, last, what, done](const uint8_t* data, int64_t n) {
-        try {
-          sum->Update(data, static_cast<size_t>(n));
-          sink.WriteAt(at, data, static_cast<size_t>(n));
-        } catch (const std::exception& e) {
-          throw Error(StrCat(what, ": ", ErrorMessage(e)));
-        }
-        if (last) done(sum->Digest());
-      };
-      try {
-        ring_.ToHost(internal::ViewOf(t, whole, b.box), on_host);
-      } catch (const Error&) {
-        throw;
-      } catch (const std::exception& e) {
-        throw Error(StrCat(what, ": ", ErrorMessage(e)));
-      }
-    }
-  }
-
-  // Completes every staged write.
-  void Drain() { ring_.Drain(); }
-  const StagingRing& ring() const { return ring_; }
-
- private:
-  StagingRing ring_;
-};
+using internal::ChunkWriter;
 
 // Writes this rank's items, one thread per group of files. Returns the chunk records.
 proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<Source>& sources,

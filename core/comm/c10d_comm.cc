@@ -26,15 +26,27 @@ C10dComm::~C10dComm() = default;
 
 namespace {
 
-// Runs a c10d collective and waits for it, turning failures and timeouts into dcpp::Error.
+// Runs a c10d collective and waits for it at most `timeout`, turning failures and timeouts
+// into dcpp::Error. After one fails the group is out of step (a peer is gone, or still inside
+// the failed call), so every later collective fails at once, naming the first failure, instead
+// of waiting out another timeout: a save that fails in step k does not wait again in k+1.
 template <typename F>
-void Collective(const char* what, int rank, std::chrono::milliseconds timeout, F&& start) {
+void Collective(const char* what, int rank, std::chrono::milliseconds timeout, std::string& broken,
+                F&& start) {
+  if (!broken.empty()) {
+    throw Error(StrCat("collective ", what, " not started on rank ", rank,
+                       ": an earlier collective of this group failed: ", broken));
+  }
   try {
     c10::intrusive_ptr<c10d::Work> work = start();
     work->wait(timeout);
   } catch (const std::exception& e) {
-    throw Error(StrCat("collective ", what, " failed on rank ", rank,
-                       " (a peer may have died or timed out): ", ErrorMessage(e)));
+    const std::string msg = StrCat("collective ", what, " failed on rank ", rank,
+                                   " (a peer may have died or timed out; collective timeout ",
+                                   timeout.count() / 1000.0, " s, DCPP_COLLECTIVE_TIMEOUT_S): ",
+                                   ErrorMessage(e));
+    broken = msg;
+    throw Error(msg);
   }
 }
 
@@ -55,14 +67,16 @@ std::vector<std::string> C10dComm::AllGather(const std::string& mine) {
   std::vector<at::Tensor> in = {at::full({1}, static_cast<int64_t>(mine.size()), at::kLong).to(device_)};
   std::vector<std::vector<at::Tensor>> out(1);
   for (int r = 0; r < size_; ++r) out[0].push_back(at::empty({1}, at::kLong).to(device_));
-  Collective("allgather(lengths)", rank_, timeout_, [&] { return backend_->allgather(out, in); });
+  c10d::AllgatherOptions ao;
+  ao.timeout = timeout_;
+  Collective("allgather(lengths)", rank_, timeout_, broken_, [&] { return backend_->allgather(out, in, ao); });
   std::vector<int64_t> lens(size_);
   int64_t longest = 1;
   for (int r = 0; r < size_; ++r) longest = std::max(longest, lens[r] = out[0][r].cpu().item<int64_t>());
   std::vector<at::Tensor> pin = {ToTensor(mine, longest, device_)};
   std::vector<std::vector<at::Tensor>> pout(1);
   for (int r = 0; r < size_; ++r) pout[0].push_back(at::empty({longest}, at::kByte).to(device_));
-  Collective("allgather", rank_, timeout_, [&] { return backend_->allgather(pout, pin); });
+  Collective("allgather", rank_, timeout_, broken_, [&] { return backend_->allgather(pout, pin, ao); });
   std::vector<std::string> result(size_);
   for (int r = 0; r < size_; ++r) result[r] = FromTensor(pout[0][r], lens[r]);
   return result;
@@ -81,11 +95,11 @@ std::string C10dComm::Broadcast(const std::string& data, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.timeout = timeout_;
-  Collective("broadcast(length)", rank_, timeout_, [&] { return backend_->broadcast(len, opts); });
+  Collective("broadcast(length)", rank_, timeout_, broken_, [&] { return backend_->broadcast(len, opts); });
   const int64_t n = len[0].cpu().item<int64_t>();
   if (n == 0) return "";
   std::vector<at::Tensor> payload = {ToTensor(rank_ == root ? data : std::string(), n, device_)};
-  Collective("broadcast", rank_, timeout_, [&] { return backend_->broadcast(payload, opts); });
+  Collective("broadcast", rank_, timeout_, broken_, [&] { return backend_->broadcast(payload, opts); });
   return FromTensor(payload[0], n);
 }
 
@@ -106,7 +120,7 @@ void C10dComm::BroadcastTensor(at::Tensor& t, int root) {
                         : at::empty(t.sizes(), t.options().device(device_));
   }
   std::vector<at::Tensor> payload = {buf.view({-1}).view(at::kByte)};
-  Collective("broadcast(tensor)", rank_, timeout_,
+  Collective("broadcast(tensor)", rank_, timeout_, broken_,
              [&] { return backend_->broadcast(payload, opts); });
   if (!direct && rank_ != root) t.copy_(buf);
 }

@@ -4,7 +4,8 @@
 // Plans and errors travel as uint8 tensors: lengths are exchanged first, then payloads padded
 // to the longest. With an NCCL group the tensors live on the current CUDA device. Every
 // collective waits at most `timeout`; a rank that died makes the others throw dcpp::Error
-// (gloo reports the closed connection at once; otherwise the timeout fires) instead of hanging.
+// (gloo reports the closed connection at once; otherwise the timeout fires) instead of hanging,
+// and once one collective failed every later one fails at once, naming the first failure.
 //
 // The process group must outlive the C10dComm. Calls are collective and not thread-safe.
 #pragma once
@@ -52,6 +53,7 @@ class C10dComm final : public Comm {
   c10::intrusive_ptr<c10d::Backend> backend_;
   c10::Device device_;
   std::chrono::milliseconds timeout_;
+  std::string broken_;  // the first failed collective's error; later ones fail at once
   int rank_ = 0;
   int size_ = 1;
 };

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 
 #include <cstdlib>
 #include <future>
@@ -134,6 +135,38 @@ TEST(C10dComm, CollectiveTimeoutIsSeparateAndALaterCollectiveFailsAtOnce) {
   EXPECT_LT(took_second, 0.5) << second;
   EXPECT_NE(second.find("earlier collective"), std::string::npos) << second;
   EXPECT_NE(second.find(first), std::string::npos) << second;
+}
+
+TEST(MakeGlooBackend, SeveralInterfacesGiveOneDeviceEachAndCollectivesWork) {
+  ::setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+  unsetenv("GLOO_SOCKET_IFNAME");
+  const std::string lo = "lo";  // Linux's loopback interface
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  GlooOptions o;
+  o.interfaces = {lo, lo};  // as GLOO_SOCKET_IFNAME=lo,lo: two gloo devices per rank
+  o.rendezvous_timeout = milliseconds(30000);
+  o.collective_timeout = milliseconds(30000);
+  std::vector<std::vector<std::string>> got(3);
+  std::vector<std::string> errors(3);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 3; ++r) {
+    ranks.emplace_back([&, r] {
+      try {
+        auto backend = MakeGlooBackend(store, r, 3, o);
+        ASSERT_EQ(backend->getBackendName(), "gloo");
+        EXPECT_EQ(static_cast<c10d::ProcessGroupGloo&>(*backend).getOptions()->devices.size(), 2u);
+        C10dComm comm(backend, c10::Device(c10::kCPU), o.collective_timeout);
+        for (int round = 0; round < 3; ++round) got[r] = comm.AllGather("r" + std::to_string(r * 10 + round));
+      } catch (const std::exception& e) {
+        errors[r] = e.what();
+      }
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(got[r], std::vector<std::string>({"r2", "r12", "r22"})) << "rank " << r;
+  }
 }
 
 }  // namespace

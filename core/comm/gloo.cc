@@ -208,7 +208,7 @@ std::unique_ptr<C10dComm> CommFromTorchrunEnv(const GlooOptions& opts) {
     auto made = BeforeDeadline<c10::intrusive_ptr<c10d::Store>>(deadline, [addr, so] {
       return c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::TCPStore>(addr, so));
     });
-    if (!made) throw Error("no answer from the store");
+    if (!made) throw Error(StrCat("no store answered at ", addr, ":", port, " in time"));
     store = *made;
   } catch (const std::exception& e) {
     throw Error(StrCat("rendezvous at ", addr, ":", port, " failed on rank ", rank, " of ", world,

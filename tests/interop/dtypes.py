@@ -1,8 +1,9 @@
 """Every dtype PyTorch's own DCP and safetensors can save, against dcpp, bit for bit.
 
   python dtypes.py save DIR         dcp.save of one tensor per dtype (DIR/dcp), the same dict
-                                    torch.save'd (DIR/ref.pt), and safetensors.torch.save_file
-                                    of those safetensors writes (DIR/st/model.safetensors)
+                                    torch.save'd (DIR/ref.pt), safetensors.torch.save_file
+                                    of those safetensors writes (DIR/st/model.safetensors), and
+                                    the bits* dtypes (DIR/bits, DIR/bits_ref.pt)
   python dtypes.py check DUMP REF   dcpp_dump's DUMP/<key>.pt agree with REF.pt (or a
                                     safetensors file) in dtype, shape and every byte
   python dtypes.py load DCP REF     dcp.load of DCP (written by dcpp) gives REF.pt's bytes
@@ -68,6 +69,18 @@ def save(out):
     sd["qdata.transposed"] = random_tensor(torch.float4_e2m1fn_x2, (3, 8), g).t()
     dcp.save(sd, checkpoint_id=os.path.join(out, "dcp"), no_dist=True)
     torch.save(sd, os.path.join(out, "ref.pt"))
+
+    # The bits containers: torch.save writes them, dcp.save cannot size them (its
+    # _element_size asks iinfo). Given their item size, the rest of dcp.save is PyTorch's own.
+    bits = {f"b.{n}": random_tensor(getattr(torch, n), (5, 4), g)
+            for n in ("bits1x8", "bits2x4", "bits4x2", "bits8", "bits16")}
+    element_size = torch._utils._element_size
+    torch._utils._element_size = lambda dtype: dtype.itemsize
+    try:
+        dcp.save(bits, checkpoint_id=os.path.join(out, "bits"), no_dist=True)
+    finally:
+        torch._utils._element_size = element_size
+    torch.save(bits, os.path.join(out, "bits_ref.pt"))
 
     from safetensors.torch import save as st_save, save_file
     st, refused = {}, []

@@ -30,6 +30,16 @@ const std::pair<ScalarType, const char*> kNames[] = {
     {ScalarType::Float8_e4m3fn, "float8_e4m3fn"},
     {ScalarType::Float8_e5m2fnuz, "float8_e5m2fnuz"},
     {ScalarType::Float8_e4m3fnuz, "float8_e4m3fnuz"},
+    // MX block scales: an 8-bit power of two.
+    {ScalarType::Float8_e8m0fnu, "float8_e8m0fnu"},
+    // NVFP4/MXFP4 data: one byte holds two 4-bit values, and the shape counts bytes.
+    {ScalarType::Float4_e2m1fn_x2, "float4_e2m1fn_x2"},
+    // Uninterpreted bit containers (torch.bits8 ...): torch.save keeps them, so dcpp does.
+    {ScalarType::Bits1x8, "bits1x8"},
+    {ScalarType::Bits2x4, "bits2x4"},
+    {ScalarType::Bits4x2, "bits4x2"},
+    {ScalarType::Bits8, "bits8"},
+    {ScalarType::Bits16, "bits16"},
 };
 
 }  // namespace

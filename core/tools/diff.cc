@@ -49,7 +49,10 @@ class ValueComparer {
       : dtype_(dtype),
         elem_size_(ElementSize(dtype)),
         complex_(c10::isComplexType(dtype)),
-        tolerant_(atol > 0 && (c10::isFloatingType(dtype) || c10::isComplexType(dtype))),
+        // float4_e2m1fn_x2 (two values a byte) and the bits dtypes have no conversion to
+        // double: they compare bit for bit only.
+        numeric_(dtype != at::kFloat4_e2m1fn_x2 && !c10::isBitsType(dtype)),
+        tolerant_(numeric_ && atol > 0 && (c10::isFloatingType(dtype) || c10::isComplexType(dtype))),
         atol_(atol) {}
 
   // Compares `n` elements at `a` and `b`, which are elements [first, first + n) of the tensor.
@@ -74,12 +77,14 @@ class ValueComparer {
   void CompareSlice(const uint8_t* a, const uint8_t* b, int64_t first, int64_t n) {
     // Bitwise: any byte of the element differs.
     at::Tensor differ = View(a, {n, elem_size_}, at::kByte).ne(View(b, {n, elem_size_}, at::kByte)).any(1);
-    const c10::ScalarType wide = complex_ ? at::kComplexDouble : at::kDouble;
-    const at::Tensor wa = View(a, {n}, dtype_).to(wide), wb = View(b, {n}, dtype_).to(wide);
-    if (tolerant_) differ.logical_and_(at::isclose(wa, wb, /*rtol=*/0, atol_, /*equal_nan=*/true).logical_not());
-    const at::Tensor finite = at::isfinite(wa).logical_and_(at::isfinite(wb));
-    const at::Tensor abs = (wa - wb).abs().masked_fill_(finite.logical_not(), 0);
-    max_abs_ = std::max(max_abs_, abs.max().item<double>());
+    if (numeric_) {
+      const c10::ScalarType wide = complex_ ? at::kComplexDouble : at::kDouble;
+      const at::Tensor wa = View(a, {n}, dtype_).to(wide), wb = View(b, {n}, dtype_).to(wide);
+      if (tolerant_) differ.logical_and_(at::isclose(wa, wb, /*rtol=*/0, atol_, /*equal_nan=*/true).logical_not());
+      const at::Tensor finite = at::isfinite(wa).logical_and_(at::isfinite(wb));
+      const at::Tensor abs = (wa - wb).abs().masked_fill_(finite.logical_not(), 0);
+      max_abs_ = std::max(max_abs_, abs.max().item<double>());
+    }
     const int64_t count = differ.sum().item<int64_t>();
     if (count > 0 && first_ < 0) first_ = first + differ.to(at::kByte).argmax().item<int64_t>();
     mismatched_ += count;
@@ -87,7 +92,7 @@ class ValueComparer {
 
   c10::ScalarType dtype_;
   int64_t elem_size_;
-  bool complex_, tolerant_;
+  bool complex_, numeric_, tolerant_;
   double atol_;
   int64_t mismatched_ = 0, first_ = -1;
   double max_abs_ = 0;

@@ -302,5 +302,37 @@ TEST(Diff, CorruptByteIsAChecksumErrorNamingTheKey) {
   EXPECT_THAT([&] { Diff(dir / "a", dir / "none"); }, ThrowsMessage<Error>(HasSubstr(dir / "none")));
 }
 
+
+// NVFP4 data (two 4-bit values a byte) and bit containers have no conversion to double: they
+// compare bit for bit, counting the bytes that differ; MX scales (float8_e8m0fnu) by value.
+TEST(Diff, PackedAndBitsDtypesCompareBitForBit) {
+  TempDir dir;
+  const at::Tensor q = at::arange(40, at::kByte).view(at::kFloat4_e2m1fn_x2).view({5, 8});
+  const at::Tensor b = at::arange(12, at::kByte).view(c10::ScalarType::Bits16).view({2, 3});
+  const at::Tensor s = at::arange(120, 126, at::kByte).view(at::kFloat8_e8m0fnu);
+  SaveAs(dir / "a", {{"q", q, Layout::Sharded(2, 1)}, {"b", b}, {"s", s}});
+  SaveAs(dir / "b", {{"q", q, Layout::Sharded(5, 0)}, {"b", b, Layout::Sharded(2, 0)}, {"s", s}});
+  EXPECT_TRUE(Diff(dir / "a", dir / "b").identical());
+
+  at::Tensor q2 = q.view(at::kByte).clone();
+  q2[3][6] = 0xff;
+  at::Tensor b2 = b.view(at::kByte).clone();
+  b2[1][1] = 0x55;  // element [1, 0] of the bits16 view: bytes 6 and 7
+  at::Tensor s2 = s.clone().view(at::kByte);
+  s2[2] = 127;  // 2^0 for 2^(122-127)
+  SaveAs(dir / "c", {{"q", q2.view(at::kFloat4_e2m1fn_x2)}, {"b", b2.view(c10::ScalarType::Bits16)},
+                     {"s", s2.view(at::kFloat8_e8m0fnu)}});
+  const DiffReport r = Diff(dir / "a", dir / "c");
+  ASSERT_EQ(r.differences.size(), 3u);
+  EXPECT_EQ(r.differences[0].key, "b");
+  EXPECT_EQ(r.differences[0].first_index, "[1, 0]");
+  EXPECT_EQ(r.differences[1].key, "q");
+  EXPECT_EQ(r.differences[1].mismatched, 1);
+  EXPECT_EQ(r.differences[1].first_index, "[3, 6]");
+  EXPECT_EQ(r.differences[2].key, "s");
+  EXPECT_EQ(r.differences[2].first_index, "[2]");
+  EXPECT_EQ(r.differences[2].max_abs_diff, 1.0 - 1.0 / 32);
+}
+
 }  // namespace
 }  // namespace dcpp

@@ -112,7 +112,7 @@ class Export {
       e.dtype = DtypeToSafetensors(t->dtype());
       DCPP_CHECK(!e.dtype.empty(), "key '", key, "' has dtype ", t->dtype(),
                  ", which safetensors cannot hold");
-      e.shape.assign(t->shape().begin(), t->shape().end());
+      e.shape = SafetensorsShape(t->dtype(), {t->shape().begin(), t->shape().end()}, key);
       e.element_size = ElementSize(DtypeFromName(t->dtype()));
       e.nbytes = NumelOf(*t) * e.element_size;
       if (!shards.back().tensors.empty() && shards.back().nbytes + e.nbytes > opt_.max_shard_bytes) {

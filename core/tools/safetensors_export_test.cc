@@ -266,6 +266,38 @@ TEST(SafetensorsExport, RefusesWhatSafetensorsCannotHold) {
   EXPECT_HAS(ErrorOf([&] { ExportSafetensors(src, dir / "st", opt); }), "max_shard_bytes must be positive");
 }
 
+// MX/NVFP4 checkpoints: float4_e2m1fn_x2 goes out as F4 with its last dimension counting 4-bit
+// values (as safetensors' torch binding writes it), float8_e8m0fnu as F8_E8M0; both read back
+// bit for bit. A 0-d float4_e2m1fn_x2 has no F4 shape and is refused by key.
+TEST(SafetensorsExport, Nvfp4AndMxScales) {
+  TempDir dir;
+  const at::Tensor packed = at::randint(0, 256, {8, 6}, at::kByte).view(at::kFloat4_e2m1fn_x2);
+  const at::Tensor scales = at::randint(0, 256, {8, 3}, at::kByte).view(at::kFloat8_e8m0fnu);
+  const std::vector<Key> keys = {{"w.qdata", packed, Layout::Sharded(2, 1)},
+                                 {"w.scale", scales, Layout::Sharded(2, 0)}};
+  SaveAllRanks(keys, dir / "ckpt");
+  FileSystemReader src(dir / "ckpt");
+  const SafetensorsExportStats st = ExportSafetensors(src, dir / "st");
+  ASSERT_EQ(st.files.size(), 1u);
+  const nlohmann::json h = CheckShardFile(dir / ("st/" + st.files[0]));
+  EXPECT_EQ(h["w.qdata"]["dtype"], "F4");
+  EXPECT_EQ(h["w.qdata"]["shape"], nlohmann::json::array({8, 12}));
+  EXPECT_EQ(h["w.scale"]["dtype"], "F8_E8M0");
+  EXPECT_EQ(h["w.scale"]["shape"], nlohmann::json::array({8, 3}));
+  SafetensorsReader back(dir / "st");
+  for (const Key& k : keys) {
+    const at::Tensor got = LoadWhole(back, k);
+    ASSERT_EQ(got.scalar_type(), k.full.scalar_type()) << k.fqn;
+    EXPECT_TRUE(at::equal(got.view(at::kByte), k.full.view(at::kByte))) << k.fqn;
+  }
+
+  SaveAllRanks({{"s", at::zeros({}, at::kByte).view(at::kFloat4_e2m1fn_x2), Layout::Replicated(1)}},
+               dir / "zero_d");
+  FileSystemReader zero_d(dir / "zero_d");
+  EXPECT_HAS(ErrorOf([&] { ExportSafetensors(zero_d, dir / "st0"); }),
+             "key 's' is a 0-d float4_e2m1fn_x2 tensor, which safetensors' F4 cannot hold");
+}
+
 TEST(SafetensorsExport, FromSafetensorsKeepsItsMetadata) {
   TempDir dir;
   // A hand-made file with its own __metadata__, exported, then the export exported again.

@@ -112,6 +112,41 @@ TEST(Dcp, ConvertsNativeToDcpAndBack) {
   }
 }
 
+// The MX and NVFP4 dtypes and the bit containers: torch.save and dcp.save name them as torch
+// globals; dcpp writes and reads them as DCP, directly and by conversion, bit for bit.
+TEST(Dcp, RoundTripsMxNvfp4AndBitsDtypes) {
+  const c10::ScalarType kNew[] = {at::kFloat8_e8m0fnu, at::kFloat4_e2m1fn_x2, c10::ScalarType::Bits1x8,
+                                  c10::ScalarType::Bits2x4, c10::ScalarType::Bits4x2,
+                                  c10::ScalarType::Bits8, c10::ScalarType::Bits16};
+  StateDict saved;
+  int seed = 0;
+  for (c10::ScalarType dtype : kNew) {
+    const std::string fqn = std::string("t.") + c10::toString(dtype);
+    const at::Tensor full = Values({6, 5}, dtype, seed++);
+    saved.AddSharded(fqn, full, Layout::Sharded(2, 0), 0);
+    saved.AddSharded(fqn, full, Layout::Sharded(2, 0), 1);
+  }
+  saved.AddTensor("scale0d", Values({}, at::kFloat8_e8m0fnu, 9));
+  TempDir direct, native, converted;
+  save(saved, DcpWriter(direct.path()));
+  const std::string md = ReadFile(direct.path() + "/.metadata");
+  EXPECT_NE(md.find("float8_e8m0fnu"), std::string::npos);
+  EXPECT_NE(md.find("float4_e2m1fn_x2"), std::string::npos);
+  save(saved, native.path());
+  FileSystemReader native_reader(native.path());
+  DcpWriter dcp_writer(converted.path());
+  convert(native_reader, dcp_writer, ConvertOptions{});
+  for (const std::string& path : {direct.path(), converted.path()}) {
+    StateDict loaded = Targets(saved);
+    load(loaded, DcpReader(path));
+    for (const TensorEntry& e : saved.tensors()) {
+      const at::Tensor got = loaded.FindTensor(e.fqn)->chunks[0].tensor;
+      EXPECT_EQ(got.scalar_type(), e.dtype) << path << " " << e.fqn;
+      EXPECT_TRUE(Same(Full(saved, e.fqn), got)) << path << " " << e.fqn;
+    }
+  }
+}
+
 TEST(Dcp, AsyncSaveAndPathOverloadsWriteIt) {
   TempDir dir, conv;
   StateDict sd;

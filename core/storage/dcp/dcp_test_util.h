@@ -19,6 +19,10 @@ const std::vector<c10::ScalarType> kDtypes = {
     at::kFloat8_e4m3fn, at::kFloat8_e5m2, at::kUInt16, at::kUInt32, at::kUInt64};
 
 inline at::Tensor Values(at::IntArrayRef shape, c10::ScalarType dtype, int seed) {
+  if (dtype == at::kFloat4_e2m1fn_x2 || c10::isBitsType(dtype)) {  // no conversions: bytes
+    const int64_t n = c10::multiply_integers(shape) * static_cast<int64_t>(c10::elementSize(dtype));
+    return at::arange(n, at::kLong).mul(7).add(seed).remainder(256).to(at::kByte).view(dtype).reshape(shape);
+  }
   const at::Tensor v = at::arange(c10::multiply_integers(shape), at::kDouble).add(seed).remainder(97).div(4);
   if (dtype == at::kBool) return v.gt(10).reshape(shape);
   if (at::isComplexType(dtype)) return at::complex(v, v.neg()).to(dtype).reshape(shape);

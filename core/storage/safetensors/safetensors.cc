@@ -31,10 +31,14 @@ constexpr char kPlannerPrefix[] = "safetensors.";
 struct DtypeName {
   const char* safetensors;
   const char* dcpp;
-  int64_t size;
+  int64_t size;     // bytes per dcpp element
+  int64_t per = 1;  // safetensors elements per dcpp element (F4: two 4-bit values a byte)
 };
 
-// Every safetensors dtype that dcpp stores. F4, F6_* and F8_E8M0 have no dcpp counterpart.
+// Every safetensors dtype that dcpp stores. F6_* (no LibTorch dtype) and C128 (not in the
+// format) have no counterpart; bits8 ... and complex32 none on safetensors' side. F4 counts
+// 4-bit elements where LibTorch's float4_e2m1fn_x2 counts bytes, so its last dimension is
+// twice dcpp's (safetensors' own torch binding writes it so).
 constexpr DtypeName kDtypes[] = {
     {"BOOL", "bool", 1},           {"U8", "uint8", 1},
     {"I8", "int8", 1},             {"I16", "int16", 2},
@@ -45,6 +49,7 @@ constexpr DtypeName kDtypes[] = {
     {"F64", "float64", 8},         {"C64", "complex64", 8},
     {"F8_E4M3", "float8_e4m3fn", 1}, {"F8_E5M2", "float8_e5m2", 1},
     {"F8_E4M3FNUZ", "float8_e4m3fnuz", 1}, {"F8_E5M2FNUZ", "float8_e5m2fnuz", 1},
+    {"F8_E8M0", "float8_e8m0fnu", 1},      {"F4", "float4_e2m1fn_x2", 1, 2},
 };
 
 const DtypeName* FindSafetensorsDtype(const std::string& name) {
@@ -151,6 +156,13 @@ Header ReadHeader(FileSystemReader& reader, const std::string& file, const std::
                  what, " has a shape ", shape.dump(), " too large");
       e.shape.push_back(static_cast<int64_t>(v));
     }
+    if (d->per > 1) {  // F4: pairs of 4-bit values make one dcpp element
+      DCPP_CHECK(!e.shape.empty() && e.shape.back() % d->per == 0, what, " has ", d->safetensors,
+                 " shape ", shape.dump(), " whose last dimension is not a multiple of ", d->per,
+                 ", so its values do not fill whole bytes (dcpp reads them as ", d->dcpp, ")");
+      e.shape.back() /= d->per;
+      numel /= d->per;
+    }
     int64_t nbytes = 0;
     DCPP_CHECK(!__builtin_mul_overflow(numel, d->size, &nbytes), what, " has a shape ", shape.dump(),
                " too large");
@@ -218,6 +230,17 @@ std::string DtypeToSafetensors(const std::string& dcpp_dtype) {
     if (dcpp_dtype == d.dcpp) return d.safetensors;
   }
   return "";
+}
+
+std::vector<int64_t> SafetensorsShape(const std::string& dcpp_dtype, std::vector<int64_t> shape,
+                                      const std::string& key) {
+  for (const DtypeName& d : kDtypes) {
+    if (dcpp_dtype != d.dcpp || d.per == 1) continue;
+    DCPP_CHECK(!shape.empty(), "key '", key, "' is a 0-d ", dcpp_dtype, " tensor, which safetensors' ",
+               d.safetensors, " cannot hold (its shape counts ", d.per, " values a byte)");
+    shape.back() *= d.per;
+  }
+  return shape;
 }
 
 namespace {

@@ -57,5 +57,10 @@ bool IsSafetensors(const std::string& path);
 // "" when there is no counterpart.
 std::string DtypeFromSafetensors(const std::string& st_dtype);
 std::string DtypeToSafetensors(const std::string& dcpp_dtype);
+// The safetensors header's shape of a dcpp tensor of `dcpp_dtype` and `shape`: the same,
+// except for float4_e2m1fn_x2 (F4), whose last dimension counts 4-bit values (twice dcpp's
+// bytes); a 0-d one is refused naming `key`.
+std::vector<int64_t> SafetensorsShape(const std::string& dcpp_dtype, std::vector<int64_t> shape,
+                                      const std::string& key);
 
 }  // namespace dcpp

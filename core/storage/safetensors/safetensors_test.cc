@@ -215,8 +215,9 @@ TEST(SafetensorsReader, RefusesMalformedHeaders) {
              t + " has data_offsets [1, 5] (4 bytes) but its F32 shape [2] needs 8 bytes");
   EXPECT_HAS(tensor_error(R"({"dtype":"F32","shape":[1],"data_offsets":[0,4]})", std::string(8, '\0')),
              ": tensors 'ok' [0, 1) and 't' [0, 4) overlap");
-  EXPECT_HAS(tensor_error(R"({"dtype":"F4","shape":[2],"data_offsets":[1,2]})", std::string(2, '\0')),
-             t + " has dtype F4, which dcpp does not support (it reads BOOL U8");
+  // F6_E3M2 has no LibTorch dtype (F4, refused here once, is float4_e2m1fn_x2 now).
+  EXPECT_HAS(tensor_error(R"({"dtype":"F6_E3M2","shape":[2],"data_offsets":[1,2]})", std::string(2, '\0')),
+             t + " has dtype F6_E3M2, which dcpp does not support (it reads BOOL U8");
   EXPECT_HAS(tensor_error(R"({"dtype":"F32","shape":[-2],"data_offsets":[1,9]})", std::string(9, '\0')),
              t + " has a negative size in its shape [-2]");
   EXPECT_HAS(tensor_error(R"({"dtype":"F32","shape":[2.5],"data_offsets":[1,9]})", std::string(9, '\0')),
@@ -246,10 +247,44 @@ TEST(SafetensorsReader, NoCheckpoint) {
   EXPECT_FALSE(IsSafetensors(dir.path()));  // a native checkpoint's folder
 }
 
+// F4 counts 4-bit values, so [2, 6] in the header is dcpp's float4_e2m1fn_x2 [2, 3] (6 bytes);
+// F8_E8M0 is one byte a value. An odd F4 last dimension does not fill whole bytes.
+TEST(SafetensorsReader, ReadsMxAndNvfp4Dtypes) {
+  TempDir dir;
+  const std::string data = "\x01\x23\x45\x67\x89\xab" "\x7f\x80\x81";
+  WriteFile(dir / "m.safetensors",
+            Safetensors(R"({"q":{"dtype":"F4","shape":[2,6],"data_offsets":[0,6]},)"
+                        R"("s":{"dtype":"F8_E8M0","shape":[3],"data_offsets":[6,9]}})",
+                        data));
+  SafetensorsReader reader(dir / "m.safetensors");
+  const proto::Metadata md = ParseMetadata(reader.ReadMetadata(), reader.Describe());
+  EXPECT_EQ(Find(md, "q").dtype(), "float4_e2m1fn_x2");
+  EXPECT_EQ(std::vector<int64_t>(Find(md, "q").shape().begin(), Find(md, "q").shape().end()),
+            (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(Find(md, "s").dtype(), "float8_e8m0fnu");
+  const at::Tensor q = LoadKey(reader, "q", at::empty({2, 3}, at::kFloat4_e2m1fn_x2));
+  EXPECT_EQ(q.scalar_type(), at::kFloat4_e2m1fn_x2);
+  EXPECT_EQ(BytesOf(q), data.substr(0, 6));
+  const at::Tensor s = LoadKey(reader, "s", at::empty({3}, at::kFloat8_e8m0fnu));
+  EXPECT_EQ(BytesOf(s), data.substr(6));
+
+  WriteFile(dir / "odd.safetensors",
+            Safetensors(R"({"q":{"dtype":"F4","shape":[2,5],"data_offsets":[0,5]}})", data.substr(0, 5)));
+  EXPECT_HAS(ErrorOf([&] { SafetensorsReader(dir / "odd.safetensors").ReadMetadata(); }),
+             "tensor 'q' has F4 shape [2,5] whose last dimension is not a multiple of 2");
+}
+
 TEST(SafetensorsReader, Dtypes) {
   EXPECT_EQ(DtypeFromSafetensors("F8_E4M3"), "float8_e4m3fn");
   EXPECT_EQ(DtypeFromSafetensors("C64"), "complex64");
-  EXPECT_EQ(DtypeFromSafetensors("F4"), "");
+  EXPECT_EQ(DtypeFromSafetensors("F8_E8M0"), "float8_e8m0fnu");
+  EXPECT_EQ(DtypeFromSafetensors("F4"), "float4_e2m1fn_x2");
+  EXPECT_EQ(DtypeFromSafetensors("F6_E3M2"), "");  // no LibTorch dtype
+  EXPECT_EQ(DtypeToSafetensors("float4_e2m1fn_x2"), "F4");
+  EXPECT_EQ(DtypeToSafetensors("bits8"), "");
+  EXPECT_EQ(SafetensorsShape("float4_e2m1fn_x2", {3, 4}, "k"), (std::vector<int64_t>{3, 8}));
+  EXPECT_EQ(SafetensorsShape("float8_e8m0fnu", {3, 4}, "k"), (std::vector<int64_t>{3, 4}));
+  EXPECT_HAS(ErrorOf([] { SafetensorsShape("float4_e2m1fn_x2", {}, "k"); }), "key 'k' is a 0-d");
   EXPECT_EQ(DtypeToSafetensors("bfloat16"), "BF16");
   EXPECT_EQ(DtypeToSafetensors("complex128"), "");
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -38,7 +39,15 @@ at::Tensor Values(c10::ScalarType dtype, std::vector<int64_t> shape, int64_t see
   for (int64_t d : shape) n *= d;
   at::Tensor t = (at::arange(n, at::kLong) * 7 + seed) % 100;
   if (dtype == at::kBool) return (t % 2 == 0).reshape(shape);
+  if (dtype == at::kFloat4_e2m1fn_x2) return t.to(at::kByte).view(dtype).reshape(shape);  // no conversion
   return t.to(dtype).reshape(shape);
+}
+
+// Same dtype, shape and bytes (at::equal has no kernel for the MX/NVFP4 dtypes).
+bool SameBits(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  const at::Tensor x = a.contiguous(), y = b.contiguous();
+  return x.numel() == 0 || std::memcmp(x.const_data_ptr(), y.const_data_ptr(), x.nbytes()) == 0;
 }
 
 // A state dict of one generation: the same keys and shapes, every value depends on `gen`.
@@ -94,15 +103,20 @@ std::vector<std::string> DataFiles(const std::string& dir) {
 
 void EveryDtypeAndShapeRoundTrips(const ConformanceParams& p) {
   const c10::ScalarType dtypes[] = {at::kFloat, at::kDouble,  at::kHalf,  at::kBFloat16, at::kChar,
-                                    at::kByte,  at::kShort,   at::kInt,   at::kLong,     at::kBool};
+                                    at::kByte,  at::kShort,   at::kInt,   at::kLong,     at::kBool,
+                                    at::kFloat8_e8m0fnu, at::kFloat4_e2m1fn_x2};
   const std::vector<std::vector<int64_t>> shapes = {{}, {0}, {5}, {3, 0}, {3, 4, 5}};
   StateDict sd, back;
   int k = 0;
   for (c10::ScalarType dt : dtypes) {
     for (const auto& shape : shapes) {
+      // safetensors' F4 has no 0-d form (its shape counts 4-bit values); that refusal is
+      // tested beside the export.
+      if (dt == at::kFloat4_e2m1fn_x2 && shape.empty()) continue;
       const std::string key = "t" + std::to_string(k++);
       sd.AddTensor(key, Values(dt, shape, k));
-      back.AddTensor(key, at::zeros(shape, at::TensorOptions().dtype(dt)));
+      back.AddTensor(key, at::zeros({c10::multiply_integers(shape) * static_cast<int64_t>(c10::elementSize(dt))},
+                                    at::kByte).view(dt).view(shape));
     }
   }
   TempDir dir;
@@ -112,7 +126,7 @@ void EveryDtypeAndShapeRoundTrips(const ConformanceParams& p) {
   for (const TensorEntry& e : sd.tensors()) {
     const at::Tensor& got = back.FindTensor(e.fqn)->chunks[0].tensor;
     EXPECT_EQ(got.scalar_type(), e.dtype) << e.fqn;
-    EXPECT_TRUE(at::equal(got, e.chunks[0].tensor)) << e.fqn << " (" << c10::toString(e.dtype) << ")";
+    EXPECT_TRUE(SameBits(got, e.chunks[0].tensor)) << e.fqn << " (" << c10::toString(e.dtype) << ")";
   }
 }
 

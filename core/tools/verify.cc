@@ -72,16 +72,6 @@ struct Found {
   VerifyProblem problem;
 };
 
-// The coordinates of element `index` (row-major) of `box`.
-std::string ElementAt(const Box& box, int64_t index) {
-  std::vector<int64_t> at(box.sizes.size());
-  for (size_t d = box.sizes.size(); d-- > 0;) {
-    at[d] = box.offsets[d] + index % box.sizes[d];
-    index /= box.sizes[d];
-  }
-  return ListString(at);
-}
-
 // Runs checks on one thread with its own buffer and its own open files.
 class Checker {
  public:
@@ -168,7 +158,7 @@ class Checker {
     if (bad_bool >= 0) {
       char hex[8];
       std::snprintf(hex, sizeof hex, "0x%02x", bad_value);
-      Problem(c, c.file, StrCat(c.what, ": element ", ElementAt(c.box, bad_bool), " (byte ",
+      Problem(c, c.file, StrCat(c.what, ": element ", ElementCoordinates(c.box, bad_bool), " (byte ",
                                 c.offset + static_cast<uint64_t>(bad_bool), " of the file) is ", hex,
                                 ", not a bool (0x00 false or 0x01 true); load and convert refuse it"));
     }
@@ -214,7 +204,7 @@ class Checker {
         while (ba[i] == bb[i]) ++i;
         Problem(c, c.a->file(),
                 StrCat(pair, " but hold different data (first difference at ",
-                       ElementAt(blk.box, i / c.elem_size), ")", refused));
+                       ElementCoordinates(blk.box, i / c.elem_size), ")", refused));
         overlaps += 1;
         return;
       }

@@ -72,6 +72,7 @@ cleanup() {
   done
 }
 trap cleanup EXIT
+trap 'exit 1' INT TERM  # a test timeout's SIGTERM still runs cleanup
 
 if ! err=$(ip netns add "${ns[0]}" 2>&1); then
   [[ $err != *"File exists"* ]] || { echo "FAIL namespace ${ns[0]} exists already: $err"; exit 1; }

@@ -82,11 +82,19 @@ end
 local function matcher(list)
   local compiled = {}
   for _, p in ipairs(split(list, ",")) do compiled[#compiled + 1] = compile(p) end
+  local seen = {}  -- path -> result (optimizer states look up their parameter's path again)
   return function(path)
+    local hit = seen[path]
+    if hit ~= nil then return hit end
+    hit = false
     for _, c in ipairs(compiled) do
-      if path:find(c[1]) or path:find(c[2]) then return true end
+      if path:find(c[1]) or path:find(c[2]) then
+        hit = true
+        break
+      end
     end
-    return false
+    seen[path] = hit
+    return hit
   end
 end
 
@@ -95,8 +103,10 @@ local function strip_components(key, components, leading_only)
     if leading_only then
       if key:sub(1, #c) == c then key = key:sub(#c + 1) end
     else
-      local plain = escape(c)
-      key = key:gsub("^" .. plain, ""):gsub("%." .. plain, ".")
+      if key:find(c, 1, true) then  -- (a plain search first: most keys hold none of them)
+        local plain = escape(c)
+        key = key:gsub("^" .. plain, ""):gsub("%." .. plain, ".")
+      end
     end
   end
   return key

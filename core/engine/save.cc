@@ -221,7 +221,7 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
           c->set_offset(it->file_offset());
           c->set_length(it->nbytes());
           cw.Write(*sink, it->file_offset(), src.chunk->tensor,
-                   StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString()),
+                   "key '" + it->fqn() + "' chunk " + src.chunk->box.ToString(),
                    [c](uint64_t checksum) { c->set_checksum(checksum); });
         }
         cw.Drain();
@@ -267,11 +267,11 @@ proto::Metadata BuildMetadata(const std::vector<std::string>& results, const std
     proto::WriteResults r;
     DCPP_CHECK(r.ParseFromString(bytes), "corrupt write results from a rank");
     for (auto& t : *r.mutable_tensors()) {
-      auto [pos, inserted] = tensors.emplace(t.fqn(), t);
-      if (!inserted) {
-        for (auto& c : *t.mutable_chunks()) *pos->second.add_chunks() = c;
-      }
       for (const auto& c : t.chunks()) file_set.insert(c.file());
+      auto [pos, inserted] = tensors.try_emplace(t.fqn(), std::move(t));  // (moves only if new)
+      if (!inserted) {
+        for (auto& c : *t.mutable_chunks()) *pos->second.add_chunks() = std::move(c);
+      }
     }
     for (auto& b : *r.mutable_bytes()) {
       file_set.insert(b.file());

@@ -129,8 +129,10 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
                  " is given to ranks ", pos->second, " and ", r);
       uint64_t& end = file_end[it.file()];
       const ItemFrame frame = FrameOf(writer, it);
-      const uint64_t off = it.nbytes() || frame.prefix ? internal::AlignUp(end + frame.prefix, kChunkAlignment)
-                                                      : end;
+      const bool small = it.nbytes() < kChunkAlignment && frame.prefix == 0 && frame.suffix == 0;
+      const uint64_t off = it.nbytes() || frame.prefix
+                               ? internal::AlignUp(end + frame.prefix, small ? kSmallChunkAlignment : kChunkAlignment)
+                               : end;
       it.set_file_offset(off);
       end = off + it.nbytes() + frame.suffix;
     }

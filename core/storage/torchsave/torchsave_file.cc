@@ -1,0 +1,174 @@
+// Reads the zip directory and the data.pkl of a torch.save file, and walks the decoded object
+// down to its tensors.
+#include "core/storage/torchsave/torchsave_file.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <set>
+#include <utility>
+
+#include <ATen/ATen.h>
+
+#include "core/base/error.h"
+#include "core/model/dtype.h"
+#include "core/storage/dcp/pickle.h"
+#include "core/storage/dcp/torch_archive.h"
+#include "core/storage/dcp/torch_pickle_internal.h"
+
+namespace dcpp {
+namespace torchsave {
+namespace {
+
+using pickle::Value;
+using pickle::ValuePtr;
+
+// torch.save's magic number (0x1950a86a20f9469cfc6c) as the legacy format pickles it first,
+// after PROTO n: LONG1 of 10 bytes, little-endian.
+constexpr unsigned char kLegacyMagic[] = {0x8a, 0x0a, 0x6c, 0xfc, 0x9c, 0x46, 0xf9, 0x20, 0x6a, 0xa8, 0x50, 0x19};
+constexpr unsigned char kZipMagic[] = {'P', 'K', 0x03, 0x04};
+
+bool IsLegacy(const std::string& head) {
+  return head.size() >= 2 + sizeof kLegacyMagic && static_cast<unsigned char>(head[0]) == 0x80 &&
+         std::memcmp(head.data() + 2, kLegacyMagic, sizeof kLegacyMagic) == 0;
+}
+
+// A dict, or an OrderedDict (REDUCE + SETITEMS), as its items; null for anything else.
+const std::vector<std::pair<ValuePtr, ValuePtr>>* DictItems(const Value& v) {
+  if (v.Is(Value::Kind::kDict) || v.IsObjectOf("collections", "OrderedDict")) return &v.dict;
+  return nullptr;
+}
+
+struct Walker {
+  const std::string& where;
+  const std::map<std::string, torch_archive::ZipEntry>& storages;  // by storage key
+  std::vector<SavedTensor> out;
+  std::set<std::string> seen;
+
+  void Tensor(const Value& call, const std::string& fqn) {
+    const torch_archive::TensorRef r = torch_archive::ParseRebuild(call, StrCat(where, ": key '", fqn, "'"));
+    auto it = storages.find(r.key);
+    DCPP_CHECK(it != storages.end(), where, ": key '", fqn, "' names storage ", r.key,
+               ", which is missing from the archive (data/", r.key, ")");
+    SavedTensor t;
+    t.fqn = fqn;
+    t.dtype = r.dtype;
+    t.sizes = r.sizes;
+    t.strides = r.strides;
+    t.storage_offset = r.storage_offset;
+    t.storage = r.key;
+    t.storage_file_offset = it->second.data_offset;
+    t.storage_bytes = it->second.size;
+    t.storage_crc32 = it->second.crc32;
+    t.element_size = ElementSize(DtypeFromName(r.dtype));
+    torch_archive::CheckInside(r, t.element_size, t.storage_bytes, StrCat(where, ": key '", fqn, "'"));
+    DCPP_CHECK(seen.insert(fqn).second, where, ": key '", fqn, "' is given twice");
+    out.push_back(std::move(t));
+  }
+
+  void Walk(const ValuePtr& v, const std::string& fqn, int depth) {
+    DCPP_CHECK(depth < 100, where, ": key '", fqn, "' is nested more than 100 dicts deep");
+    if (torch_archive::IsRebuild(*v)) return Tensor(*v, fqn);
+    const auto* items = DictItems(*v);
+    DCPP_CHECK(items != nullptr, where, ": key '", fqn, "' holds ", pickle::Repr(*v, 80),
+               ", not a tensor (dcpp reads torch.save files holding dicts of tensors)");
+    for (const auto& [k, x] : *items) {
+      std::string name;
+      if (k->Is(Value::Kind::kStr)) {
+        name = k->str;
+      } else {
+        DCPP_CHECK(k->Is(Value::Kind::kInt), where, ": a key ", pickle::Repr(*k, 40),
+                   (fqn.empty() ? "" : " under '" + fqn + "'"), " is neither text nor an integer");
+        name = std::to_string(k->i);
+      }
+      Walk(x, depth == 0 ? name : fqn + "." + name, depth + 1);
+    }
+  }
+};
+
+}  // namespace
+
+int64_t SavedTensor::numel() const {
+  int64_t n = 1;
+  for (int64_t s : sizes) n *= s;
+  return n;
+}
+
+bool SavedTensor::contiguous() const {
+  int64_t expect = 1;
+  for (size_t d = sizes.size(); d-- > 0;) {
+    if (sizes[d] != 1 && strides[d] != expect) return false;
+    expect *= sizes[d];
+  }
+  return true;
+}
+
+bool LooksLikeTorchSave(const std::string& head) {
+  return (head.size() >= 4 && std::memcmp(head.data(), kZipMagic, 4) == 0) || IsLegacy(head);
+}
+
+std::vector<SavedTensor> ReadTorchSaveFile(FileSource& src, const std::string& where) {
+  const uint64_t size = src.Size();
+  std::string head(static_cast<size_t>(std::min<uint64_t>(size, 16)), '\0');
+  if (!head.empty()) src.ReadAt(0, head.data(), head.size());
+  DCPP_CHECK(!IsLegacy(head), where, " is in torch.save's legacy format (PyTorch before 1.6, or "
+             "_use_new_zipfile_serialization=False), which dcpp does not read; load it in PyTorch and "
+             "torch.save it again (the zip format)");
+  DCPP_CHECK(head.size() >= 4 && std::memcmp(head.data(), kZipMagic, 4) == 0, where,
+             " is not a torch.save file (no zip archive at its start; truncated or another format)");
+  const std::vector<torch_archive::ZipEntry> entries = torch_archive::ReadZipDirectory(src, 0, size, where);
+  // Every entry lies under one folder, named as the file was ("archive/", "pytorch_model/").
+  std::string prefix;
+  for (const torch_archive::ZipEntry& e : entries) {
+    const size_t slash = e.name.find('/');
+    if (slash != std::string::npos && e.name.compare(slash, std::string::npos, "/data.pkl") == 0) {
+      prefix = e.name.substr(0, slash + 1);
+    }
+  }
+  DCPP_CHECK(!prefix.empty(), where, " is a zip archive but not a torch.save file (no data.pkl)");
+  std::map<std::string, torch_archive::ZipEntry> storages;
+  const torch_archive::ZipEntry* pkl = nullptr;
+  for (const torch_archive::ZipEntry& e : entries) {
+    if (e.name == prefix + "data.pkl") pkl = &e;
+    if (e.name.compare(0, prefix.size() + 5, prefix + "data/") == 0) storages[e.name.substr(prefix.size() + 5)] = e;
+  }
+  std::string bytes(static_cast<size_t>(pkl->size), '\0');
+  if (!bytes.empty()) src.ReadAt(pkl->data_offset, bytes.data(), bytes.size());
+  const ValuePtr root = pickle::Decode(bytes, torch_archive::TensorGlobal, where + " (data.pkl)");
+  DCPP_CHECK(DictItems(*root) != nullptr, where, " holds ", pickle::Repr(*root, 80),
+             ", not a dict of tensors (a state dict)");
+  Walker w{where, storages, {}, {}};
+  w.Walk(root, "", 0);
+  return std::move(w.out);
+}
+
+std::string GatherTensor(FileSource& src, const SavedTensor& t, const std::string& where) {
+  if (t.contiguous()) {
+    std::string out(t.nbytes(), '\0');
+    if (!out.empty()) src.ReadAt(t.data_offset(), out.data(), out.size());
+    return out;
+  }
+  // Only the span the view reaches is read: [first element, last element].
+  int64_t last = 0;
+  for (size_t d = 0; d < t.sizes.size(); ++d) {
+    if (t.sizes[d] > 0) last += (t.sizes[d] - 1) * t.strides[d];
+  }
+  if (t.numel() == 0) return "";
+  const int64_t es = t.element_size;
+  std::string span(static_cast<size_t>((last + 1) * es), '\0');
+  src.ReadAt(t.data_offset(), span.data(), span.size());
+  // Reorder as bytes: each element is `es` bytes, a trailing dimension of the view.
+  const at::Tensor raw = at::from_blob(span.data(), {static_cast<int64_t>(span.size())}, at::kByte);
+  std::vector<int64_t> sizes = t.sizes, strides;
+  for (int64_t s : t.strides) strides.push_back(s * es);
+  sizes.push_back(es);
+  strides.push_back(1);
+  const at::Tensor dense = raw.as_strided(sizes, strides, 0).contiguous();
+  DCPP_CHECK(static_cast<uint64_t>(dense.numel()) == t.nbytes(), where, ": key '", t.fqn, "' gathers ",
+             dense.numel(), " bytes, not ", t.nbytes());
+  return std::string(static_cast<const char*>(dense.const_data_ptr()), static_cast<size_t>(dense.numel()));
+}
+
+}  // namespace torchsave
+}  // namespace dcpp

@@ -17,6 +17,7 @@ w="$t/w"
 # ---- Hugging Face, one file ----
 check inspect-hf 0 'tok_embeddings.weight  *bfloat16  *\[32, 16\]' -- "$bin/inspect" "$w/hf/pytorch_model.bin"
 grep -q 'creator  *torch.save' <<<"$out" || { echo "FAIL inspect-hf: creator"; fails=$((fails + 1)); }
+grep -q '^torch.save checkpoint (plain torch.save files)$' <<<"$out" || { echo "FAIL inspect-hf: title"; fails=$((fails + 1)); }
 grep -q 'views.wq_t  *bfloat16  *\[16, 16\]' <<<"$out" || { echo "FAIL inspect-hf: the transposed view"; fails=$((fails + 1)); }
 check verify-hf 0 '^verified: 26 tensors, 26 chunks' -- "$bin/verify" "$w/hf"
 grep -q '^checked the CRC-32 of [0-9]* archive entries in 1 torch.save files' <<<"$out" ||

@@ -10,6 +10,9 @@
                                         (Llama 2: tok_embeddings split on dim 1)
         DIR/meta3/consolidated.00..01.pth + params.json  2-way, Llama 3 (vocab-split
                                         embeddings); references of both in DIR/ref_llama
+        DIR/train/ckpt.pt  a training checkpoint: {"model": ..., "optim": AdamW's state_dict()
+                         after one step, "epoch": 3, "bufs": [t, t]}; references (tensors
+                         .pt, other values .obj, keys flattened as dcp.save) in DIR/ref_train
         DIR/evil.bin     a pickle that calls os.system (must be refused, never run)
         DIR/legacy.pt    torch.save's legacy (non-zip) format
         DIR/cut.bin      pytorch_model.bin cut in half
@@ -90,6 +93,51 @@ def write_consolidated(sd, out, ranks, llama3):
                    "norm_eps": 1e-5}, f)
 
 
+def holds_tensor(v):
+    import torch
+
+    if isinstance(v, torch.Tensor):
+        return True
+    if isinstance(v, dict):
+        return any(holds_tensor(x) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(holds_tensor(x) for x in v)
+    return False
+
+
+def write_flat_refs(obj, ref, prefix=""):
+    """REF/<fqn>.pt per tensor, REF/<fqn>.obj per other value; dicts and lists that hold
+    tensors flattened with '.', as dcp.save flattens a state dict."""
+    import torch
+
+    os.makedirs(ref, exist_ok=True)
+    if isinstance(obj, torch.Tensor):
+        torch.save(obj.detach().contiguous().clone(), os.path.join(ref, prefix + ".pt"))
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            write_flat_refs(v, ref, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)) and holds_tensor(obj):
+        for i, v in enumerate(obj):
+            write_flat_refs(v, ref, f"{prefix}.{i}")
+    else:
+        torch.save(obj, os.path.join(ref, prefix + ".obj"))
+
+
+def write_training(d):
+    import torch
+
+    torch.manual_seed(3)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randn(5, 4)).sum().backward()
+    opt.step()
+    ckpt = {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": 3,
+            "bufs": [torch.arange(3), torch.ones(2, dtype=torch.float16)]}
+    os.makedirs(os.path.join(d, "train"))
+    torch.save(ckpt, os.path.join(d, "train", "ckpt.pt"))
+    write_flat_refs(ckpt, os.path.join(d, "ref_train"))
+
+
 class Evil:
     def __reduce__(self):
         return (os.system, ("echo dcpp-ran-os.system > /dev/stderr",))
@@ -132,6 +180,7 @@ def write(d):
     write_consolidated(sd, os.path.join(d, "meta"), 8, llama3=False)
     write_consolidated(sd, os.path.join(d, "meta3"), 2, llama3=True)
 
+    write_training(d)
     torch.save({"w": Evil()}, os.path.join(d, "evil.bin"))
     torch.save(sd, os.path.join(d, "legacy.pt"), _use_new_zipfile_serialization=False)
     data = open(os.path.join(d, "hf", "pytorch_model.bin"), "rb").read()

@@ -54,6 +54,11 @@ check export-meta 0 'exported 22 tensors .* into 1 shard' -- "$bin/export_safete
 check python-reads-export 0 '^python: 22 tensors of model-00001-of-00001.safetensors match' -- \
   "$py" "$pycheck" check-st "$t/st/model-00001-of-00001.safetensors" "$w/ref_llama"
 
+# ---- a training checkpoint: model, AdamW state (state.<index>.*), epoch, a list of tensors ----
+check dump-train 0 '^dumped 18 tensors, 2 bytes entries' -- "$here/dcpp_dump" "$w/train/ckpt.pt" "$t/dump_train"
+check values-train 0 'compared 18 tensors, 2 objects: equal' -- "$py" "$here/compare_dump.py" "$t/dump_train" "$w/ref_train"
+check inspect-train 0 "optim.param_groups .*'lr': 0.01" -- "$bin/inspect" "$w/train/ckpt.pt"
+
 # ---- refused ----
 check evil 1 "global 'posix.system' is not allowed" -- "$here/dcpp_dump" "$w/evil.bin" "$t/x"
 grep -q "$w/evil.bin" <<<"$out" || { echo "FAIL evil: the file is not named: $out"; fails=$((fails + 1)); }

@@ -29,6 +29,7 @@ using nlohmann::json;
 using torchsave::SavedTensor;
 
 constexpr char kView[] = "#view@";
+constexpr char kObject[] = "#object@";
 constexpr char kParams[] = "params.json";
 constexpr char kConsolidated[] = "consolidated.";
 
@@ -143,6 +144,7 @@ void AddChunk(proto::TensorMeta& t, const SavedTensor& s, const std::string& fil
 
 struct TorchSaveReader::Views {
   std::vector<std::pair<std::string, SavedTensor>> by_number;  // (file, tensor)
+  std::vector<std::pair<std::string, std::string>> objects;   // (file, torch.save archive)
 };
 
 TorchSaveReader::TorchSaveReader(const std::string& path)
@@ -218,7 +220,20 @@ std::string TorchSaveReader::ReadMetadata() {
     DCPP_CHECK(layout_ != Layout::kShards || fs::exists(path, ec), "torch.save index ", dir_, "/", index_,
                " names file ", file, ", which is missing");
     std::unique_ptr<FileSource> src = folder_.Open(file);
-    for (SavedTensor& s : torchsave::ReadTorchSaveFile(*src, path)) {
+    torchsave::SavedFile saved = torchsave::ReadTorchSaveFile(*src, path);
+    // Objects (not tensors): each a bytes entry; of consolidated files, file 00's.
+    for (torchsave::SavedObject& o : saved.objects) {
+      if (layout_ == Layout::kLlama && file != files_[0]) continue;
+      auto [it, fresh] = file_of.try_emplace(o.fqn, file);
+      DCPP_CHECK(fresh, "torch.save checkpoint ", dir_, ": key '", o.fqn, "' is in both ", it->second, " and ", file);
+      proto::BytesMeta* b = md.add_bytes();
+      b->set_fqn(o.fqn);
+      b->set_file(StrCat(file, kObject, views->objects.size()));
+      b->set_offset(0);
+      b->set_length(o.archive.size());
+      views->objects.emplace_back(file, std::move(o.archive));
+    }
+    for (SavedTensor& s : saved.tensors) {
       if (layout_ == Layout::kLlama) {
         slices[s.fqn].push_back(std::move(s));
         continue;
@@ -278,7 +293,9 @@ std::string TorchSaveReader::ReadMetadata() {
 }
 
 std::unique_ptr<FileSource> TorchSaveReader::Open(const std::string& name) {
-  const size_t at = name.find(kView);
+  const size_t object_at = name.find(kObject);
+  const bool object = object_at != std::string::npos;
+  const size_t at = object ? object_at : name.find(kView);
   const std::string file = name.substr(0, at);
   DCPP_CHECK(std::find(files_.begin(), files_.end(), file) != files_.end(), "torch.save checkpoint ", dir_,
              " has no file '", file, "'");
@@ -295,10 +312,15 @@ std::unique_ptr<FileSource> TorchSaveReader::Open(const std::string& name) {
     views = views_;
   }
   size_t n = 0;
-  const char* p = name.data() + at + std::strlen(kView);
+  const char* p = name.data() + at + std::strlen(object ? kObject : kView);
   const auto r = std::from_chars(p, name.data() + name.size(), n);
-  DCPP_CHECK(r.ec == std::errc() && r.ptr == name.data() + name.size() && n < views->by_number.size() &&
-                 views->by_number[n].first == file,
+  const bool parsed = r.ec == std::errc() && r.ptr == name.data() + name.size();
+  if (object) {
+    DCPP_CHECK(parsed && n < views->objects.size() && views->objects[n].first == file, "torch.save checkpoint ",
+               dir_, ": bad object name '", name, "'");
+    return std::make_unique<MemoryFile>(views->objects[n].second);
+  }
+  DCPP_CHECK(parsed && n < views->by_number.size() && views->by_number[n].first == file,
              "torch.save checkpoint ", dir_, ": bad view name '", name, "'");
   const SavedTensor& t = views->by_number[n].second;
   return std::make_unique<MemoryFile>(torchsave::GatherTensor(*src, t, StrCat(dir_, "/", file)));

@@ -16,9 +16,11 @@
 // Each file is a zip archive holding data.pkl, decoded without running anything (allow-listed
 // globals only, torchsave_file.h), and one entry per storage. ReadMetadata() returns native
 // metadata (core/format/metadata.h): a tensor per key, one chunk per tensor (per file, for
-// consolidated files), pointing at its bytes inside the archive; a tensor stored
+// consolidated files), pointing at its bytes inside the archive; a value that is not a tensor
+// (an epoch number, an optimizer's param_groups) is a bytes entry holding the torch.save
+// archive of that value, as DCP stores objects (of consolidated files, file 00's); a tensor stored
 // non-contiguously (a transposed view, a slice of a shared storage) is served through a virtual
-// file name "<file>#view@<n>" that gathers it. Creator "torch.save", checksum algorithm "none";
+// file name "<file>#view@<n>" that gathers it (objects: "<file>#object@<n>"). Creator "torch.save", checksum algorithm "none";
 // planner_data "torchsave.layout" ("file", "shards" or "llama"), and "torchsave.params" (the
 // text of params.json, when there is one). torch.save's CRC-32 of each storage is checked by
 // CheckTorchSaveCrcs (verify). Errors are dcpp::Error naming the file and the key.

@@ -40,11 +40,66 @@ const std::vector<std::pair<ValuePtr, ValuePtr>>* DictItems(const Value& v) {
   return nullptr;
 }
 
+// True when `v` holds a tensor anywhere in it.
+bool HoldsTensor(const Value& v, int depth) {
+  if (depth > 100) return false;
+  if (torch_archive::IsRebuild(v)) return true;
+  for (const ValuePtr& x : v.items) {
+    if (x && HoldsTensor(*x, depth + 1)) return true;
+  }
+  for (const auto& [k, x] : v.dict) {
+    if (x && HoldsTensor(*x, depth + 1)) return true;
+  }
+  return false;
+}
+
 struct Walker {
   const std::string& where;
   const std::map<std::string, torch_archive::ZipEntry>& storages;  // by storage key
-  std::vector<SavedTensor> out;
+  SavedFile out;
   std::set<std::string> seen;
+
+  // `v` as a plain value EncodeObject writes (an OrderedDict as a dict); anything else is
+  // refused naming the key.
+  ValuePtr Plain(const ValuePtr& v, const std::string& fqn, int depth) {
+    DCPP_CHECK(depth < 100, where, ": key '", fqn, "' is nested more than 100 deep");
+    switch (v->kind) {
+      case Value::Kind::kTuple:
+      case Value::Kind::kList:
+      case Value::Kind::kSet: {
+        auto c = std::make_shared<Value>(*v);
+        for (ValuePtr& x : c->items) x = Plain(x, fqn, depth + 1);
+        return c;
+      }
+      case Value::Kind::kDict:
+      case Value::Kind::kObject: {
+        DCPP_CHECK(v->Is(Value::Kind::kDict) || v->IsObjectOf("collections", "OrderedDict"), where, ": key '", fqn,
+                   "' holds ", pickle::Repr(*v, 80), ", which is neither a tensor nor a plain value");
+        std::vector<std::pair<ValuePtr, ValuePtr>> kv;
+        for (const auto& [k, x] : v->dict) kv.emplace_back(Plain(k, fqn, depth + 1), Plain(x, fqn, depth + 1));
+        return Value::Dict(std::move(kv));
+      }
+      case Value::Kind::kGlobal:
+      case Value::Kind::kPersistent:
+        throw Error(StrCat(where, ": key '", fqn, "' holds ", pickle::Repr(*v, 80),
+                           ", which is neither a tensor nor a plain value"));
+      default:
+        return v;
+    }
+  }
+
+  void Object(const ValuePtr& v, const std::string& fqn) {
+    DCPP_CHECK(seen.insert(fqn).second, where, ": key '", fqn, "' is given twice");
+    std::string archive;
+    try {
+      archive = torch_archive::EncodeObject(*Plain(v, fqn, 0));
+    } catch (const Error& e) {
+      if (std::string(e.what()).find(where) == 0) throw;
+      throw Error(StrCat(where, ": key '", fqn, "' holds ", pickle::Repr(*v, 80), ", which dcpp cannot keep: ",
+                         e.what()));
+    }
+    out.objects.push_back({fqn, std::move(archive)});
+  }
 
   void Tensor(const Value& call, const std::string& fqn) {
     const torch_archive::TensorRef r = torch_archive::ParseRebuild(call, StrCat(where, ": key '", fqn, "'"));
@@ -64,15 +119,18 @@ struct Walker {
     t.element_size = ElementSize(DtypeFromName(r.dtype));
     torch_archive::CheckInside(r, t.element_size, t.storage_bytes, StrCat(where, ": key '", fqn, "'"));
     DCPP_CHECK(seen.insert(fqn).second, where, ": key '", fqn, "' is given twice");
-    out.push_back(std::move(t));
+    out.tensors.push_back(std::move(t));
   }
 
   void Walk(const ValuePtr& v, const std::string& fqn, int depth) {
     DCPP_CHECK(depth < 100, where, ": key '", fqn, "' is nested more than 100 dicts deep");
     if (torch_archive::IsRebuild(*v)) return Tensor(*v, fqn);
+    if ((v->Is(Value::Kind::kList) || v->Is(Value::Kind::kTuple)) && HoldsTensor(*v, 0)) {
+      for (size_t i = 0; i < v->items.size(); ++i) Walk(v->items[i], StrCat(fqn, ".", i), depth + 1);
+      return;
+    }
     const auto* items = DictItems(*v);
-    DCPP_CHECK(items != nullptr, where, ": key '", fqn, "' holds ", pickle::Repr(*v, 80),
-               ", not a tensor (dcpp reads torch.save files holding dicts of tensors)");
+    if (items == nullptr) return Object(v, fqn);
     for (const auto& [k, x] : *items) {
       std::string name;
       if (k->Is(Value::Kind::kStr)) {
@@ -108,7 +166,7 @@ bool LooksLikeTorchSave(const std::string& head) {
   return (head.size() >= 4 && std::memcmp(head.data(), kZipMagic, 4) == 0) || IsLegacy(head);
 }
 
-std::vector<SavedTensor> ReadTorchSaveFile(FileSource& src, const std::string& where) {
+SavedFile ReadTorchSaveFile(FileSource& src, const std::string& where) {
   const uint64_t size = src.Size();
   std::string head(static_cast<size_t>(std::min<uint64_t>(size, 16)), '\0');
   if (!head.empty()) src.ReadAt(0, head.data(), head.size());

@@ -5,10 +5,13 @@
 // functions, collections.OrderedDict, torch dtypes and storage classes); any other global
 // (os.system, a model class, a TorchScript `__torch__` type...) is refused naming it.
 //
-// The object saved must be a dict (or OrderedDict) of tensors, possibly nested: a nested
-// dict's keys are joined with '.' ({"model": {"w": t}} gives "model.w"), as dcp.save names
-// them. Tensors that share a storage (views, tied weights) each come out with their own
-// geometry inside that storage.
+// The object saved must be a dict (or OrderedDict), its tree flattened as dcp.save flattens a
+// state dict: a nested dict's keys, and the indices of a list or tuple that holds tensors, are
+// joined with '.' ({"model": {"w": t}} gives "model.w", {"state": {0: {"m": t}}} "state.0.m").
+// Every other value (a number, text, a list of numbers, an optimizer's param_groups entry)
+// is an object, kept as the torch.save archive of that plain value (torch_archive::
+// EncodeObject: what DCP stores for a bytes item). Tensors that share a storage (views, tied
+// weights) each come out with their own geometry inside that storage.
 //
 // Thread-safe (pure functions).
 #pragma once
@@ -44,11 +47,22 @@ struct SavedTensor {
   }
 };
 
-// The tensors of the torch.save file `src`, in the order the file lists them. `where` (the
-// file's path) starts every error: not a zip (a legacy pre-1.6 torch.save file is refused
-// saying so), truncated, no data.pkl, a refused global, a value that is not a tensor (naming
-// its key), a tensor reaching past its storage, a key given twice.
-std::vector<SavedTensor> ReadTorchSaveFile(FileSource& src, const std::string& where);
+// A value of a torch.save file that is not a tensor.
+struct SavedObject {
+  std::string fqn;
+  std::string archive;  // a torch.save archive of the value (torch.load reads it)
+};
+
+struct SavedFile {
+  std::vector<SavedTensor> tensors;  // in the order the file lists them
+  std::vector<SavedObject> objects;
+};
+
+// The tensors and objects of the torch.save file `src`. `where` (the file's path) starts every
+// error: not a zip (a legacy pre-1.6 torch.save file is refused saying so), truncated, no
+// data.pkl, a refused global, a value that is neither a tensor nor a plain value (naming its
+// key), a tensor reaching past its storage, a key given twice.
+SavedFile ReadTorchSaveFile(FileSource& src, const std::string& where);
 
 // True when `head` (the first bytes of a file, at least 16) starts a torch.save file: a zip
 // archive's local header, or the pickled magic number of the legacy format.

@@ -31,7 +31,7 @@ TEST(TorchSaveFile, ReadsNestedDictsOfTensors) {
   const std::string file = Archive(*root, {{"0", Floats(6, 1)}, {"1", std::string("\x07\0\0\0\0\0\0\0", 8)}},
                                    "pytorch_model");
   MemorySource src(file);
-  const std::vector<SavedTensor> ts = ReadTorchSaveFile(src, "/x/pytorch_model.bin");
+  const std::vector<SavedTensor> ts = ReadTorchSaveFile(src, "/x/pytorch_model.bin").tensors;
   ASSERT_EQ(ts.size(), 2u);
   EXPECT_EQ(ts[0].fqn, "model.w");
   EXPECT_EQ(ts[0].dtype, "float32");
@@ -56,7 +56,7 @@ TEST(TorchSaveFile, ViewsOfOneStorage) {
   });
   const std::string file = Archive(*root, {{"s", Floats(12, 0)}});
   MemorySource src(file);
-  const std::vector<SavedTensor> ts = ReadTorchSaveFile(src, "f.pt");
+  const std::vector<SavedTensor> ts = ReadTorchSaveFile(src, "f.pt").tensors;
   ASSERT_EQ(ts.size(), 5u);
   EXPECT_TRUE(ts[0].contiguous());
   EXPECT_FALSE(ts[1].contiguous());
@@ -85,11 +85,37 @@ TEST(TorchSaveFile, RefusesGlobalsOutsideTheAllowList) {
   }
 }
 
-TEST(TorchSaveFile, RefusesWhatIsNotAStateDictOfTensors) {
-  {
-    const std::string f = Archive(*Dict({{"epoch", Value::Int(3)}}), {});
+TEST(TorchSaveFile, TrainingStateFlattenedAsDcpDoes) {
+  // {"epoch": 3, "optim": {"state": {0: {"m": t}}, "param_groups": [{"lr": 0.5, "params": [0]}]},
+  //  "bufs": [t, t]}: lists holding tensors are walked by index, other values are objects.
+  auto group = Value::Dict({{Value::Str("lr"), Value::Float(0.5)}, {Value::Str("params"), Value::List({Value::Int(0)})}});
+  auto state = Value::Dict({{Value::Int(0), Dict({{"m", Tensor("0", "FloatStorage", 2, 0, {2}, {1})}})}});
+  const ValuePtr root = Dict({
+      {"epoch", Value::Int(3)},
+      {"optim", Dict({{"state", state}, {"param_groups", Value::List({group})}})},
+      {"bufs", Value::List({Tensor("0", "FloatStorage", 2, 0, {1}, {1}), Tensor("0", "FloatStorage", 2, 1, {1}, {1})})},
+  });
+  const std::string file = Archive(*root, {{"0", Floats(2, 5)}});
+  MemorySource src(file);
+  const SavedFile f = ReadTorchSaveFile(src, "t.pt");
+  ASSERT_EQ(f.tensors.size(), 3u);
+  EXPECT_EQ(f.tensors[0].fqn, "optim.state.0.m");
+  EXPECT_EQ(f.tensors[1].fqn, "bufs.0");
+  EXPECT_EQ(f.tensors[2].fqn, "bufs.1");
+  EXPECT_EQ(AsFloats(GatherTensor(src, f.tensors[2], "f")), (std::vector<float>{6}));
+  ASSERT_EQ(f.objects.size(), 2u);
+  EXPECT_EQ(f.objects[0].fqn, "epoch");
+  EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[0].archive, "epoch")), "3");
+  EXPECT_EQ(f.objects[1].fqn, "optim.param_groups");
+  EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[1].archive, "pg")), "[{'lr': 0.5, 'params': [0]}]");
+}
+
+TEST(TorchSaveFile, RefusesWhatIsNotAStateDict) {
+  {  // a dtype as a value: allowed global, but not a plain value dcpp keeps
+    const std::string f = Archive(*Dict({{"dtype", Value::Global("torch", "float16")}}), {});
     MemorySource s(f);
-    EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s, "g.pt"); }), "g.pt: key 'epoch' holds 3, not a tensor");
+    EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s, "g.pt"); }),
+               "g.pt: key 'dtype' holds torch.float16, which is neither a tensor nor a plain value");
   }
   {
     const std::string f = Archive(*Tensor("0", "FloatStorage", 1, 0, {1}, {1}), {{"0", Floats(1, 0)}});

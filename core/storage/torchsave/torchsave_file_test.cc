@@ -145,7 +145,8 @@ TEST(TorchSaveFile, RefusesLegacyTruncatedAndForeignFiles) {
     const std::string err = ErrorOf([&] { ReadTorchSaveFile(s, "/m/cut.bin"); });
     EXPECT_HAS(err, "/m/cut.bin");
   }
-  MemorySource s3(std::string("hello, not a checkpoint"));
+  const std::string foreign = "hello, not a checkpoint";  // (MemorySource does not own it)
+  MemorySource s3(foreign);
   EXPECT_FALSE(LooksLikeTorchSave("hello, not a checkpoint"));
   EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s3, "t.bin"); }), "t.bin is not a torch.save file");
 }

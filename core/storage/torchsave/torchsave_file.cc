@@ -117,6 +117,17 @@ struct Walker {
     t.storage_bytes = it->second.size;
     t.storage_crc32 = it->second.crc32;
     t.element_size = ElementSize(DtypeFromName(r.dtype));
+    // Sizes, strides and offset whose products overflow int64 cannot lie inside any file.
+    int64_t numel = t.element_size, reach = r.storage_offset, step = 0;
+    bool overflow = r.sizes.size() != r.strides.size();
+    for (size_t d = 0; d < r.sizes.size() && !overflow; ++d) {
+      overflow = r.sizes[d] < 0 || r.strides[d] < 0 || __builtin_mul_overflow(numel, r.sizes[d], &numel) ||
+                 (r.sizes[d] > 0 && (__builtin_mul_overflow(r.sizes[d] - 1, r.strides[d], &step) ||
+                                     __builtin_add_overflow(reach, step, &reach)));
+    }
+    overflow = overflow || __builtin_add_overflow(reach, 1, &reach) ||
+               __builtin_mul_overflow(reach, t.element_size, &reach);
+    DCPP_CHECK(!overflow, where, ": key '", fqn, "' has sizes, strides or a storage offset out of range");
     torch_archive::CheckInside(r, t.element_size, t.storage_bytes, StrCat(where, ": key '", fqn, "'"));
     DCPP_CHECK(seen.insert(fqn).second, where, ": key '", fqn, "' is given twice");
     out.tensors.push_back(std::move(t));

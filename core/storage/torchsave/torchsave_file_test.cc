@@ -129,6 +129,12 @@ TEST(TorchSaveFile, RefusesWhatIsNotAStateDict) {
     const std::string f2 = Archive(*Dict({{"w", Tensor("0", "FloatStorage", 4, 2, {4}, {1})}}), {{"0", Floats(4, 0)}});
     MemorySource s2(f2);
     EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s2, "g.pt"); }), "reaches past its storage");
+    // sizes whose product wraps around int64 (to 0)
+    const int64_t big = int64_t{1} << 32;
+    const std::string f3 = Archive(*Dict({{"w", Tensor("0", "FloatStorage", 4, 0, {big, big, 1}, {1, 1, 1})}}),
+                                   {{"0", Floats(4, 0)}});
+    MemorySource s3(f3);
+    EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s3, "g.pt"); }), "g.pt: key 'w' has sizes, strides or a storage offset out of range");
   }
 }
 
@@ -149,6 +155,32 @@ TEST(TorchSaveFile, RefusesLegacyTruncatedAndForeignFiles) {
   MemorySource s3(foreign);
   EXPECT_FALSE(LooksLikeTorchSave("hello, not a checkpoint"));
   EXPECT_HAS(ErrorOf([&] { ReadTorchSaveFile(s3, "t.bin"); }), "t.bin is not a torch.save file");
+}
+
+TEST(TorchSaveFile, EveryCorruptedByteIsReadOrRefused) {
+  // Each byte of a small file set to 0xff, 0x00 and flipped: the file reads (the byte was data)
+  // or fails with a dcpp::Error; nothing else (no crash, no other exception; ASan and UBSan
+  // builds check the rest).
+  auto od = Call("collections", "OrderedDict", {});
+  od->dict.emplace_back(Value::Str("t"), Tensor("0", "FloatStorage", 6, 0, {3, 2}, {1, 3}));
+  const ValuePtr root = Dict({{"m", od}, {"v", Tensor("0", "FloatStorage", 6, 2, {2}, {2})}, {"n", Value::Int(4)}});
+  const std::string good = Archive(*root, {{"0", Floats(6, 0)}});
+  int read = 0, refused = 0;
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (int how = 0; how < 3; ++how) {
+      std::string bad = good;
+      bad[i] = how == 0 ? '\xff' : how == 1 ? '\0' : static_cast<char>(bad[i] ^ 0x5a);
+      MemorySource s(bad);
+      try {
+        for (const SavedTensor& t : ReadTorchSaveFile(s, "f").tensors) GatherTensor(s, t, "f");
+        ++read;
+      } catch (const Error&) {
+        ++refused;
+      }
+    }
+  }
+  EXPECT_GT(read, 0);
+  EXPECT_GT(refused, 0);
 }
 
 }  // namespace

@@ -11,7 +11,7 @@
         DIR/meta3/consolidated.00..01.pth + params.json  2-way, Llama 3 (vocab-split
                                         embeddings); references of both in DIR/ref_llama
         DIR/train/ckpt.pt  a training checkpoint: {"model": ..., "optim": AdamW's state_dict()
-                         after one step, "epoch": 3, "bufs": [t, t]}; references (tensors
+                         after one step, "epoch": 3, "bufs": [t, t], "raw": bytes, "tags": a set}; references (tensors
                          .pt, other values .obj, keys flattened as dcp.save) in DIR/ref_train
         DIR/evil.bin     a pickle that calls os.system (must be refused, never run)
         DIR/legacy.pt    torch.save's legacy (non-zip) format
@@ -132,7 +132,8 @@ def write_training(d):
     model(torch.randn(5, 4)).sum().backward()
     opt.step()
     ckpt = {"model": model.state_dict(), "optim": opt.state_dict(), "epoch": 3,
-            "bufs": [torch.arange(3), torch.ones(2, dtype=torch.float16)]}
+            "bufs": [torch.arange(3), torch.ones(2, dtype=torch.float16)],
+            "raw": b"\x00\xffdcpp", "tags": {"a", "b"}}
     os.makedirs(os.path.join(d, "train"))
     torch.save(ckpt, os.path.join(d, "train", "ckpt.pt"))
     write_flat_refs(ckpt, os.path.join(d, "ref_train"))

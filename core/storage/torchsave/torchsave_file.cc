@@ -71,10 +71,10 @@ struct Walker {
         for (ValuePtr& x : c->items) x = Plain(x, fqn, depth + 1);
         return c;
       }
-      case Value::Kind::kDict:
-      case Value::Kind::kObject: {
-        DCPP_CHECK(v->Is(Value::Kind::kDict) || v->IsObjectOf("collections", "OrderedDict"), where, ": key '", fqn,
-                   "' holds ", pickle::Repr(*v, 80), ", which is neither a tensor nor a plain value");
+      case Value::Kind::kObject:
+        if (!v->IsObjectOf("collections", "OrderedDict")) return PlainCall(v, fqn, depth);
+        [[fallthrough]];
+      case Value::Kind::kDict: {
         std::vector<std::pair<ValuePtr, ValuePtr>> kv;
         for (const auto& [k, x] : v->dict) kv.emplace_back(Plain(k, fqn, depth + 1), Plain(x, fqn, depth + 1));
         return Value::Dict(std::move(kv));
@@ -86,6 +86,56 @@ struct Walker {
       default:
         return v;
     }
+  }
+
+  // The plain value a call ObjectGlobal allows stands for: bytes (_codecs.encode, as protocol
+  // 2 pickles them; bytearray), a set, torch.Size (a tuple), torch.device (its text).
+  ValuePtr PlainCall(const ValuePtr& v, const std::string& fqn, int depth) {
+    const std::vector<ValuePtr> none;
+    const auto& args = v->args ? v->args->items : none;
+    const bool text = !args.empty() && args[0]->Is(Value::Kind::kStr);
+    if (v->IsObjectOf("_codecs", "encode") && text && args.size() == 2 && args[1]->Is(Value::Kind::kStr) &&
+        args[1]->str == "latin1") {
+      return Value::Bytes(Latin1(args[0]->str, fqn));
+    }
+    if (v->IsObjectOf("builtins", "bytearray") && (args.empty() || args[0]->Is(Value::Kind::kBytes))) {
+      return Value::Bytes(args.empty() ? "" : args[0]->str);
+    }
+    if (v->IsObjectOf("builtins", "bytearray") && text && args.size() == 2) {
+      return Value::Bytes(Latin1(args[0]->str, fqn));
+    }
+    if (v->IsObjectOf("builtins", "set") || v->IsObjectOf("builtins", "frozenset")) {
+      auto out = std::make_shared<Value>();
+      out->kind = Value::Kind::kSet;
+      if (!args.empty()) {
+        for (const ValuePtr& x : args[0]->AsSeq(where + ": key '" + fqn + "'")) out->items.push_back(Plain(x, fqn, depth + 1));
+      }
+      return out;
+    }
+    if (v->IsObjectOf("torch", "Size")) {
+      std::vector<ValuePtr> dims;
+      for (int64_t x : torch_archive::IntTuple(v, where + ": key '" + fqn + "'")) dims.push_back(Value::Int(x));
+      return Value::Tuple(std::move(dims));
+    }
+    if (v->IsObjectOf("torch", "device") && text) return Value::Str(args[0]->str);
+    throw Error(StrCat(where, ": key '", fqn, "' holds ", pickle::Repr(*v, 80),
+                       ", which is neither a tensor nor a plain value"));
+  }
+
+  // A Python str of latin-1 code points (what _codecs.encode(s, 'latin1') turns into bytes).
+  std::string Latin1(const std::string& utf8, const std::string& fqn) {
+    std::string out;
+    for (size_t i = 0; i < utf8.size(); ++i) {
+      const uint8_t c = static_cast<uint8_t>(utf8[i]);
+      if (c < 0x80) {
+        out.push_back(static_cast<char>(c));
+        continue;
+      }
+      DCPP_CHECK((c & 0xe0) == 0xc0 && c <= 0xc3 && i + 1 < utf8.size(), where, ": key '", fqn,
+                 "': _codecs.encode of text that is not latin-1");
+      out.push_back(static_cast<char>(((c & 0x03) << 6) | (static_cast<uint8_t>(utf8[++i]) & 0x3f)));
+    }
+    return out;
   }
 
   void Object(const ValuePtr& v, const std::string& fqn) {
@@ -204,7 +254,7 @@ SavedFile ReadTorchSaveFile(FileSource& src, const std::string& where) {
   }
   std::string bytes(static_cast<size_t>(pkl->size), '\0');
   if (!bytes.empty()) src.ReadAt(pkl->data_offset, bytes.data(), bytes.size());
-  const ValuePtr root = pickle::Decode(bytes, torch_archive::TensorGlobal, where + " (data.pkl)");
+  const ValuePtr root = pickle::Decode(bytes, torch_archive::ObjectGlobal, where + " (data.pkl)");
   DCPP_CHECK(DictItems(*root) != nullptr, where, " holds ", pickle::Repr(*root, 80),
              ", not a dict of tensors (a state dict)");
   Walker w{where, storages, {}, {}};

@@ -1,9 +1,11 @@
 // One file written by torch.save (PyTorch >= 1.6, the zip format): which tensors it holds,
 // under which keys, and where each one's bytes lie in the file. Nothing in the file is
 // executed: its data.pkl is decoded by the safe pickle subset (core/storage/dcp/pickle.h)
-// with an allow-list of the globals a state dict of tensors needs (the tensor rebuild
-// functions, collections.OrderedDict, torch dtypes and storage classes); any other global
-// (os.system, a model class, a TorchScript `__torch__` type...) is refused naming it.
+// with an allow-list of the globals a state dict needs (the tensor rebuild functions,
+// collections.OrderedDict, torch dtypes and storage classes, and for plain values
+// _codecs.encode (bytes), set, frozenset, bytearray, torch.Size, torch.device:
+// torch_archive's ObjectGlobal); any other global (os.system, a model class, a TorchScript
+// `__torch__` type...) is refused naming it.
 //
 // The object saved must be a dict (or OrderedDict), its tree flattened as dcp.save flattens a
 // state dict: a nested dict's keys, and the indices of a list or tuple that holds tensors, are

@@ -110,6 +110,25 @@ TEST(TorchSaveFile, TrainingStateFlattenedAsDcpDoes) {
   EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[1].archive, "pg")), "[{'lr': 0.5, 'params': [0]}]");
 }
 
+TEST(TorchSaveFile, PlainValuesTheirPickleBuildsByCalls) {
+  // bytes as protocol 2 pickles them, a set, a torch.Size, a device.
+  const ValuePtr root = Dict({
+      {"raw", Call("_codecs", "encode", {Value::Str("a\xc3\xbf"), Value::Str("latin1")})},
+      {"tags", Call("builtins", "set", {Value::List({Value::Str("x")})})},
+      {"shape", Call("torch", "Size", {Value::Tuple({Value::Int(2), Value::Int(3)})})},
+      {"dev", Call("torch", "device", {Value::Str("cpu")})},
+  });
+  const std::string file = Archive(*root, {});
+  MemorySource src(file);
+  const SavedFile f = ReadTorchSaveFile(src, "p.pt");
+  ASSERT_EQ(f.objects.size(), 4u);
+  const pickle::ValuePtr raw = torch_archive::DecodeObject(f.objects[0].archive, "raw");
+  EXPECT_EQ(raw->str, std::string("a\xff"));
+  EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[1].archive, "tags")), "{'x'}");
+  EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[2].archive, "shape")), "(2, 3)");
+  EXPECT_EQ(pickle::Repr(*torch_archive::DecodeObject(f.objects[3].archive, "dev")), "'cpu'");
+}
+
 TEST(TorchSaveFile, RefusesWhatIsNotAStateDict) {
   {  // a dtype as a value: allowed global, but not a plain value dcpp keeps
     const std::string f = Archive(*Dict({{"dtype", Value::Global("torch", "float16")}}), {});

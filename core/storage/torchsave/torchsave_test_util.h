@@ -46,6 +46,19 @@ inline ValuePtr Tensor(const std::string& key, const std::string& storage_class,
                Call("collections", "OrderedDict", {})});
 }
 
+// torch._utils._rebuild_tensor_v3 of untyped storage `key` (`nbytes` bytes) with `dtype`
+// (a torch dtype name): what torch.save writes for dtypes without a typed storage class.
+inline ValuePtr TensorV3(const std::string& key, int64_t nbytes, const std::string& dtype, int64_t offset,
+                         const std::vector<int64_t>& sizes, const std::vector<int64_t>& strides) {
+  auto pid = std::make_shared<Value>();
+  pid->kind = Value::Kind::kPersistent;
+  pid->args = Value::Tuple({Value::Str("storage"), Value::Global("torch", "UntypedStorage"), Value::Str(key),
+                            Value::Str("cpu"), Value::Int(nbytes)});
+  return Call("torch._utils", "_rebuild_tensor_v3",
+              {pid, Value::Int(offset), Ints(sizes), Ints(strides), Value::Bool(false),
+               Call("collections", "OrderedDict", {}), Value::Global("torch", dtype)});
+}
+
 inline ValuePtr Dict(std::vector<std::pair<std::string, ValuePtr>> items) {
   std::vector<std::pair<ValuePtr, ValuePtr>> kv;
   for (auto& [k, v] : items) kv.emplace_back(Value::Str(k), v);

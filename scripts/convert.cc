@@ -55,13 +55,13 @@ void PrintTable(const dcpp::ConvertStats& st, bool all) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Convert a checkpoint (dcpp, PyTorch DCP or safetensors) into another layout, as a Lua "
+  CLI::App app{"Convert a checkpoint (dcpp, PyTorch DCP, safetensors or torch.save files) into another layout, as a Lua "
                "planner decides.", "convert"};
   std::string src, dst, out, budget = "1G", format = "native";
   std::vector<std::string> sets;
   bool demo = false, quiet = false, list = false;
   dcpp::ConvertOptions opt;
-  app.add_option("SRC", src, "checkpoint to read: a dcpp or PyTorch DCP folder, or safetensors");
+  app.add_option("SRC", src, "checkpoint to read: a dcpp or PyTorch DCP folder, safetensors, or torch.save files");
   app.add_option("DST", dst, "folder to write the converted checkpoint to");
   app.add_option("--planner", opt.planner,
                  "conversion planner: a Lua file, or an embedded one (planners/fsdp_to_tp.lua, "

@@ -50,6 +50,27 @@ void PutBounded(Map& map, size_t bound, const std::string& key, Value value) {
 
 }  // namespace
 
+std::string CachedAnswerHeader(int from, int to) {
+  std::string out(8, '\0');
+  for (int i = 0; i < 4; ++i) {
+    out[i] = static_cast<char>(static_cast<uint32_t>(from) >> (8 * i));
+    out[4 + i] = static_cast<char>(static_cast<uint32_t>(to) >> (8 * i));
+  }
+  return out;
+}
+
+bool ReadCachedAnswerHeader(const std::string& answer, int* from, int* to) {
+  if (answer.size() < 9) return false;
+  uint32_t f = 0, t = 0;
+  for (int i = 0; i < 4; ++i) {
+    f |= static_cast<uint32_t>(static_cast<unsigned char>(answer[1 + i])) << (8 * i);
+    t |= static_cast<uint32_t>(static_cast<unsigned char>(answer[5 + i])) << (8 * i);
+  }
+  *from = static_cast<int>(f);
+  *to = static_cast<int>(t);
+  return true;
+}
+
 std::string PlanHash(const std::string& bytes) {
   const XXH128_hash_t h = XXH3_128bits(bytes.data(), bytes.size());
   std::string out(16, '\0');
@@ -145,6 +166,16 @@ GatheredPlans ReadGathered(const std::vector<std::string>& messages, const Cache
   }
   if (!g.complete) g.unchanged = false;
   return g;
+}
+
+bool NumberedFrom(const std::vector<proto::SavePlan>& global, int first) {
+  for (const proto::SavePlan& plan : global) {
+    for (const proto::PlanItem& it : plan.items()) {
+      long rank = 0, n = 0;
+      if (!ParseDataFileName(it.file(), &rank, &n) || n < first) return false;
+    }
+  }
+  return true;
 }
 
 bool MoveFileNumbers(std::vector<proto::SavePlan>& global, int from, int to,

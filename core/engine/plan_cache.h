@@ -37,13 +37,21 @@
 namespace dcpp::internal {
 
 // Messages of the plan exchange. A rank sends kPlanFull + its serialized local plan or
-// kPlanHash + PlanHash(that plan); the coordinator answers each rank with kGlobalPlanned or
-// kGlobalCached + its serialized placed plan, or with kResend alone (send the full plan).
+// kPlanHash + PlanHash(that plan); the coordinator answers each rank with kGlobalPlanned + its
+// serialized placed plan, with kGlobalCached + CachedAnswerHeader + the placed plan it cached
+// (the rank moves its files to the new numbers and places its items again), or with kResend
+// alone (send the full plan).
 constexpr char kPlanFull = 'P';
 constexpr char kPlanHash = 'H';
 constexpr char kGlobalPlanned = 'G';
 constexpr char kGlobalCached = 'C';
 constexpr char kResend = 'R';
+
+// The file numbers a cached answer was placed with (`from`) and those of this save (`to`):
+// 8 bytes, two little-endian int32.
+std::string CachedAnswerHeader(int from, int to);
+// Reads them back from answer[1..8]; false if the answer is too short.
+bool ReadCachedAnswerHeader(const std::string& answer, int* from, int* to);
 
 // XXH3-128 of `bytes`, as 16 bytes.
 std::string PlanHash(const std::string& bytes);
@@ -68,9 +76,11 @@ void StoreLocalPlan(const std::string& key, const std::string& items, const std:
 struct CachedGlobalPlan {
   std::vector<std::string> hashes;  // PlanHash of every rank's local plan
   std::vector<std::string> local;   // every rank's serialized local plan
-  std::vector<proto::SavePlan> global;  // placed, as scattered
+  std::vector<std::string> answers;  // every rank's placed plan, serialized (no tag)
   std::map<std::string, std::string> planner_data;
   int first_file_index = 0;
+  // Every data file number is at least first_file_index (so the plan may move to others).
+  bool relocatable = false;
 };
 
 std::shared_ptr<const CachedGlobalPlan> FindGlobalPlan(const std::string& key);
@@ -89,6 +99,9 @@ struct GatheredPlans {
 };
 // Throws dcpp::Error naming the rank for a malformed message.
 GatheredPlans ReadGathered(const std::vector<std::string>& messages, const CachedGlobalPlan* cached);
+
+// True when every file of `global` is a data file name numbered at least `first`.
+bool NumberedFrom(const std::vector<proto::SavePlan>& global, int first);
 
 // `global` (placed under first_file_index `from`) moved to data file numbers starting at `to`:
 // each "__<r>_<n>.distcp" becomes "__<r>_<n - from + to>.distcp". False, leaving `global`

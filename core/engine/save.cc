@@ -415,11 +415,6 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
     message = internal::kPlanFull + local_bytes;
   }
   stats.plan_cached = answer[0] == internal::kGlobalCached;
-  proto::SavePlan mine;
-  DCPP_CHECK((answer[0] == internal::kGlobalPlanned || stats.plan_cached) &&
-                 mine.ParseFromArray(answer.data() + 1, static_cast<int>(answer.size() - 1)),
-             "save: malformed global plan from rank 0", kNothingCommitted);
-  stats.plan_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - plan_start).count();
 
   // Every rank writes its items; on any failure every rank removes what it wrote. A rank
   // sends its write results only when every rank wrote everything, and the coordinator
@@ -428,6 +423,8 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
   std::string results;
   try {
     BeforeCommit(comm, "save: write", [&] {
+      const proto::SavePlan mine = internal::ReadAnswer(answer, writer);
+      stats.plan_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - plan_start).count();
       if (auto* framer = As<ItemFramer>(writer)) framer->Placed(mine);
       WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
     });

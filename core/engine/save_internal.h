@@ -34,13 +34,15 @@ void PlaceItems(std::vector<proto::SavePlan>& global, const StorageWriter& write
 // gathered local-plan messages and fills one answer per rank in `scattered`: the cached global
 // plan moved to ctx.first_file_index when no rank's plan changed, a new, validated global plan
 // otherwise, or kResend to all when some rank sent a hash the cache cannot resolve. Returns
-// the bytes of the messages.
+// the bytes of the messages. ReadAnswer: a rank's placed items from the coordinator's answer
+// (a cached plan moved to this save's file numbers and placed again).
 std::string SerializePlan(const proto::SavePlan& plan);
 std::string LocalPlanFor(const proto::SavePlan& items, SavePlanner& planner, const PlanContext& ctx,
                          const std::string& rank_key, bool* cached);
 int64_t PlanGlobally(const std::vector<std::string>& gathered, const std::string& cache_key, SavePlanner& planner,
                      const PlanContext& ctx, const std::vector<std::string>& committed, const StorageWriter& writer,
                      std::vector<std::string>* scattered, std::map<std::string, std::string>* planner_data);
+proto::SavePlan ReadAnswer(const std::string& answer, const StorageWriter& writer);
 
 // The metadata of a checkpoint from every rank's serialized proto::WriteResults; `files`
 // receives the data files it references.

@@ -43,12 +43,12 @@ std::string LocalPlanFor(const proto::SavePlan& items, SavePlanner& planner, con
 
 namespace {
 
-// Whether a plan cached under first_file_index `from` may move to `to`: it was numbered from
-// `from`, and no committed file is numbered `to` or above (FirstFreeFileIndex promises that;
-// checked, since a wrong answer would overwrite the committed checkpoint).
+// Whether a plan cached under first_file_index `from` may be used at `to`: it was numbered
+// from `from` (or from == to), and no committed file is numbered `to` or above
+// (FirstFreeFileIndex promises that; checked, since a wrong answer would overwrite the
+// committed checkpoint, and ValidateAndPlace's check does not run on a cached plan).
 bool MayMove(const CachedGlobalPlan& cached, int to, const std::vector<std::string>& committed) {
-  if (cached.first_file_index == to) return true;
-  if (!cached.relocatable) return false;
+  if (cached.first_file_index != to && !cached.relocatable) return false;
   for (const std::string& name : committed) {
     long rank = 0, n = 0;
     if (ParseDataFileName(name, &rank, &n) && n >= to) return false;

@@ -10,6 +10,7 @@
 #include <iterator>
 
 #include "core/dcpp.h"
+#include "core/engine/save_internal.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
@@ -166,6 +167,83 @@ TEST(PlanCache, ThroughTheAsyncSaver) {
   EXPECT_TRUE(saver.Save(Model(4, 2), b.path(), Caching(true)).wait().plan_cached);
   save(Model(4, 2), ref.path(), Caching(false));
   EXPECT_EQ(ReadFile(b / ".metadata"), ReadFile(ref / ".metadata"));
+}
+
+// The coordinator's step alone (internal::PlanGlobally): a cached plan is used only where it
+// cannot touch the committed checkpoint and was numbered from its first_file_index.
+class CoordinatorGuards : public ::testing::Test {
+ protected:
+  void SetUp() override { internal::ClearPlanCaches(); }
+
+  // One rank's local plan: one float32 tensor "t" of 4 elements.
+  static std::string LocalPlan() {
+    proto::SavePlan p;
+    proto::PlanItem* it = p.add_items();
+    it->set_fqn("t");
+    it->set_dtype("float32");
+    it->add_shape(4);
+    it->add_offsets(0);
+    it->add_sizes(4);
+    it->set_nbytes(16);
+    return internal::SerializePlan(p);
+  }
+
+  // The answer's tag for a save at `first` with `committed` files, sending the full plan or a hash.
+  char Answer(SavePlanner& planner, int first, const std::vector<std::string>& committed, bool hash) {
+    PlanContext ctx;
+    ctx.first_file_index = first;
+    const std::string local = LocalPlan();
+    const std::string msg = hash ? internal::kPlanHash + internal::PlanHash(local) : internal::kPlanFull + local;
+    std::vector<std::string> answers(1);
+    std::map<std::string, std::string> data;
+    internal::PlanGlobally({msg}, "key", planner, ctx, committed, writer_, &answers, &data);
+    if (answers[0][0] != internal::kResend) {
+      files_ = internal::ReadAnswer(answers[0], writer_).items(0).file();
+    }
+    return answers[0][0];
+  }
+
+  TempDir dir_;
+  FileSystemWriter writer_{dir_.path()};
+  std::string files_;
+};
+
+TEST_F(CoordinatorGuards, CommittedFilesAtOrAboveTheFirstIndexForbidReuse) {
+  auto planner = SavePlanner::Create();
+  EXPECT_EQ(Answer(*planner, 0, {}, false), internal::kGlobalPlanned);
+  EXPECT_EQ(files_, "__0_0.distcp");
+  EXPECT_EQ(Answer(*planner, 3, {"__0_0.distcp"}, true), internal::kGlobalCached);
+  EXPECT_EQ(files_, "__0_3.distcp");
+  // A committed file numbered 3 (FirstFreeFileIndex broke its promise): planned again, and the
+  // planner's answer is then refused by the validation rather than overwriting it.
+  EXPECT_THROW(Answer(*planner, 3, {"__0_3.distcp"}, true), Error);
+  EXPECT_EQ(Answer(*planner, 4, {"__0_3.distcp"}, true), internal::kGlobalCached);
+  EXPECT_EQ(files_, "__0_4.distcp");
+}
+
+TEST_F(CoordinatorGuards, APlanNotNumberedFromTheFirstIndexIsNotMoved) {
+  // save_global that always writes file number 7, whatever ctx.first_file_index.
+  auto planner = SavePlanner::FromSource("fixed.lua", R"(
+    local P = {}
+    function P.save_global(ctx, plans)
+      for r = 1, #plans do
+        for _, it in ipairs(plans[r]) do it.file = "__0_7.distcp" end
+      end
+      return plans
+    end
+    return P)");
+  EXPECT_EQ(Answer(*planner, 8, {}, false), internal::kGlobalPlanned);
+  EXPECT_EQ(Answer(*planner, 8, {}, true), internal::kGlobalCached);  // the same index: reused
+  EXPECT_EQ(files_, "__0_7.distcp");
+  EXPECT_EQ(Answer(*planner, 9, {}, true), internal::kGlobalPlanned);  // 7 < 8: never moved
+  EXPECT_EQ(files_, "__0_7.distcp");
+  // A hash the cache does not hold (another plan): every rank must send its plan.
+  PlanContext ctx;
+  std::vector<std::string> answers(1);
+  std::map<std::string, std::string> data;
+  internal::PlanGlobally({internal::kPlanHash + internal::PlanHash("other")}, "key", *planner, ctx, {}, writer_,
+                         &answers, &data);
+  EXPECT_EQ(answers[0], std::string(1, internal::kResend));
 }
 
 // ---- the pieces ----

@@ -45,3 +45,26 @@ cc_library(
         "@cuda//:cudart",
     ],
 )
+
+# For Python extension modules (//python): the headers of the Python that has this torch
+# (pybind11 comes with LibTorch's include/) and libtorch_python, which holds torch's pybind11
+# type casters (at::Tensor, ProcessGroup). The interpreter itself provides libpython's symbols.
+cc_library(
+    name = "python_headers",
+    hdrs = glob(["python_include/**/*.h"]),
+    includes = ["python_include"],
+)
+
+cc_library(
+    name = "torch_python",
+    linkopts = [
+        "-L%{LIBDIR}",
+        "-Wl,-rpath,%{LIBDIR}",
+        "-ltorch_python",
+        "-ltorch",
+    ],
+    deps = [
+        ":python_headers",
+        ":torch_cpu",
+    ],
+)

@@ -15,17 +15,19 @@ def _torch_repository_impl(ctx):
     abi = ctx.os.environ.get("DCPP_TORCH_CXX11_ABI", "1")
     version = "unknown"
     python_exe = ""
+    python_include = ""
     if not root:
         python = ctx.os.environ.get("DCPP_PYTHON", "python3")
-        script = "import os, sys, torch; print(sys.executable); print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__)"
+        script = "import os, sys, torch; print(sys.executable); print(os.path.dirname(torch.__file__)); print(int(torch._C._GLIBCXX_USE_CXX11_ABI)); print(torch.__version__); import sysconfig; print(sysconfig.get_paths()['include'])"
         res = ctx.execute([python, "-c", script], quiet = True)
         if res.return_code != 0:
             _fail_with(ctx, "`%s -c 'import torch'` failed:\n%s" % (python, res.stderr))
         lines = res.stdout.strip().split("\n")
-        python_exe = lines[-4]
-        root = lines[-3]
-        abi = lines[-2]
-        version = lines[-1]
+        python_exe = lines[-5]
+        root = lines[-4]
+        abi = lines[-3]
+        version = lines[-2]
+        python_include = lines[-1]
     if not ctx.path(root + "/include/c10").exists or not ctx.path(root + "/lib").exists:
         _fail_with(ctx, "%s has no include/c10 or lib/" % root)
 
@@ -46,6 +48,12 @@ def _torch_repository_impl(ctx):
     # The Python that has this torch (for interop tests and torchrun launches); empty when
     # LibTorch came from DCPP_LIBTORCH.
     ctx.file("python.txt", python_exe + "\n")
+    # That Python's C headers, for the extension module (//python); an empty library when
+    # LibTorch came from DCPP_LIBTORCH.
+    if python_include and ctx.path(python_include + "/Python.h").exists:
+        ctx.symlink(python_include, "python_include")
+    else:
+        ctx.file("python_include/README", "no Python headers: LibTorch came from DCPP_LIBTORCH\n")
     ctx.template("BUILD", ctx.attr._build_tpl, {
         "%{LIBDIR}": str(ctx.path(root + "/lib").realpath),
         "%{ABI}": abi,

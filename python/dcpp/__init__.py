@@ -1,0 +1,1 @@
+from dcpp import _C

@@ -3,7 +3,7 @@ package(default_visibility = ["//visibility:public"])
 
 _RPATH_LINK = %{RPATH_LINK}
 
-exports_files(["python.txt"])
+exports_files(["python.txt", "python.bzl"])
 
 # All LibTorch headers (ATen, c10, torch/csrc including c10d). They are included as system
 # headers so that our -Wall -Wextra does not report warnings from inside LibTorch.

@@ -220,7 +220,15 @@ py::dict VerifyPath(const std::string& path, int thread_count) {
     DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
     VerifyOptions vo;
     vo.thread_count = thread_count;
-    r = Verify(path, vo);
+    if (DetectFormat(path) == Format::kNative) {
+      r = Verify(path, vo);  // with notes on files the metadata does not name
+    } else {
+      // PyTorch DCP records no checksums of its own in the metadata: the reader checks the
+      // CRC-32 torch.save keeps for every item it reads whole.
+      const auto reader = OpenReader(path);
+      VerifyOwnChecksums(*reader, true);
+      r = Verify(*reader, vo);
+    }
   }
   py::list problems;
   for (const VerifyProblem& p : r.problems) {

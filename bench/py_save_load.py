@@ -2,14 +2,15 @@
 dict of DTensors, for each world size in one run (gloo ranks on this host).
 
   PYTHONPATH=bazel-bin/python/site python bench/py_save_load.py [--gib 2] [--worlds 1,4]
-      [--dir /dev/shm/dcpp_py_bench] [--threads 2]
+      [--dir /dev/shm/dcpp_py_bench] [--threads 2] [--repeat 3]
 
 Build the package first (`bazel build -c opt //python:site`). The state dict holds 8 float32
 tensors of (rows, 4096) whose sizes add up to --gib GiB, each Shard(0) over the ranks. Timed,
-each between barriers, as the slowest rank sees it: a save by dcpp (native format) and by DCP
+each between barriers, as the slowest rank sees it, best of --repeat interleaved runs: a save by dcpp (native format) and by DCP
 (FileSystemWriter with the same thread count), a resharded load (into Shard(1) targets) of
 each checkpoint by its own library (DCP's FileSystemReader has no thread count), and dcpp loading DCP's checkpoint. Prints one line per
-figure and `BENCH <name> <value> <unit>` lines (seconds, and dcp/dcpp ratios).
+figure and `BENCH <name> <value> <unit>` lines (seconds, dcp/dcpp ratios, and the share of
+dcpp.save's time spent in the Python layer before the C++ engine runs).
 """
 
 import argparse
@@ -65,16 +66,27 @@ def rank_main(rank, world, store, args, results):
     base = os.path.join(args.dir, f"w{world}")
     ours, theirs = base + "/dcpp", base + "/dcp"
     t = {}
-    t["save_dcpp"] = timed(lambda: dcpp.save(sd, ours, thread_count=args.threads))
-    t["save_dcp"] = timed(lambda: dcp.save(
-        sd, storage_writer=dcp.FileSystemWriter(theirs, thread_count=args.threads)))
-    target = state_dict(mesh, rows, Shard(1), fill=False)
-    t["load_dcpp"] = timed(lambda: dcpp.load(target, ours, thread_count=args.threads))
-    ok = all(torch.equal(target[k].full_tensor(), sd[k].full_tensor()) for k in list(sd)[:1])
-    target = state_dict(mesh, rows, Shard(1), fill=False)
-    t["load_dcp"] = timed(lambda: dcp.load(target, checkpoint_id=theirs))  # DCP reads serially
-    target = state_dict(mesh, rows, Shard(1), fill=False)
-    t["load_dcpp_of_dcp"] = timed(lambda: dcpp.load(target, theirs, thread_count=args.threads))
+
+    def best(name, fn):
+        t[name] = min(t.get(name, float("inf")), timed(fn))
+
+    from dcpp import _flat
+    ok = True
+    for _ in range(args.repeat):
+        # What the Python layer adds before the engine starts (flattening, DTensor boxes): the
+        # rest of dcpp.save is the C++ save itself.
+        best("python_prep", lambda: _flat.split(sd))
+        best("save_dcpp", lambda: dcpp.save(sd, ours, thread_count=args.threads))
+        best("save_dcp", lambda: dcp.save(
+            sd, storage_writer=dcp.FileSystemWriter(theirs, thread_count=args.threads)))
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcpp", lambda: dcpp.load(target, ours, thread_count=args.threads))
+        ok = ok and all(torch.equal(target[k].full_tensor(), sd[k].full_tensor()) for k in list(sd)[:2])
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcp", lambda: dcp.load(target, checkpoint_id=theirs))  # DCP reads serially
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcpp_of_dcp", lambda: dcpp.load(target, theirs, thread_count=args.threads))
+        del target
     if rank == 0:
         t["bytes"] = TENSORS * rows * COLS * 4
         t["ok"] = ok
@@ -90,6 +102,7 @@ def main():
     p.add_argument("--worlds", default="1,4")
     p.add_argument("--dir", default="/dev/shm/dcpp_py_bench")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3, help="best of this many runs, interleaved")
     args = p.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     ctx = mp.get_context("spawn")
@@ -106,6 +119,9 @@ def main():
             print(f"  {name:18s} {t[name]:7.3f} s  {gib / t[name]:6.2f} GiB/s")
         save_ratio, load_ratio = t["save_dcp"] / t["save_dcpp"], t["load_dcp"] / t["load_dcpp"]
         print(f"  dcp/dcpp: save {save_ratio:.2f}x, load {load_ratio:.2f}x")
+        prep = t["python_prep"] / t["save_dcpp"]
+        print(f"  Python layer's share of dcpp.save: {prep:.4f} ({t['python_prep'] * 1e3:.2f} ms)")
+        print(f"BENCH py_layer_share_of_save_w{world} {prep:.4f} fraction")
         for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
             print(f"BENCH py_{name}_w{world} {t[name]:.4f} s")
         print(f"BENCH py_save_ratio_w{world} {save_ratio:.3f} x")

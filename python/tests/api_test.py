@@ -142,6 +142,46 @@ class ApiTest(unittest.TestCase):
             fut.result()
         self.assertIn("no.lua", str(cm.exception))
 
+    def test_gil_released_during_io(self):
+        """A Python thread keeps running while the engine saves and loads: some of its steps
+        fall in the middle half of the C++ call (none could, were the GIL held)."""
+        import threading
+        import time
+        from dcpp import _C
+
+        calls, ticks, stop = [], [], threading.Event()
+
+        def timed(fn):
+            def wrapper(*args):
+                start = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    calls.append((start, time.perf_counter()))
+            return wrapper
+
+        def ticker():
+            while not stop.is_set():
+                ticks.append(time.perf_counter())
+
+        path = os.path.join(self.dir, "c")
+        sd = {"w": torch.rand(16 << 20)}  # 64 MiB
+        orig_save, orig_load = _C.save, _C.load
+        _C.save, _C.load = timed(orig_save), timed(orig_load)
+        thread = threading.Thread(target=ticker)
+        thread.start()
+        try:
+            dcpp.save(sd, path, thread_count=2)
+            dcpp.load({"w": torch.empty(16 << 20)}, path)
+        finally:
+            stop.set()
+            thread.join()
+            _C.save, _C.load = orig_save, orig_load
+        self.assertEqual(len(calls), 2)
+        for start, end in calls:
+            lo, hi = start + (end - start) / 4, end - (end - start) / 4
+            self.assertGreater(sum(lo < t < hi for t in ticks), 0, (start, end))
+
     def test_missing_key_names_it(self):
         path = os.path.join(self.dir, "c")
         dcpp.save({"a": torch.ones(2)}, path)

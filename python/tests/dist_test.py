@@ -1,7 +1,7 @@
 """The seeds' scenarios (PyTorch's own DCP tests, /work/shared/seeds) on 2 gloo ranks, written as
 PyTorch writes them, with dcpp.save/dcpp.load in place of dist_cp.save/load: FSDP (FSDP2
-fully_shard, Shard(0)) -> TP conversion of the MLP, row -> column reshard, uneven TP shards
-into meta-device targets, replicated DTensors written once, DTensor checkpoints read by
+fully_shard, Shard(0)) -> TP conversion of the MLP, row -> column reshard, uneven shards and an
+uneven TP model into meta-device targets, replicated DTensors written once, DTensor checkpoints read by
 torch's dcp.load and written by dcp.save, and AdamW with two param groups through
 get_state_dict/set_state_dict."""
 
@@ -92,6 +92,37 @@ class DcppDistTest(DistTestCase):
         self.assertEqual(target["w"].to_local().device.type, "cpu")
         self.assertEqual(target["w"].to_local().shape, (5, 2) if self.rank == 0 else (5, 1))
         self.assertTrue(torch.equal(target["w"].full_tensor(), t))
+
+    @with_comms
+    def test_uneven_tp_model_into_meta(self):
+        """The seeds' test_tp_checkpoint: an MLP 5 -> 10 -> 15 -> 1 under TP over the world (15
+        rows split 8/7), saved, then loaded into the same model built on the meta device under
+        another TP plan (l2 row-wise, l3 column-wise: a reshard into tensors not yet allocated)."""
+        mesh = init_device_mesh(self.device_type, (self.world_size,))
+        plan = {"l1": ColwiseParallel(), "l2": RowwiseParallel(), "l3": ColwiseParallel()}
+
+        def uneven(device):
+            torch.manual_seed(7)
+            return torch.nn.ModuleDict({"l1": torch.nn.Linear(5, 10, device=device),
+                                        "l2": torch.nn.Linear(10, 15, device=device),
+                                        "l3": torch.nn.Linear(15, 1, device=device)})
+
+        model = parallelize_module(uneven(self.device_type), mesh,
+                                   {"l1": ColwiseParallel(), "l2": ColwiseParallel(),
+                                    "l3": RowwiseParallel()})
+        saved = model.state_dict()
+        self.assertEqual(saved["l2.weight"].to_local().shape[0], 8 if self.rank == 0 else 7)
+        dcpp.save(saved, self.temp_dir)
+
+        meta = parallelize_module(uneven("meta"), mesh, plan)
+        target = meta.state_dict()
+        self.assertTrue(all(v.to_local().is_meta for v in target.values()))
+        dcpp.load(target, self.temp_dir)
+        self.assertEqual(list(target), list(saved))
+        for k, v in saved.items():
+            self.assertFalse(target[k].to_local().is_meta, k)
+            self.assertEqual(target[k].placements, meta.state_dict()[k].placements, k)
+            self.assertTrue(torch.equal(full(target[k]), full(v)), k)
 
     @with_comms
     def test_replicated_written_once(self):

@@ -184,10 +184,14 @@ class DcppDistTest(DistTestCase):
         for name in ("exp_avg", "step"):
             self.assertFalse(torch.equal(full(osd2["state"]["net1.weight"][name]),
                                          full(osd["state"]["net1.weight"][name])), name)
-        sd2 = {"model": msd2, "optim": osd2}
-        dcpp.load(sd2, self.temp_dir)
-        set_state_dict(model2, optim2, model_state_dict=sd2["model"],
-                       optim_state_dict=sd2["optim"])
+        # As the seeds' test_fsdp_optim_state: the model first, then its optimizer's sharded
+        # state against it, each a partial load of the one checkpoint.
+        model_part = {"model": msd2}
+        dcpp.load(model_part, self.temp_dir, allow_partial_load=True)
+        optim_part = {"optim": osd2}
+        dcpp.load(optim_part, self.temp_dir, allow_partial_load=True)
+        set_state_dict(model2, optim2, model_state_dict=model_part["model"],
+                       optim_state_dict=optim_part["optim"])
 
         msd3, osd3 = get_state_dict(model2, optim2)
         for k, v in msd.items():

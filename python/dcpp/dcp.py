@@ -8,7 +8,9 @@ commit.
     dcp.load(sd, storage_reader=dcpp.dcp.FileSystemReader(path))
 
 FileSystemWriter: every rank hands the items DCP's plan gives it to one collective dcpp save (in
-DCP's format, over the default process group), which commits the folder atomically; DCP's own
+DCP's format, over the default process group, or the one given to it: DCP does not tell its
+writer which group dcp.save runs on; process_group=None saves alone, as dcp.save(no_dist=True)
+needs), which commits the folder atomically; DCP's own
 finish() step then has nothing left to write. So the folder is a PyTorch DCP checkpoint that
 torch's own FileSystemReader (and dcpp.load) read, holding the keys and chunks DCP planned.
 DCP's planner_data is not kept (DCP's default planners do not need it to load).
@@ -37,6 +39,9 @@ from dcpp import _C, _api
 from dcpp._C import Error
 
 
+_DEFAULT = object()  # FileSystemWriter's process group: the default group, if initialized
+
+
 def _done(value):
     fut = Future()
     fut.set_result(value)
@@ -45,12 +50,14 @@ def _done(value):
 
 class FileSystemWriter(StorageWriter):
     """A StorageWriter for dcp.save that writes through dcpp (thread_count writer threads per
-    rank)."""
+    rank), collectively over `process_group` (default: the default group when initialized;
+    None: this process alone). Give it the group dcp.save runs on."""
 
-    def __init__(self, path, thread_count=1):
+    def __init__(self, path, thread_count=1, process_group=_DEFAULT):
         super().__init__()
         self.path = os.fspath(path) if path is not None else None
         self.thread_count = int(thread_count)
+        self.process_group = process_group
 
     def reset(self, checkpoint_id=None):
         if checkpoint_id is not None:
@@ -62,6 +69,18 @@ class FileSystemWriter(StorageWriter):
 
     def set_up_storage_writer(self, is_coordinator, *args, **kwargs):
         self.is_coordinator = is_coordinator
+        self.group, self.device = (None, "cpu")
+        if self.process_group is not None:
+            pg = None if self.process_group is _DEFAULT else self.process_group
+            self.group, self.device = _api._group(pg)
+        rank = kwargs.get("rank")
+        if self.group is not None and rank is not None:
+            import torch.distributed as dist
+
+            if rank != dist.get_rank(self.group):
+                raise Error(f"dcpp.dcp.FileSystemWriter({self.path!r}): dcp.save runs this rank "
+                            f"as rank {rank} (no_dist=True?), the process group has it as "
+                            f"{dist.get_rank(self.group)}; pass process_group=None to save alone")
 
     def prepare_local_plan(self, plan):
         return plan
@@ -86,9 +105,8 @@ class FileSystemWriter(StorageWriter):
             results.append(WriteResult(index=item.index,
                                        size_in_bytes=data.numel() * data.element_size(),
                                        storage_data=None))
-        group, device = _api._group(None)
-        _C.save(self.path, list(tensors.values()), blobs, group, device, self.thread_count, "", {},
-                "dcp")
+        _C.save(self.path, list(tensors.values()), blobs, self.group, self.device,
+                self.thread_count, "", {}, "dcp")
         return _done(results)
 
     def finish(self, metadata, results):

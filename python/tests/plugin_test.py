@@ -118,6 +118,27 @@ class PluginDistTest(DistTestCase):
             for k, v in saved.items():
                 self.assertTrue(torch.equal(full(v), full(tp.state_dict()[k])), k)
 
+    @with_comms
+    def test_no_dist_saves_alone(self):
+        """dcp.save(no_dist=True) on each rank, into a folder of its own: no collective (the
+        writer told so); without process_group=None, ranks other than 0 refuse at once."""
+        path = os.path.join(self.temp_dir, f"rank{self.rank}")
+        saved = {"v": torch.full((3,), float(self.rank))}
+        dcp.save(saved, storage_writer=dcpp.dcp.FileSystemWriter(path, process_group=None),
+                 no_dist=True)
+        md = dcpp.inspect(path)
+        self.assertEqual(md["world_size"], 1)
+        got = {"v": torch.zeros(3)}
+        dcp.load(got, checkpoint_id=path, no_dist=True)
+        self.assertTrue(torch.equal(got["v"], saved["v"]))
+        if self.rank != 0:
+            with self.assertRaises(BaseException) as cm:
+                dcp.save(saved, storage_writer=dcpp.dcp.FileSystemWriter(path + "x"),
+                         no_dist=True)
+            err = next(iter(cm.exception.failures.values()))[0]
+            self.assertIsInstance(err, dcpp.Error)
+            self.assertIn("process_group=None", str(err))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -1,7 +1,7 @@
 """The seeds' scenarios (PyTorch's own DCP tests, /work/shared/seeds) on 2 gloo ranks, written as
 PyTorch writes them, with dcpp.save/dcpp.load in place of dist_cp.save/load: FSDP (FSDP2
 fully_shard, Shard(0)) -> TP conversion of the MLP, row -> column reshard, uneven shards and an
-uneven TP model into meta-device targets, replicated DTensors written once, DTensor checkpoints read by
+uneven TP model into meta-device targets, replicated DTensors written once, async_save on a group of its own, DTensor checkpoints read by
 torch's dcp.load and written by dcp.save, and AdamW with two param groups through
 get_state_dict/set_state_dict."""
 
@@ -202,6 +202,27 @@ class DcppDistTest(DistTestCase):
                                 f"{fqn}.{name}")
         self.assertEqual([g["lr"] for g in osd3["param_groups"]], [0.01, 0.02])
         self.assertEqual(optim2.param_groups[1]["weight_decay"], 0.5)
+
+    @with_comms
+    def test_async_save_on_own_group(self):
+        """async_save on a gloo group of its own: returns after the snapshot, so changing the
+        DTensors at once does not reach the checkpoint; result() gives the save's stats."""
+        mesh = init_device_mesh(self.device_type, (self.world_size,))
+        background = dist.new_group(backend="gloo")
+        torch.manual_seed(4)
+        t = torch.randn(64, 32)
+        sd = {"w": distribute_tensor(t, mesh, [Shard(0)]), "step": 10}
+        fut = dcpp.async_save(sd, self.temp_dir, process_group=background)
+        sd["w"].to_local().fill_(7.0)  # the trainer's next step, while the save runs
+        sd["step"] = 11
+        dist.barrier()  # the trainer's own group stays usable meanwhile
+        stats = fut.result()
+        self.assertTrue(fut.done())
+        self.assertGreater(stats["bytes_written"], 0)
+        got = {"w": distribute_tensor(torch.zeros(64, 32), mesh, [Shard(1)]), "step": 0}
+        dcpp.load(got, self.temp_dir)
+        self.assertTrue(torch.equal(got["w"].full_tensor(), t))
+        self.assertEqual(got["step"], 10)
 
     @with_comms
     def test_rank_error_names_key(self):

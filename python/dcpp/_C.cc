@@ -24,6 +24,8 @@
 #include "core/comm/c10d_comm.h"
 #include "core/dcpp.h"
 #include "core/format/metadata.h"
+#include "core/storage/dcp/pickle.h"
+#include "core/storage/dcp/torch_archive.h"
 #include "core/storage/open.h"
 
 namespace py = pybind11;
@@ -200,6 +202,48 @@ std::unique_ptr<PendingHandle> AsyncSave(
   return std::make_unique<PendingHandle>(saver, std::move(comm), std::move(p));
 }
 
+// As `inspect --json` does (scripts/inspect.cc): the value of every bytes entry of at most 64 MiB
+// that is a torch.save archive ("value": its repr, or "<opaque: ...>"), and a warning for each
+// whose pickle names globals outside the safe list.
+void AddBlobValues(StorageReader& reader, const proto::Metadata& md, nlohmann::json& j,
+                   std::vector<std::string>& warnings) {
+  std::map<std::string, std::string> values;
+  std::map<std::string, std::unique_ptr<FileSource>> open;
+  for (const auto& b : md.bytes()) {
+    if (b.length() > (64u << 20)) continue;
+    auto& src = open[b.file()];
+    if (!src) src = reader.Open(b.file());
+    std::string data(b.length(), '\0');
+    src->ReadAt(b.offset(), data.data(), data.size());
+    if (!torch_archive::IsTorchSaveArchive(data)) continue;
+    const std::string what = "bytes key '" + b.fqn() + "' in " + b.file();
+    try {
+      values[b.fqn()] = pickle::Repr(*torch_archive::DecodeObject(data, b.fqn()), 120);
+      continue;
+    } catch (const Error& e) {
+      values[b.fqn()] = std::string("<opaque: ") + e.what() + ">";
+    }
+    try {
+      std::string names;
+      for (const std::string& g : torch_archive::UnsafeGlobals(data, what)) {
+        names += (names.empty() ? "" : ", ") + g;
+      }
+      if (!names.empty()) {
+        warnings.push_back(what + ": its pickle names " + names +
+                           ", outside the globals a state dict uses; PyTorch's dcp.load would "
+                           "import and call it (dcpp never runs it)");
+      }
+    } catch (const Error& e) {
+      warnings.push_back(what + ": its pickle cannot be checked for unsafe globals (" + e.what() +
+                         "); PyTorch's dcp.load would run whatever it holds");
+    }
+  }
+  for (auto& b : j["bytes"]) {
+    auto it = values.find(b["key"].get<std::string>());
+    if (it != values.end()) b["value"] = it->second;
+  }
+}
+
 std::string Inspect(const std::string& path) {
   py::gil_scoped_release release;
   DCPP_CHECK(std::filesystem::exists(path), "no checkpoint folder ", path);
@@ -208,7 +252,8 @@ std::string Inspect(const std::string& path) {
   const proto::Metadata md = ParseMetadata(reader->ReadMetadata(), reader->Describe());
   const Format format = DetectFormat(path);
   nlohmann::json j = InspectJson(md, format.name());
-  const std::vector<std::string> warnings = InspectWarnings(md, format == Format::kNative);
+  std::vector<std::string> warnings = InspectWarnings(md, format == Format::kNative);
+  AddBlobValues(*reader, md, j, warnings);
   if (!warnings.empty()) j["warnings"] = warnings;
   return j.dump();
 }

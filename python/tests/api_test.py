@@ -86,6 +86,10 @@ class ApiTest(unittest.TestCase):
         self.assertIn("optim.state.0.exp_avg", keys)
         self.assertIn("tensors.1.deep", keys)
         self.assertEqual(md["format"], "dcpp")
+        values = {b["key"]: b.get("value") for b in md["bytes"]}
+        self.assertEqual(values["str"], repr("string"))
+        self.assertEqual(values["bytes"], repr([1]))
+        self.assertEqual(values["epoch"], repr(1))
         report = dcpp.verify(path)
         self.assertTrue(report["ok"], report)
         self.assertEqual(report["tensors"], len(md["tensors"]))
@@ -209,6 +213,8 @@ class ApiTest(unittest.TestCase):
     def test_unsafe_object_is_refused_on_load(self):
         path = os.path.join(self.dir, "c")
         dcpp.save({"obj": Custom(5)}, path)
+        warnings = dcpp.inspect(path).get("warnings", [])
+        self.assertTrue(any("'obj'" in w and "Custom" in w for w in warnings), warnings)
         with self.assertRaises(dcpp.Error) as cm:
             dcpp.load({"obj": None}, path)
         self.assertIn("'obj'", str(cm.exception))

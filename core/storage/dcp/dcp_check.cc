@@ -49,7 +49,7 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
         src = std::make_shared<ZstdSource>(file, info.offset, info.length, what);
         length = src->Size();
       }
-      if (!key.second.empty() && IsSafetensorsBlob(*src, info.ViewOffset())) {
+      if (IsSafetensorsBlob(*src, info.ViewOffset())) {
         // DCP's serialization_format=SAFETENSORS: no archive, only a header to check.
         const SafetensorsBlob blob = ReadSafetensorsBlob(*src, info.ViewOffset(), what);
         DCPP_CHECK(blob.entries.count(key.first), what, ": the safetensors blob holds no tensor named '",

@@ -13,6 +13,10 @@
 // copy. A chunk that PyTorch stored non-contiguously (it keeps the saved tensor's strides) is
 // served through a virtual file name ("<file>#strided@<offset>+<length>") that reorders it.
 // Blobs are the torch.save archives, unchanged (torch_archive::DecodeObject reads them).
+// Items compressed by PyTorch's ZStandard extension (transform_descriptors ["stream.zstd/1"])
+// are served through a virtual file "<file>#zstd@<offset>+<length>" holding the decompressed
+// item (zstd_stream.h); items of serialization_format=SAFETENSORS (each file's tensors one
+// safetensors blob) are read in place. docs/dcp.md has the details.
 // DCP records no checksums: the metadata says checksum algorithm "none". torch.save's CRC-32
 // of each archive entry is checked instead as whole items are read (VerifyOwnChecksums), and
 // by CheckDcpArchives (verify) with the archives' zip structure and bytes items' globals.
@@ -20,7 +24,8 @@
 // Accepted .metadata variants: what PyTorch 2.3 and later write (version absent or "1.x",
 // TensorProperties from torch.distributed.checkpoint.metadata or the older
 // torch.distributed._shard.sharded_tensor.metadata, storage_meta absent, checkpoint_id as a
-// pathlib or pathlib._local path, _StorageInfo with or without transform descriptors). Only
+// pathlib or pathlib._local path, _StorageInfo without transform descriptors or with one
+// "stream.zstd/1"; any other transform is refused naming it). Only
 // the classes DCP's metadata uses may appear in the pickle; any other global is refused
 // naming it, and nothing is executed.
 //

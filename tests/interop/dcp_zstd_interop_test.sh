@@ -60,4 +60,8 @@ grep -q "$t/bad1/__[01]_0.distcp" <<<"$out" || { echo "FAIL load-corrupt-head na
 check corrupt-middle 0 '^corrupted big' -- "$py" "$here/zstd_check.py" corrupt "$t/bad2" big middle
 check verify-corrupt-middle 1 "key 'big' chunk at .*zstd-compressed item at byte" -- "$root/scripts/verify" "$t/bad2"
 
+# SAFETENSORS with ZStandard: refused naming the key, the file and why.
+check st-zstd-refused 1 "key '[^']*', zstd-compressed item at byte [0-9]*): the item is an empty zstd frame, as DCP's serialization_format=SAFETENSORS writes" -- \
+  "$here/dcpp_dump" "$t/ckpt/st_zstd" "$t/dump/st_zstd"
+
 exit $fails

@@ -11,6 +11,8 @@ CKPTS/st    the tensors with FileSystemWriter(serialization_format=SAFETENSORS):
 CKPTS/hf    the tensors with HuggingFaceStorageWriter(save_distributed=True): each rank writes
             shard-0000<r>-model-00001-of-00001.safetensors (its shards, saved_offsets in
             __metadata__), and no .metadata
+CKPTS/st_zstd  both SAFETENSORS and ZStandard (each tensor item an empty zstd frame, the
+            blob uncompressed after them), which dcpp refuses
 REFS/<fqn>.pt, REFS/<fqn>.obj  as pytorch_save.py writes them (objects only in zstd's)
 
 The state dict: DTensors sharded unevenly over the 2 ranks (Shard(0) and Shard(1)) in
@@ -71,6 +73,9 @@ def worker(rank, world, ckpts, refs):
     dcp.save(sd, storage_writer=dcp.FileSystemWriter(os.path.join(ckpts, "st"),
                                                      serialization_format=SerializationFormat.SAFETENSORS))
     dcp.save(sd, storage_writer=HuggingFaceStorageWriter(os.path.join(ckpts, "hf"), save_distributed=True))
+    # Both at once, which dcpp refuses (the tensors are left uncompressed where no metadata says).
+    dcp.save(sd, storage_writer=dcp.FileSystemWriter(os.path.join(ckpts, "st_zstd"), _extensions=[ZStandard()],
+                                                     serialization_format=SerializationFormat.SAFETENSORS))
     dist_util.write_references(rank, sd, os.path.join(refs, "st"))
     if rank == 0:
         print("saved zstd, st, hf")

@@ -130,6 +130,13 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
                                         p.info.zstd ? "zstd-compressed " : "", "item at byte ", p.info.offset, ")");
         DCPP_CHECK(p.info.offset + p.info.length <= file->Size(), item, ": the file has only ",
                    file->Size(), " bytes (truncated)");
+        // DCP's serialization_format=SAFETENSORS with a stream transform compresses nothing of
+        // a tensor's (an empty frame where its item would be) and appends the tensors plain.
+        DCPP_CHECK(!p.info.zstd || p.chunk->length() == 0 ||
+                       ZstdFrameContentSize(*file, p.info.offset, p.info.length) != 0,
+                   item, ": the item is an empty zstd frame, as DCP's serialization_format=SAFETENSORS "
+                   "writes with stream transforms (its tensors follow uncompressed, where the metadata does "
+                   "not say); dcpp does not read that combination, nor does PyTorch's FileSystemReader");
         FileSource& src = sources.View(p.info, item);
         const uint64_t length = p.info.zstd ? src.Size() : p.info.length;
         if (IsSafetensorsBlob(src, p.info.ViewOffset())) {

@@ -111,6 +111,14 @@ uint64_t ZstdSource::Size() {
   return size_;
 }
 
+uint64_t ZstdFrameContentSize(FileSource& src, uint64_t offset, uint64_t length) {
+  char head[18];  // a frame header's largest size (ZSTD_FRAMEHEADERSIZE_MAX)
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(length, sizeof head));
+  src.ReadAt(offset, head, n);
+  const unsigned long long size = ZSTD_getFrameContentSize(head, n);
+  return size == ZSTD_CONTENTSIZE_UNKNOWN || size == ZSTD_CONTENTSIZE_ERROR ? ~uint64_t{0} : size;
+}
+
 uint64_t ZstdCompressRange(FileSource& src, uint64_t offset, uint64_t length, FileSink& out, uint64_t out_offset,
                            int level, const std::string& where) {
   std::unique_ptr<ZSTD_CCtx, size_t (*)(ZSTD_CCtx*)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);

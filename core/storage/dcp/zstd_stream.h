@@ -52,6 +52,10 @@ class ZstdSource final : public FileSource {
   bool size_known_ = false;
 };
 
+// The content size that the header of the zstd frame at `offset` of `src` (`length` bytes
+// available) records; ~0 when it records none or is no frame header.
+uint64_t ZstdFrameContentSize(FileSource& src, uint64_t offset, uint64_t length);
+
 // Compresses [offset, offset + length) of `src` and writes the frame to `out` from
 // `out_offset` on; returns its length in bytes. `level`: zstd's (3 is its default).
 uint64_t ZstdCompressRange(FileSource& src, uint64_t offset, uint64_t length, FileSink& out,

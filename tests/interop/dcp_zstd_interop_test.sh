@@ -4,7 +4,7 @@
 # zstd stream), with serialization_format=SAFETENSORS, and with HuggingFaceStorageWriter
 # (save_distributed: one safetensors file per rank, DCP_SHARDING_INFO in __metadata__, no
 # .metadata). dcpp reads each (dcpp_dump: every value equal to what PyTorch held), inspects,
-# verifies and converts them; convert --format dcp --compress zstd writes compressed DCP that
+# verifies, diffs and converts them; convert --format dcp --compress zstd writes compressed DCP that
 # PyTorch's dcp.load reads back equal; corrupt compressed data fails naming key and file.
 set -uo pipefail
 source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
@@ -49,6 +49,10 @@ for c in zstd st hf; do
     "$py" "$here/zstd_check.py" load "$t/out/$c" "$ref"
 done
 check verify-compressed 0 '^verified: .* no problems$' -- "$root/scripts/verify" "$t/out/zstd"
+# diff: PyTorch's compressed save and dcpp's, and the three PyTorch forms of the same tensors.
+check diff-compressed 0 'identical$' -- "$root/scripts/diff" "$t/ckpt/zstd" "$t/out/zstd"
+check diff-st-hf 0 'identical$' -- "$root/scripts/diff" "$t/ckpt/st" "$t/ckpt/hf"
+check diff-hf-compressed 0 'identical$' -- "$root/scripts/diff" "$t/ckpt/hf" "$t/out/hf"
 
 # Corrupt compressed data: the zstd frame's magic number (refused while reading the metadata),
 # and a byte in the middle (verify re-reads every entry: a zstd error or the CRC-32 fails).

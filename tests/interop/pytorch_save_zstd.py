@@ -22,6 +22,7 @@ blocks), a replicated plain tensor, a 0-d tensor; with zstd also a non-contiguou
 """
 
 import os
+import sys
 import warnings
 
 import dist_util
@@ -79,6 +80,13 @@ def worker(rank, world, ckpts, refs):
     dist_util.write_references(rank, sd, os.path.join(refs, "st"))
     if rank == 0:
         print("saved zstd, st, hf")
+    # Every save is done on both ranks: leave without tearing the group down, which once in a
+    # while aborts a rank here ("terminate called without an active exception").
+    import torch.distributed as dist
+
+    dist.barrier()
+    sys.stdout.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

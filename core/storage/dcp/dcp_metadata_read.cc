@@ -171,7 +171,10 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
       throw;
     }
   };
-  ParallelFor(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / 64) + 1)), work);
+  // A header read is cheap (a thread per 64 items); a compressed item is decompressed whole.
+  const bool zstd = std::any_of(pending.begin(), pending.end(), [](const Pending& p) { return p.info.zstd; });
+  const size_t per_thread = zstd ? 1 : 64;
+  ParallelFor(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / per_thread) + 1)), work);
 }
 
 }  // namespace

@@ -64,6 +64,12 @@ grep -q "$t/bad1/__[01]_0.distcp" <<<"$out" || { echo "FAIL load-corrupt-head na
 check corrupt-middle 0 '^corrupted big' -- "$py" "$here/zstd_check.py" corrupt "$t/bad2" big middle
 check verify-corrupt-middle 1 "key 'big' chunk at .*zstd-compressed item at byte" -- "$root/scripts/verify" "$t/bad2"
 
+# A SAFETENSORS blob whose DCP_SHARDING_INFO disagrees with .metadata: named.
+cp -r "$t/ckpt/st" "$t/bad3"
+check move-offsets 0 "^moved w's saved_offsets" -- "$py" "$here/zstd_check.py" offsets "$t/bad3" w
+check load-moved-offsets 1 "key 'w'.*its DCP_SHARDING_INFO places it at \[1:5, 0:5\] but the metadata's chunk is at \[0:4, 0:5\]" -- \
+  "$here/dcpp_dump" "$t/bad3" "$t/dump/bad3"
+
 # SAFETENSORS with ZStandard: refused naming the key, the file and why.
 check st-zstd-refused 1 "key '[^']*', zstd-compressed item at byte [0-9]*): the item is an empty zstd frame, as DCP's serialization_format=SAFETENSORS writes" -- \
   "$here/dcpp_dump" "$t/ckpt/st_zstd" "$t/dump/st_zstd"

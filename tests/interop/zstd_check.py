@@ -4,6 +4,9 @@
                                          every key of REF (REF/<fqn>.pt, .obj) from DIR, which
                                          must be zstd-compressed throughout; each value must
                                          equal REF's. Prints "loaded N tensors, M objects: equal".
+  python zstd_check.py offsets DIR KEY   moves KEY's DCP_SHARDING_INFO saved_offsets in the
+                                         safetensors blob of DIR's first data file by one (the
+                                         header keeps its length)
   python zstd_check.py corrupt DIR KEY head|middle
                                          flips a byte of KEY's compressed item in DIR: its first
                                          (the zstd magic number) or its middle one.
@@ -58,8 +61,31 @@ def corrupt(path, key, where):
     sys.exit(f"no item of {key}")
 
 
+def offsets(path, key):
+    import json
+    import struct
+
+    with open(os.path.join(path, ".metadata"), "rb") as f:
+        md = pickle.load(f)
+    info = next(v for k, v in md.storage_data.items() if k.fqn == key)
+    with open(os.path.join(path, info.relative_path), "r+b") as f:
+        f.seek(info.offset)
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        sharding = json.loads(header["__metadata__"]["DCP_SHARDING_INFO"])
+        sharding[key]["saved_offsets"][0] += 1
+        header["__metadata__"]["DCP_SHARDING_INFO"] = json.dumps(sharding)
+        text = json.dumps(header, separators=(",", ":")).encode()
+        assert len(text) <= n, "the new header is longer"
+        f.seek(info.offset + 8)
+        f.write(text + b" " * (n - len(text)))
+    print(f"moved {key}'s saved_offsets in {info.relative_path}")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "load":
         load(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "offsets":
+        offsets(sys.argv[2], sys.argv[3])
     else:
         corrupt(sys.argv[2], sys.argv[3], sys.argv[4])

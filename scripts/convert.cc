@@ -2,7 +2,9 @@
 //
 //   bazel run //scripts:convert -- SRC DST --planner planners/fsdp_to_tp.lua --world-size 2
 //       [--planner-instruction-limit N] [--planner-memory-limit 8G]
-//       [--set key=value ...] [--memory-budget 512M] [--overwrite] [--quiet] [--list]
+//       [--set key=value ...] [--memory-budget 512M] [--dtype bf16 [--dtype '*norm*=fp32']]
+//       [--format native|dcp [--compress zstd]]
+//       [--overwrite] [--quiet] [--list]
 //   bazel run //scripts:convert -- --demo [--out DIR]
 //
 // Exit codes: 0 converted, 1 conversion error (nothing committed; DST untouched), 2 usage.
@@ -19,6 +21,7 @@
 #include "core/storage/dcp/dcp.h"
 #include "core/storage/native/filesystem.h"
 #include "core/storage/open.h"
+#include "core/tools/dtype_cast.h"
 #include "core/tools/convert.h"
 #include "scripts/cli.h"
 #include "scripts/convert_demo.h"
@@ -45,6 +48,11 @@ void PrintTable(const dcpp::ConvertStats& st, bool all) {
   }
   if (limit < st.keys.size()) std::printf("... and %zu more keys (--list shows all)\n", st.keys.size() - limit);
   for (const std::string& d : st.dropped) std::printf("dropped: %s\n", d.c_str());
+  std::map<std::string, int> casts;  // "float32 -> bfloat16" -> keys
+  for (const dcpp::ConvertedKey& k : st.keys) {
+    if (!k.is_bytes && k.target_dtype != k.dtype) ++casts[k.dtype + " -> " + k.target_dtype];
+  }
+  for (const auto& [what, n] : casts) std::printf("cast (--dtype): %d key%s %s\n", n, n == 1 ? "" : "s", what.c_str());
 }
 
 }  // namespace
@@ -81,6 +89,7 @@ int main(int argc, char** argv) {
   app.add_option("--compress", compress, "with --format dcp: zstd compresses every item as PyTorch's ZStandard extension does")
       ->capture_default_str()
       ->check(CLI::IsMember({"none", "zstd"}));
+  app.add_option("--dtype", opt.dtype_casts, dcpp::kDtypeRulesHelp);
   app.add_flag("--overwrite", opt.overwrite, "replace a checkpoint already in DST (kept until the new one commits)");
   app.add_flag("--wait-for-lock", opt.wait_for_lock, "wait while another save or convert writes into DST (default: fail at once)");
   app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
@@ -105,6 +114,11 @@ int main(int argc, char** argv) {
     }
     if (compress != "none" && format != "dcp") throw dcpp::cli::UsageError("--compress goes with --format dcp");
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
+    try {
+      dcpp::DtypeCasts::Parse(opt.dtype_casts);
+    } catch (const dcpp::Error& e) {
+      throw dcpp::cli::UsageError(std::string("--dtype: ") + e.what());
+    }
     if (opt.memory_budget < dcpp::kMinConvertMemoryBudget) {
       throw dcpp::cli::UsageError("--memory-budget " + budget + ": the budget must be at least " +
                                   std::to_string(dcpp::kMinConvertMemoryBudget) + " bytes (8K)");

@@ -3,7 +3,8 @@
 // bounded memory.
 //
 //   bazel run //scripts:export_safetensors -- SRC DST [--max-shard-size 5GB]
-//       [--memory-budget 256MiB] [--overwrite] [--no-verify] [--quiet]
+//       [--memory-budget 256MiB] [--dtype bf16 [--dtype '*norm*=fp32']] [--overwrite]
+//       [--no-verify] [--quiet]
 //
 // Prints each shard file with its size, the bytes entries it skipped (safetensors holds only
 // tensors), then "exported N tensors (...) into K shards in DST ...".
@@ -18,6 +19,7 @@
 
 #include "core/base/error.h"
 #include "core/storage/open.h"
+#include "core/tools/dtype_cast.h"
 #include "core/tools/safetensors_export.h"
 #include "scripts/cli.h"
 
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
   app.add_option("--max-shard-size", shard, "tensor data per shard at most, e.g. 5GB, 500MB, 2GiB")
       ->capture_default_str();
   app.add_option("--memory-budget", budget, "bytes of buffers at most, e.g. 64M, 1G")->capture_default_str();
+  app.add_option("--dtype", opt.dtype_casts, dcpp::kDtypeRulesHelp);
   app.add_flag("--overwrite", opt.overwrite, "replace safetensors files already in DST");
   app.add_flag("--wait-for-lock", opt.wait_for_lock, "wait while another export writes into DST (default: fail at once)");
   app.add_flag("--no-verify", [&](int64_t) { opt.verify_checksums = false; }, "skip source checksums");
@@ -65,6 +68,11 @@ int main(int argc, char** argv) {
   return dcpp::cli::Run(app, argc, argv, [&] {
     opt.max_shard_bytes = ParseSize(shard);
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
+    try {
+      dcpp::DtypeCasts::Parse(opt.dtype_casts);
+    } catch (const dcpp::Error& e) {
+      throw dcpp::cli::UsageError(std::string("--dtype: ") + e.what());
+    }
     const std::string from = dcpp::cli::UserPath(src), to = dcpp::cli::UserPath(dst);
     dcpp::cli::ProgressBar bar;
     if (!quiet && dcpp::cli::StderrIsTerminal()) {
@@ -88,6 +96,7 @@ int main(int argc, char** argv) {
     std::string checked = st.checksums_verified ? std::to_string(st.chunks_verified) + " source chunks verified"
                           : opt.verify_checksums ? "the source records no checksums"
                                                  : "checksums not verified (--no-verify)";
+    if (st.tensors_cast > 0) checked += "; " + std::to_string(st.tensors_cast) + " cast (--dtype)";
     const size_t skipped = st.skipped_bytes.size();
     if (skipped > 0) checked += "; " + std::to_string(skipped) + (skipped == 1 ? " bytes entry" : " bytes entries") + " skipped";
     std::printf("exported %lld tensors (%s) into %zu shard%s in %s in %.2fs; %s\n",

@@ -5,6 +5,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 #include "core/base/error.h"
@@ -27,24 +28,41 @@ C10dComm::~C10dComm() = default;
 namespace {
 
 // Runs a c10d collective and waits for it at most `timeout`, turning failures and timeouts
-// into dcpp::Error. After one fails the group is out of step (a peer is gone, or still inside
-// the failed call), so every later collective fails at once, naming the first failure, instead
-// of waiting out another timeout: a save that fails in step k does not wait again in k+1.
+// into dcpp::Error. The error tells the two cases apart, as they call for different actions: no
+// answer within the bound (a peer gone silent: its node down, a cut link, or a rank still busy
+// elsewhere; the wait took the whole timeout) or a failure before it (a peer that died closes
+// its connections, and the message names the address gloo saw close). After one fails the group
+// is out of step (a peer is gone, or still inside the failed call), so every later collective
+// fails at once, naming the first failure, instead of waiting out another timeout: a save that
+// fails in step k does not wait again in k+1.
 template <typename F>
-void Collective(const char* what, int rank, std::chrono::milliseconds timeout, std::string& broken,
-                F&& start) {
+void Collective(const char* what, int rank, int size, std::chrono::milliseconds timeout,
+                std::string& broken, F&& start) {
   if (!broken.empty()) {
     throw Error(StrCat("collective ", what, " not started on rank ", rank,
                        ": an earlier collective of this group failed: ", broken));
   }
+  const auto began = std::chrono::steady_clock::now();
   try {
     c10::intrusive_ptr<c10d::Work> work = start();
     work->wait(timeout);
   } catch (const std::exception& e) {
-    const std::string msg = StrCat("collective ", what, " failed on rank ", rank,
-                                   " (a peer may have died or timed out; collective timeout ",
-                                   timeout.count() / 1000.0, " s, DCPP_COLLECTIVE_TIMEOUT_S): ",
-                                   ErrorMessage(e));
+    const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - began);
+    const double bound_s = timeout.count() / 1000.0;
+    // Timers fire a little early or late; 95% of the bound is a timeout, not a failure.
+    const bool timed_out = waited.count() * 20 >= timeout.count() * 19;
+    const std::string msg =
+        timed_out
+            ? StrCat("collective ", what, " on rank ", rank, " of ", size,
+                     " got no answer within the collective timeout of ", bound_s,
+                     " s (DCPP_COLLECTIVE_TIMEOUT_S): a peer is silent (its node down or cut "
+                     "off) or still busy elsewhere: ",
+                     ErrorMessage(e))
+            : StrCat("collective ", what, " failed on rank ", rank, " of ", size, " after ",
+                     waited.count() / 1000.0, " s, within the collective timeout of ", bound_s,
+                     " s (DCPP_COLLECTIVE_TIMEOUT_S): a peer failed or closed its connection: ",
+                     ErrorMessage(e));
     broken = msg;
     throw Error(msg);
   }
@@ -69,14 +87,14 @@ std::vector<std::string> C10dComm::AllGather(const std::string& mine) {
   for (int r = 0; r < size_; ++r) out[0].push_back(at::empty({1}, at::kLong).to(device_));
   c10d::AllgatherOptions ao;
   ao.timeout = timeout_;
-  Collective("allgather(lengths)", rank_, timeout_, broken_, [&] { return backend_->allgather(out, in, ao); });
+  Collective("allgather(lengths)", rank_, size_, timeout_, broken_, [&] { return backend_->allgather(out, in, ao); });
   std::vector<int64_t> lens(size_);
   int64_t longest = 1;
   for (int r = 0; r < size_; ++r) longest = std::max(longest, lens[r] = out[0][r].cpu().item<int64_t>());
   std::vector<at::Tensor> pin = {ToTensor(mine, longest, device_)};
   std::vector<std::vector<at::Tensor>> pout(1);
   for (int r = 0; r < size_; ++r) pout[0].push_back(at::empty({longest}, at::kByte).to(device_));
-  Collective("allgather", rank_, timeout_, broken_, [&] { return backend_->allgather(pout, pin, ao); });
+  Collective("allgather", rank_, size_, timeout_, broken_, [&] { return backend_->allgather(pout, pin, ao); });
   std::vector<std::string> result(size_);
   for (int r = 0; r < size_; ++r) result[r] = FromTensor(pout[0][r], lens[r]);
   return result;
@@ -95,11 +113,11 @@ std::string C10dComm::Broadcast(const std::string& data, int root) {
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.timeout = timeout_;
-  Collective("broadcast(length)", rank_, timeout_, broken_, [&] { return backend_->broadcast(len, opts); });
+  Collective("broadcast(length)", rank_, size_, timeout_, broken_, [&] { return backend_->broadcast(len, opts); });
   const int64_t n = len[0].cpu().item<int64_t>();
   if (n == 0) return "";
   std::vector<at::Tensor> payload = {ToTensor(rank_ == root ? data : std::string(), n, device_)};
-  Collective("broadcast", rank_, timeout_, broken_, [&] { return backend_->broadcast(payload, opts); });
+  Collective("broadcast", rank_, size_, timeout_, broken_, [&] { return backend_->broadcast(payload, opts); });
   return FromTensor(payload[0], n);
 }
 
@@ -120,7 +138,7 @@ void C10dComm::BroadcastTensor(at::Tensor& t, int root) {
                         : at::empty(t.sizes(), t.options().device(device_));
   }
   std::vector<at::Tensor> payload = {buf.view({-1}).view(at::kByte)};
-  Collective("broadcast(tensor)", rank_, timeout_, broken_,
+  Collective("broadcast(tensor)", rank_, size_, timeout_, broken_,
              [&] { return backend_->broadcast(payload, opts); });
   if (!direct && rank_ != root) t.copy_(buf);
 }

@@ -5,7 +5,8 @@
 // to the longest. With an NCCL group the tensors live on the current CUDA device. Every
 // collective waits at most `timeout`; a rank that died makes the others throw dcpp::Error
 // (gloo reports the closed connection at once; otherwise the timeout fires) instead of hanging,
-// and once one collective failed every later one fails at once, naming the first failure.
+// saying which of the two happened, and once one collective failed every later one fails at
+// once, naming the first failure.
 //
 // The process group must outlive the C10dComm. Calls are collective and not thread-safe.
 #pragma once

@@ -131,10 +131,49 @@ TEST(C10dComm, CollectiveTimeoutIsSeparateAndALaterCollectiveFailsAtOnce) {
   EXPECT_GE(took, 0.9) << first;
   EXPECT_LT(took, 1.0 + 1.5) << first;
   EXPECT_NE(first.find("DCPP_COLLECTIVE_TIMEOUT_S"), std::string::npos) << first;
+  EXPECT_NE(first.find("on rank 0 of 2 got no answer within the collective timeout of 1 s"),
+            std::string::npos) << first;
   ASSERT_FALSE(second.empty());
   EXPECT_LT(took_second, 0.5) << second;
   EXPECT_NE(second.find("earlier collective"), std::string::npos) << second;
   EXPECT_NE(second.find(first), std::string::npos) << second;
+}
+
+// A peer whose group goes away (a killed process) closes its connections: the collective
+// fails at once, well inside a long timeout, and says it failed rather than timed out.
+TEST(C10dComm, APeerThatClosesItsConnectionsFailsTheCollectiveAtOnce) {
+  ::setenv("TORCH_FR_BUFFER_SIZE", "0", 0);
+  unsetenv("GLOO_SOCKET_IFNAME");
+  auto store = c10::make_intrusive<c10d::HashStore>();
+  GlooOptions o;
+  o.host = "127.0.0.1";
+  o.rendezvous_timeout = milliseconds(30000);
+  o.collective_timeout = milliseconds(30000);
+  std::promise<void> joined;
+  std::thread leaving([&] {
+    auto b = MakeGlooBackend(store, 1, 2, o);
+    joined.set_value();
+    b.reset();  // the last reference: gloo's context and its connections close
+  });
+  auto b0 = MakeGlooBackend(store, 0, 2, o);
+  joined.get_future().wait();
+  leaving.join();
+  C10dComm comm(b0, c10::Device(c10::kCPU), o.collective_timeout);
+  const auto start = Clock::now();
+  std::string error;
+  try {
+    comm.AllGather("x");
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const double took = SecondsSince(start);
+  ASSERT_FALSE(error.empty()) << "a collective with a departed peer completed";
+  EXPECT_LT(took, 10.0) << error;
+  EXPECT_NE(error.find("collective allgather(lengths) failed on rank 0 of 2 after "), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("within the collective timeout of 30 s"), std::string::npos) << error;
+  EXPECT_NE(error.find("a peer failed or closed its connection"), std::string::npos) << error;
+  EXPECT_EQ(error.find("no answer"), std::string::npos) << error;
 }
 
 TEST(MakeGlooBackend, SeveralInterfacesGiveOneDeviceEachAndCollectivesWork) {

@@ -18,6 +18,7 @@
 #include "core/storage/dcp/torch_archive.h"
 #include "core/storage/native/filesystem.h"
 #include "core/tools/convert_pipeline.h"
+#include "core/tools/dtype_cast.h"
 
 namespace dcpp {
 namespace {
@@ -130,6 +131,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   // A destination that stores blobs its own way (DCP: as torch.save'd objects) gets each blob
   // read whole and encoded up front; blobs are small.
   std::vector<std::string> encoded(entries.size());
+  // The dtype each tensor entry is written in (ConvertOptions::dtype_casts).
+  const DtypeCasts casts = DtypeCasts::Parse(opt.dtype_casts);
+  std::vector<std::string> out_dtype(entries.size());
   std::vector<bool> is_encoded(entries.size(), false);
 
   ConvertStats stats;
@@ -150,6 +154,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     } else {
       const proto::TensorMeta& t = *tensors.at(e.source);
       k.dtype = t.dtype();
+      k.target_dtype = out_dtype[i] = casts.Target(e.key, t.dtype());
       k.shape.assign(t.shape().begin(), t.shape().end());
       k.bytes = Product(k.shape, 0) * ElementSize(DtypeFromName(t.dtype()));
       k.source_layout = Describe(t);
@@ -199,11 +204,11 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       } catch (const Error& err) {
         throw Error(StrCat("planner ", planner->script_name(), ": key '", e.key, "': ", err.what()));
       }
-      it->set_dtype(t.dtype());
+      it->set_dtype(out_dtype[i]);
       for (int64_t s : shape) it->add_shape(s);
       for (int64_t o : box.offsets) it->add_offsets(o);
       for (int64_t s : box.sizes) it->add_sizes(s);
-      it->set_nbytes(static_cast<uint64_t>(box.numel() * ElementSize(DtypeFromName(t.dtype()))));
+      it->set_nbytes(static_cast<uint64_t>(box.numel() * ElementSize(DtypeFromName(out_dtype[i]))));
       targets[r].emplace_back(i, box);
     }
   }
@@ -244,8 +249,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
         o->entry = entry;
         o->rank = r;
         o->box = box;
-        const int64_t es =
-            entries[entry].is_bytes ? 1 : ElementSize(DtypeFromName(tensors.at(entries[entry].source)->dtype()));
+        const int64_t es = entries[entry].is_bytes ? 1 : ElementSize(DtypeFromName(out_dtype[entry]));
         o->bytes = ByteBox(box, es);
         o->row_bytes = Product(o->bytes.sizes, 1);
         const proto::TensorMeta& src_meta =
@@ -293,7 +297,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       for (size_t i = 0; i < entries.size(); ++i) {
         const proto::TensorMeta& source =
             entries[i].is_bytes ? blob_tensors[i] : *tensors.at(entries[i].source);
-        streamer.Stream(entries[i].key, source, by_entry[i]);
+        streamer.Stream(entries[i].key, source, entries[i].is_bytes ? source.dtype() : out_dtype[i], by_entry[i]);
       }
       streamer.Flush();
       pipe.Close();
@@ -337,7 +341,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
       const proto::TensorMeta& t = *tensors.at(e.source);
       proto::TensorMeta* tm = results.add_tensors();
       tm->set_fqn(e.key);
-      tm->set_dtype(t.dtype());
+      tm->set_dtype(out_dtype[o->entry]);
       *tm->mutable_shape() = t.shape();
       proto::ChunkMeta* c = tm->add_chunks();
       for (int64_t v : o->box.offsets) c->add_offsets(v);

@@ -57,6 +57,11 @@ struct ConvertOptions {
   // native.
   Format format = Format::kNative;
   bool verify_checksums = true;
+  // Casts on the way out (core/tools/dtype_cast.h): "bf16" casts every float64/32/16/bf16
+  // tensor, "PATTERN=DTYPE" the target keys matching the glob (first match wins; DTYPE may be
+  // "keep"), e.g. {"bf16", "*norm*=fp32"}. Values round as Tensor.to() does; checksums are of
+  // the cast data. Default: none (every tensor keeps its dtype).
+  std::vector<std::string> dtype_casts;
   std::string creator = "dcpp convert";
   // Called after each batch of writes with (bytes written so far, bytes to write), from the
   // writer thread.
@@ -67,7 +72,8 @@ struct ConvertOptions {
 struct ConvertedKey {
   std::string key, source;
   bool is_bytes = false;
-  std::string dtype;
+  std::string dtype;         // as saved
+  std::string target_dtype;  // as written: dtype, or what ConvertOptions::dtype_casts made it
   std::vector<int64_t> shape;
   std::string source_layout;  // inferred from the saved chunks, e.g. "Shard(0)@[4]", "whole"
   std::string target_layout;  // e.g. "Shard(1)@[2]", "Replicate()@[2]"

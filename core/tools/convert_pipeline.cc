@@ -5,6 +5,8 @@
 
 #include "core/base/error.h"
 #include "core/engine/chunk_io.h"
+#include "core/model/dtype.h"
+#include "core/tools/dtype_cast.h"
 
 namespace dcpp::internal {
 
@@ -23,40 +25,57 @@ void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t
   }
 }
 
-void EntryStreamer::Stream(const std::string& key, const proto::TensorMeta& source, std::vector<Output*>& outs) {
+void EntryStreamer::Stream(const std::string& key, const proto::TensorMeta& source, const std::string& dtype,
+                           std::vector<Output*>& outs) {
   BandReader reader(files_, source, opt_.verify_checksums);
-  int64_t extra = 0;  // per row: copies for outputs that are not whole rows
-  for (const Output* o : outs) extra += o->whole_rows ? 0 : o->row_bytes;
-  const int64_t per_row = reader.row_bytes() + std::max(extra, reader.staging_bytes_per_row());
   if (reader.rows() == 0 || reader.row_bytes() == 0) return;
-  DCPP_CHECK(per_row <= pipe_.capacity(), "key '", key, "': one row of dimension 0 needs ",
-             per_row, " bytes of buffers, more than half the memory budget (",
+  // The outputs' byte geometry is that of `dtype`. When it differs from the source's, each
+  // band read is cast into a band of the outputs' rows placed after it. Rows of a 1-D (or 0-d)
+  // tensor are bytes, so bands then go by whole elements (CastRows).
+  const CastRows geo(DtypeFromName(source.dtype()), DtypeFromName(dtype), reader.byte_shape());
+  const bool cast = geo.cast;
+  const int64_t unit = geo.unit, out_unit = geo.out_unit, out_row_bytes = geo.out_row_bytes;
+  int64_t extra = 0;  // per output row: copies for outputs that are not whole rows
+  for (const Output* o : outs) extra += o->whole_rows ? 0 : o->row_bytes;
+  // Buffer bytes per step of `unit` source rows: the band read, the cast band, the copies (or
+  // the reader's staging, which is done with before the copies start).
+  const int64_t per_step = unit * reader.row_bytes() + (cast ? out_unit * out_row_bytes : 0) +
+                           std::max(out_unit * extra, unit * reader.staging_bytes_per_row());
+  DCPP_CHECK(per_step <= pipe_.capacity(), "key '", key, "': one row of dimension 0 needs ",
+             per_step, " bytes of buffers, more than half the memory budget (",
              opt_.memory_budget, " bytes); raise the memory budget");
-  const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_row);
-  Box band_box = WholeBox(reader.byte_shape());
+  const int64_t limit = std::max(std::min(pipe_.capacity(), kJobBytes), per_step);
+  std::vector<int64_t> shape(source.shape().begin(), source.shape().end());
+  Box band_box = WholeBox(ByteShape(shape, ElementSize(geo.to)));
   int64_t row = 0;
   while (row < reader.rows()) {
     if (!open_) Start();
-    const int64_t fit = (limit - job_.used) / per_row;
+    const int64_t fit = (limit - job_.used) / per_step;
     if (fit == 0) {
       Flush();
       continue;
     }
-    const int64_t n = std::min(fit, reader.rows() - row);
+    const int64_t n = std::min(fit * unit, reader.rows() - row);
     uint8_t* band = pipe_.buffer(job_.slot) + job_.used;
     uint8_t* scratch = band + n * reader.row_bytes();
     reader.Read(row, row + n, band, scratch);
-    band_box.offsets[0] = row;
-    band_box.sizes[0] = n;
+    const int64_t orow = geo.OutRows(row), on = geo.OutRows(n);
+    if (cast) {  // the outputs take the cast rows; the copies go after them
+      CastElements(band, geo.from, scratch, geo.to, n * reader.row_bytes() / ElementSize(geo.from));
+      band = scratch;
+      scratch += on * out_row_bytes;
+    }
+    band_box.offsets[0] = orow;
+    band_box.sizes[0] = on;
     uint8_t* copy = scratch;
     for (Output* o : outs) {
       const int64_t first = o->bytes.offsets[0];
-      const int64_t r0 = std::max(row, first), r1 = std::min(row + n, first + o->bytes.sizes[0]);
+      const int64_t r0 = std::max(orow, first), r1 = std::min(orow + on, first + o->bytes.sizes[0]);
       if (r0 >= r1 || o->row_bytes == 0) continue;
       const int64_t len = (r1 - r0) * o->row_bytes;
       const uint8_t* data;
       if (o->whole_rows) {
-        data = band + (r0 - row) * reader.row_bytes();
+        data = band + (r0 - orow) * out_row_bytes;
       } else {
         Box region = o->bytes;
         region.offsets[0] = r0;
@@ -72,7 +91,7 @@ void EntryStreamer::Stream(const std::string& key, const proto::TensorMeta& sour
       job_.writes.push_back({o, o->file_offset + static_cast<uint64_t>((r0 - first) * o->row_bytes),
                              data, len});
     }
-    job_.used += n * per_row;
+    job_.used += n / unit * per_step;
     row += n;
   }
   bytes_read_ += reader.bytes_read();

@@ -131,7 +131,10 @@ class EntryStreamer {
   EntryStreamer(Pipeline& pipe, SourceFiles& files, const ConvertOptions& opt)
       : pipe_(pipe), files_(files), opt_(opt) {}
 
-  void Stream(const std::string& key, const proto::TensorMeta& source, std::vector<Output*>& outs);
+  // `dtype` is the name of the dtype the outputs hold: the source's, or one it is cast to
+  // band by band (dtype_cast.h), the outputs' byte coordinates being in that dtype.
+  void Stream(const std::string& key, const proto::TensorMeta& source, const std::string& dtype,
+              std::vector<Output*>& outs);
 
   void Flush() {
     if (!open_) return;

@@ -11,6 +11,7 @@
 #include "core/dcpp.h"
 #include "core/format/checksum.h"
 #include "core/format/metadata.h"
+#include "core/model/dtype.h"
 #include "core/testing/errors.h"
 #include "core/testing/full_disk.h"
 #include "core/testing/temp_dir.h"
@@ -136,6 +137,53 @@ TEST(Convert, BoundedMemoryManyBands) {
     ExpectLoads(dir / "dst", "v", t[2].second, Layout::Replicated(4));
     ExpectLoads(dir / "dst", "s", t[3].second, Layout::Replicated(4));
   }
+}
+
+// --dtype: floating tensors cast band by band (1-D ones by whole elements, row-wise targets
+// through the copy path), per key pattern; integers untouched; values as Tensor.to() makes them.
+TEST(Convert, CastsOnTheWayOutPerKeyPattern) {
+  TempDir dir;
+  at::manual_seed(2);
+  const Tensors t = {{"big.weight", at::randn({300, 70})}, {"net2.weight", at::randn({90, 64})},
+                     {"v", at::randn({5000}, at::kDouble)}, {"s", at::scalar_tensor(3.3)},
+                     {"h", at::randn({33}).to(at::kHalf)}, {"norm.weight", at::randn({70})},
+                     {"step", at::arange(12, at::kLong)}};
+  SaveAllRanks(t, [](const std::string& k) { return k == "s" ? Layout::Replicated(3) : Layout::Sharded(3, 0); },
+               dir / "src");
+  for (int64_t budget : {int64_t{8} << 10, int64_t{1} << 30}) {
+    ConvertOptions opt;
+    opt.world_size = 4;
+    opt.memory_budget = budget;
+    opt.overwrite = true;
+    opt.planner_options["colwise"] = "big";
+    opt.dtype_casts = {"*norm*=keep", "bf16", "v=fp16"};
+    const ConvertStats st = convert(dir / "src", dir / "dst", opt);
+    EXPECT_LE(st.peak_buffer_bytes, budget) << budget;
+    const proto::Metadata md = ReadMd(dir / "dst");
+    std::map<std::string, c10::ScalarType> want = {
+        {"big.weight", at::kBFloat16}, {"net2.weight", at::kBFloat16}, {"v", at::kHalf}, {"s", at::kBFloat16},
+        {"h", at::kBFloat16}, {"norm.weight", at::kFloat}, {"step", at::kLong}};
+    for (const auto& [key, full] : t) {
+      const at::Tensor cast = full.to(want.at(key));
+      EXPECT_EQ(Find(md, key).dtype(), DtypeName(want.at(key))) << key;
+      const Layout l = key == "s" || key == "v" || key == "h" || key == "norm.weight" || key == "step"
+                           ? Layout::Replicated(4)
+                           : Layout::Sharded(4, key == "net2.weight" ? 1 : 0);
+      ExpectLoads(dir / "dst", key, cast, l);
+    }
+    const proto::Metadata src_md = ReadMd(dir / "src");
+    for (const ConvertedKey& k : st.keys) {  // (loading above checked every chunk's checksum)
+      EXPECT_EQ(k.dtype, Find(src_md, k.key).dtype()) << k.key;
+      EXPECT_EQ(k.target_dtype, DtypeName(want.at(k.key))) << k.key;
+    }
+  }
+  EXPECT_HAS(ErrorOf([&] {
+               ConvertOptions opt;
+               opt.dtype_casts = {"*=int8"};
+               convert(dir / "src", dir / "bad", opt);
+             }),
+             "dtype rule '*=int8': unknown dtype 'int8'");
+  EXPECT_FALSE(fs::exists(fs::path(dir / "bad") / ".metadata"));
 }
 
 TEST(Convert, TpBackToFsdpOverThreeRanks) {

@@ -16,6 +16,7 @@
 #include "core/storage/native/filesystem.h"
 #include "core/storage/safetensors/safetensors.h"
 #include "core/storage/safetensors/safetensors_writer.h"
+#include "core/tools/dtype_cast.h"
 
 namespace dcpp {
 namespace {
@@ -50,7 +51,7 @@ std::map<std::string, std::string> SafetensorsMetadataOf(const proto::Metadata& 
 class Export {
  public:
   Export(StorageReader& src, const std::string& dst, const SafetensorsExportOptions& opt)
-      : src_(src), dst_(dst), opt_(opt), files_(src), writer_(dst, opt.env != nullptr ? opt.env : Env::Default()) {}
+      : src_(src), dst_(dst), opt_(opt), casts_(DtypeCasts::Parse(opt.dtype_casts)), files_(src), writer_(dst, opt.env != nullptr ? opt.env : Env::Default()) {}
 
   SafetensorsExportStats Run() {
     VerifyOwnChecksums(src_, opt_.verify_checksums);  // (DCP: each item's CRC-32)
@@ -109,11 +110,13 @@ class Export {
     for (const auto& [key, t] : by_key_) {
       SafetensorsEntry e;
       e.name = key;
-      e.dtype = DtypeToSafetensors(t->dtype());
-      DCPP_CHECK(!e.dtype.empty(), "key '", key, "' has dtype ", t->dtype(),
+      const std::string& dtype = out_dtype_[key] = casts_.Target(key, t->dtype());
+      if (dtype != t->dtype()) ++stats_.tensors_cast;
+      e.dtype = DtypeToSafetensors(dtype);
+      DCPP_CHECK(!e.dtype.empty(), "key '", key, "' has dtype ", dtype,
                  ", which safetensors cannot hold");
-      e.shape = SafetensorsShape(t->dtype(), {t->shape().begin(), t->shape().end()}, key);
-      e.element_size = ElementSize(DtypeFromName(t->dtype()));
+      e.shape = SafetensorsShape(dtype, {t->shape().begin(), t->shape().end()}, key);
+      e.element_size = ElementSize(DtypeFromName(dtype));
       e.nbytes = NumelOf(*t) * e.element_size;
       if (!shards.back().tensors.empty() && shards.back().nbytes + e.nbytes > opt_.max_shard_bytes) {
         shards.emplace_back();
@@ -128,16 +131,20 @@ class Export {
     return shards;
   }
 
+  // Streams `t` band by band into the file at `offset`, cast on the way when its exported
+  // dtype differs (the cast band then follows the band read in the buffer).
   void WriteTensor(const proto::TensorMeta& t, uint64_t offset) {
     BandReader reader(files_, t, stats_.checksums_verified);
     if (reader.rows() == 0 || reader.row_bytes() == 0) return;
-    const int64_t per_row = reader.row_bytes() + reader.staging_bytes_per_row();
-    DCPP_CHECK(per_row <= opt_.memory_budget, "key '", t.fqn(), "': one row of dimension 0 needs ",
-               per_row, " bytes of buffers, more than the memory budget (", opt_.memory_budget,
+    const CastRows geo(DtypeFromName(t.dtype()), DtypeFromName(out_dtype_.at(t.fqn())), reader.byte_shape());
+    const int64_t per_step = geo.unit * (reader.row_bytes() + reader.staging_bytes_per_row()) +
+                             (geo.cast ? geo.out_unit * geo.out_row_bytes : 0);
+    DCPP_CHECK(per_step <= opt_.memory_budget, "key '", t.fqn(), "': one row of dimension 0 needs ",
+               per_step, " bytes of buffers, more than the memory budget (", opt_.memory_budget,
                " bytes); raise the memory budget");
-    const int64_t band_rows =
-        std::min(reader.rows(), std::max<int64_t>(1, std::min(opt_.memory_budget, kBandTarget) / per_row));
-    const int64_t need = band_rows * per_row;
+    const int64_t band_rows = std::min(
+        reader.rows(), geo.unit * std::max<int64_t>(1, std::min(opt_.memory_budget, kBandTarget) / per_step));
+    const int64_t need = band_rows / geo.unit * per_step;
     if (need > static_cast<int64_t>(buffer_.size())) {
       buffer_ = std::vector<uint8_t>();  // release before allocating: never two buffers at once
       buffer_.resize(static_cast<size_t>(need));
@@ -145,11 +152,18 @@ class Export {
     }
     uint8_t* band = buffer_.data();
     uint8_t* staging = band + band_rows * reader.row_bytes();
+    uint8_t* cast = staging + band_rows * reader.staging_bytes_per_row();
     for (int64_t row = 0; row < reader.rows(); row += band_rows) {
       const int64_t end = std::min(reader.rows(), row + band_rows);
-      const int64_t n = (end - row) * reader.row_bytes();
       reader.Read(row, end, band, staging);
-      writer_.Write(offset, band, static_cast<size_t>(n));
+      const uint8_t* data = band;
+      int64_t n = (end - row) * reader.row_bytes();
+      if (geo.cast) {
+        CastElements(band, geo.from, cast, geo.to, n / ElementSize(geo.from));
+        data = cast;
+        n = geo.OutRows(end - row) * geo.out_row_bytes;
+      }
+      writer_.Write(offset, data, static_cast<size_t>(n));
       offset += static_cast<uint64_t>(n);
       stats_.bytes_written += n;
       done_ += n;
@@ -165,6 +179,8 @@ class Export {
   StorageReader& src_;
   const std::string dst_;
   const SafetensorsExportOptions& opt_;
+  const DtypeCasts casts_;
+  std::map<std::string, std::string> out_dtype_;  // key -> the dtype it is exported in
   SourceFiles files_;
   std::map<std::string, const proto::TensorMeta*> by_key_;
   SafetensorsExportStats stats_;

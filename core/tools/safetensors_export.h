@@ -56,6 +56,10 @@ struct SafetensorsExportOptions {
   // Verify each source chunk's checksum while streaming (skipped when the source records
   // none, e.g. a safetensors source). Default: true.
   bool verify_checksums = true;
+  // Casts on the way out, as ConvertOptions::dtype_casts (core/tools/dtype_cast.h), e.g.
+  // {"bf16", "*norm*=fp32"}: an fp32 training checkpoint becomes a bf16 export, streaming.
+  // Default: none.
+  std::vector<std::string> dtype_casts;
   // Called after each band with (tensor bytes written so far, tensor bytes to write).
   std::function<void(int64_t, int64_t)> progress;
   // One export at a time writes into a destination (its .dcpp.lock): wait for another one
@@ -69,6 +73,7 @@ struct SafetensorsExportStats {
   std::vector<std::string> files;          // the shard files written, in order
   std::string index;                       // the index file name
   int64_t tensors = 0;
+  int64_t tensors_cast = 0;                // written in another dtype (dtype_casts)
   int64_t total_size = 0;                  // bytes of tensor data (the index's total_size)
   int64_t bytes_written = 0;               // every byte of the shard files, headers included
   int64_t bytes_read = 0;                  // from the source's data files

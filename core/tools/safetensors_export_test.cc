@@ -202,6 +202,38 @@ TEST(SafetensorsExport, BoundedMemory) {
   EXPECT_FALSE(fs::exists(dir / "small"));
 }
 
+// --dtype bf16 with norms kept: an fp32 training checkpoint as a bf16 export, streaming in
+// bounded memory; values as Tensor.to() makes them; integers untouched.
+TEST(SafetensorsExport, CastsPerKeyPattern) {
+  TempDir dir;
+  at::manual_seed(4);
+  const std::vector<Key> keys = {
+      {"fsdp", at::randn({256, 64}), Layout::Sharded(4, 0)},
+      {"tp", at::randn({64, 96}), Layout::Sharded(2, 1)},  // staged
+      {"flat", at::randn({10001}, at::kDouble), Layout::Sharded(3, 0)},
+      {"model.norm.weight", at::randn({64}), Layout::Replicated(2)},
+      {"step", at::scalar_tensor(17.5, at::kDouble), Layout::Replicated(2)},
+      {"ids", at::randint(0, 1000, {10, 3}, at::kInt), Layout::Sharded(2, 0)},
+  };
+  SaveAllRanks(keys, dir / "ckpt");
+  SafetensorsExportOptions opt;
+  opt.memory_budget = 16 << 10;
+  opt.dtype_casts = {"bf16", "*norm*=keep"};
+  FileSystemReader src(dir / "ckpt");
+  const SafetensorsExportStats st = ExportSafetensors(src, dir / "st", opt);
+  EXPECT_LE(st.peak_buffer_bytes, opt.memory_budget);
+  EXPECT_EQ(st.tensors_cast, 4);
+  const nlohmann::json h = CheckShardFile((dir / "st") + "/" + st.files.at(0));
+  SafetensorsReader reader(dir / "st");
+  for (const Key& k : keys) {
+    const bool kept = k.fqn == "ids" || k.fqn == "model.norm.weight";
+    EXPECT_EQ(h[k.fqn]["dtype"], kept ? (k.fqn == "ids" ? "I32" : "F32") : "BF16") << k.fqn;
+    const at::Tensor want = kept ? k.full : k.full.to(at::kBFloat16);
+    EXPECT_TRUE(at::equal(LoadWhole(reader, {k.fqn, want, k.layout}), want)) << k.fqn;
+  }
+  EXPECT_EQ(st.total_size, (256 * 64 + 64 * 96 + 10001 + 1) * 2 + 64 * 4 + 30 * 4);
+}
+
 TEST(SafetensorsExport, FailureLeavesDestinationAsItWas) {
   TempDir dir;
   const std::vector<Key> keys = Mixed();

@@ -4,6 +4,10 @@
                                              make_sharded's checkpoint) loads with
                                              safetensors.torch.load_file, shard by shard, and
                                              holds exactly the values make_sharded saved
+  safetensors_check.py check-cast DIR DTYPE [KEY=DTYPE ...]
+                                             as check-export, but every floating-point tensor
+                                             is expected as `t.to(DTYPE)` (torch dtype names),
+                                             except the KEYs named, expected in their DTYPE
   safetensors_check.py write DIR EXPECTED    writes an HF-style sharded checkpoint (two
                                              save_file shards + a hand-written index, bf16
                                              included) into DIR and its tensors to EXPECTED
@@ -84,6 +88,17 @@ def check_export(d):
     print(f"python: {len(got)} tensors in {n} shards match")
 
 
+def check_cast(d, default, overrides):
+    got, files = load_sharded(d)
+    want, cast = {}, 0
+    for key, t in made_by_make_sharded().items():
+        dtype = getattr(torch, overrides.get(key, default)) if t.is_floating_point() else t.dtype
+        cast += dtype != t.dtype
+        want[key] = t.to(dtype)
+    compare(got, want)
+    print(f"python: {len(got)} tensors in {len(files)} shards match, {cast} of them cast")
+
+
 def write(d, expected):
     g = torch.Generator().manual_seed(0)
     t = {
@@ -114,6 +129,8 @@ def main():
     cmd = sys.argv[1]
     if cmd == "check-export":
         check_export(sys.argv[2])
+    elif cmd == "check-cast":
+        check_cast(sys.argv[2], sys.argv[3], dict(a.split("=", 1) for a in sys.argv[4:]))
     elif cmd == "write":
         write(sys.argv[2], sys.argv[3])
     elif cmd == "compare":

@@ -37,6 +37,25 @@ for f in "$t/hf"/*; do
   cmp -s "$f" "$t/small/$(basename "$f")" || { echo "FAIL $f differs with a small budget"; fails=$((fails + 1)); }
 done
 
+# --dtype: an fp32/fp16 checkpoint exported as bf16 with the norm kept, and converted to fp16
+# TP with the norm in fp32 then exported as it is; Python finds `t.to(dtype)` bit for bit.
+check export-bf16 0 'exported 8 tensors .*; 2 cast (--dtype)' -- \
+  "$export_st" "$t/native" "$t/bf16" --dtype bf16 --dtype '*norm*=keep'
+check python-reads-bf16 0 '^python: 8 tensors in 1 shards match, 2 of them cast$' -- \
+  "$py" "$pycheck" check-cast "$t/bf16" bfloat16 model.norm.weight=float64
+check convert-fp16 0 'cast (--dtype): 1 key bfloat16 -> float16' -- \
+  "$bin/convert" "$t/native" "$t/fp16" --world-size 2 --dtype 'model.norm.*=fp32' --dtype fp16
+for c in 'float32 -> float16' 'float64 -> float32'; do
+  grep -q "^cast (--dtype): 1 key $c\$" <<<"$out" || { echo "FAIL convert: no cast $c"; fails=$((fails + 1)); }
+done
+check verify-fp16 0 '^verified: ' -- "$bin/verify" "$t/fp16"
+check export-fp16 0 'exported 8 tensors' -- "$export_st" "$t/fp16" "$t/fp16st"
+check python-reads-fp16 0 '^python: 8 tensors in 1 shards match, 3 of them cast$' -- \
+  "$py" "$pycheck" check-cast "$t/fp16st" float16 model.norm.weight=float32
+check bad-dtype 2 "--dtype: dtype rule 'int4': unknown dtype 'int4'" -- "$export_st" "$t/native" "$t/x0" --dtype int4
+check bad-dtype-convert 2 "--dtype: dtype rule 'bf16': a second rule without a key pattern" -- \
+  "$bin/convert" "$t/native" "$t/x0" --dtype fp16 --dtype bf16
+
 # An existing export: refused (untouched), then replaced; old shards that are not reused go.
 before=$(cd "$t/hf" && ls && cat ./* | md5sum)
 check refuse-existing 1 'already holds a safetensors checkpoint (model-00001-of-00004.safetensors, ...); pass --overwrite' -- \

@@ -79,16 +79,15 @@ class ItemSources {
     if (!src) src = files_.Open(file);
     return src;
   }
-  // The source that holds the item's own bytes (at info.ViewOffset()).
-  FileSource& View(const StorageInfo& info, const std::string& where) {
-    if (!info.zstd) return *File(info.file);
-    auto& src = open_[info.View()];
-    if (!src) src = std::make_shared<ZstdSource>(File(info.file), info.offset, info.length, where);
-    return *src;
+  // The source that holds the item's own bytes (at info.ViewOffset()). A decompressed view is
+  // not kept (its buffers are ~0.5 MiB; a folder may hold many thousands of items).
+  std::shared_ptr<FileSource> View(const StorageInfo& info, const std::string& where) {
+    if (!info.zstd) return File(info.file);
+    return std::make_shared<ZstdSource>(File(info.file), info.offset, info.length, where);
   }
-  const SafetensorsBlob& Blob(const StorageInfo& info, const std::string& where) {
+  const SafetensorsBlob& Blob(const StorageInfo& info, FileSource& view, const std::string& where) {
     auto it = blobs_.find(info.View());
-    if (it == blobs_.end()) it = blobs_.emplace(info.View(), ReadSafetensorsBlob(View(info, where), info.ViewOffset(), where)).first;
+    if (it == blobs_.end()) it = blobs_.emplace(info.View(), ReadSafetensorsBlob(view, info.ViewOffset(), where)).first;
     return it->second;
   }
 
@@ -99,8 +98,8 @@ class ItemSources {
 };
 
 // The chunk is a tensor of DCP's serialization_format=SAFETENSORS: points it at its bytes.
-void ResolveSafetensors(Pending& p, ItemSources& sources, const std::string& item) {
-  const SafetensorsBlob& blob = sources.Blob(p.info, item);
+void ResolveSafetensors(Pending& p, ItemSources& sources, FileSource& view, const std::string& item) {
+  const SafetensorsBlob& blob = sources.Blob(p.info, view, item);
   auto e = blob.entries.find(p.fqn);
   DCPP_CHECK(e != blob.entries.end(), item, ": the safetensors blob (DCP's serialization_format=SAFETENSORS) "
              "holds no tensor named '", p.fqn, "'");
@@ -137,10 +136,11 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
                    item, ": the item is an empty zstd frame, as DCP's serialization_format=SAFETENSORS "
                    "writes with stream transforms (its tensors follow uncompressed, where the metadata does "
                    "not say); dcpp does not read that combination, nor does PyTorch's FileSystemReader");
-        FileSource& src = sources.View(p.info, item);
+        const std::shared_ptr<FileSource> view = sources.View(p.info, item);
+        FileSource& src = *view;
         const uint64_t length = p.info.zstd ? src.Size() : p.info.length;
         if (IsSafetensorsBlob(src, p.info.ViewOffset())) {
-          ResolveSafetensors(p, sources, item);
+          ResolveSafetensors(p, sources, src, item);
           continue;  // (safetensors records no checksums)
         }
         const torch_archive::StoredTensor t = torch_archive::ReadTensorItem(src, p.info.ViewOffset(), length, item);
@@ -211,7 +211,7 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
       if (info.zstd) {  // the blob is the decompressed view, whose size only decoding tells
         const std::string item = StrCat("bytes key '", fqn, "' in ", where, "/", info.file,
                                         " (zstd-compressed item at byte ", info.offset, ")");
-        length = ItemSources(files).View(info, item).Size();
+        length = ItemSources(files).View(info, item)->Size();
       }
       proto::BytesMeta* b = out.add_bytes();
       b->set_fqn(fqn);

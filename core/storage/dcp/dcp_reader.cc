@@ -223,7 +223,14 @@ std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
     // Errors name the key the item holds, when the metadata said.
     const std::string where = ranges ? ranges->front().what
                                      : StrCat(Describe(), "/", file, " (zstd-compressed item at byte ", offset, ")");
-    src = std::make_unique<ZstdSource>(std::shared_ptr<FileSource>(std::move(src)), offset, length, where);
+    auto z = std::make_unique<ZstdSource>(std::shared_ptr<FileSource>(std::move(src)), offset, length, where);
+    // Once the item's storage (or a bytes item) has been read to its end, the decoder goes.
+    uint64_t end = 0;
+    if (ranges) {
+      for (const DcpCrcRange& r : *ranges) end = std::max(end, r.offset + r.length);
+    }
+    z->ReleaseAfter(end);
+    src = std::move(z);
   }
   if (verify_ && ranges) src = std::make_unique<CrcCheckingSource>(std::move(src), crcs_, ranges, checked_);
   return src;

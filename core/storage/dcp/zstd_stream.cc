@@ -13,7 +13,7 @@
 namespace dcpp {
 namespace {
 
-constexpr size_t kKeep = 64 << 10;  // decompressed bytes kept at each end
+constexpr size_t kKeep = 4 << 10;  // decompressed bytes kept at each end (archive headers)
 
 }  // namespace
 
@@ -31,13 +31,12 @@ struct ZstdSource::Decoder {
 };
 
 ZstdSource::ZstdSource(std::shared_ptr<FileSource> file, uint64_t offset, uint64_t length, std::string where)
-    : file_(std::move(file)), offset_(offset), length_(length), where_(std::move(where)), d_(new Decoder) {
-  DCPP_CHECK(d_->ds != nullptr, where_, ": zstd could not allocate a decompression stream");
-}
+    : file_(std::move(file)), offset_(offset), length_(length), where_(std::move(where)) {}
 
 ZstdSource::~ZstdSource() = default;
 
 void ZstdSource::Restart() {
+  if (!d_) return;
   ZSTD_DCtx_reset(d_->ds, ZSTD_reset_session_only);
   d_->buf = {nullptr, 0, 0};
   d_->consumed = 0;
@@ -47,6 +46,10 @@ void ZstdSource::Restart() {
 }
 
 bool ZstdSource::DecodeTo(uint64_t end, uint64_t want, char* out, size_t n) {
+  if (!d_) {  // (a fresh decoder starts at the first compressed byte)
+    d_ = std::make_unique<Decoder>();
+    DCPP_CHECK(d_->ds != nullptr, where_, ": zstd could not allocate a decompression stream");
+  }
   Decoder& d = *d_;
   while (d.pos < end) {
     if (d.buf.pos == d.buf.size) {
@@ -56,6 +59,7 @@ bool ZstdSource::DecodeTo(uint64_t end, uint64_t want, char* out, size_t n) {
         size_ = d.pos;
         size_known_ = true;
         tail_ = d.window.size() > kKeep ? d.window.substr(d.window.size() - kKeep) : d.window;
+        d.window.clear();
         return false;
       }
       const size_t take = static_cast<size_t>(std::min<uint64_t>(d.in.size(), length_ - d.consumed));
@@ -99,15 +103,19 @@ void ZstdSource::ReadAt(uint64_t offset, void* data, size_t length) {
       return;
     }
   }
-  if (offset < d_->pos) Restart();
-  if (offset > d_->pos) DecodeTo(offset, 0, nullptr, 0);
-  DCPP_CHECK(DecodeTo(offset + length, offset, static_cast<char*>(data), length) || d_->pos >= offset + length,
-             where_, ": read of ", length, " bytes at ", offset, " past the end of the decompressed item (",
-             d_->pos, " bytes)");
+  if (d_ && offset < d_->pos) Restart();
+  if (!d_ || offset > d_->pos) DecodeTo(offset, 0, nullptr, 0);
+  const bool more = DecodeTo(offset + length, offset, static_cast<char*>(data), length);
+  DCPP_CHECK(more || d_->pos >= offset + length, where_, ": read of ", length, " bytes at ", offset,
+             " past the end of the decompressed item (", d_->pos, " bytes)");
+  if (!more || (release_after_ > 0 && offset + length >= release_after_)) d_.reset();
 }
 
 uint64_t ZstdSource::Size() {
-  if (!size_known_) DecodeTo(~uint64_t{0}, 0, nullptr, 0);
+  if (!size_known_) {
+    DecodeTo(~uint64_t{0}, 0, nullptr, 0);
+    d_.reset();  // at the end: a later read behind it starts over anyway
+  }
   return size_;
 }
 

@@ -6,8 +6,11 @@
 //
 //  - ZstdSource serves the decompressed bytes of a compressed byte range as a FileSource,
 //    decompressing front to back in bounded memory: a read behind the decoder's position
-//    (other than in the first and last 64 KiB, which it keeps) starts over from the first
-//    compressed byte. Size() decompresses the whole range once to count.
+//    (other than in the first and last 4 KiB, which it keeps) starts over from the first
+//    compressed byte. Size() decompresses the whole range once to count. The decoder (~0.3
+//    MiB) exists only between reads that continue one another: it is freed at the end of the
+//    stream and after a read reaching ReleaseAfter(), so an idle source holds ~8 KiB (the
+//    engine keeps every source it opened until the end of a load).
 //  - ZstdCompressRange compresses a byte range of one file into another, in blocks, as one
 //    frame that records its content size and a content checksum.
 //
@@ -34,6 +37,9 @@ class ZstdSource final : public FileSource {
   ~ZstdSource() override;
   void ReadAt(uint64_t offset, void* data, size_t length) override;
   uint64_t Size() override;
+  // After a read that reaches `end` (the end of what the caller will read, e.g. a tensor's
+  // storage), the decoder is freed; a later read starts over. 0 (default): only at the end.
+  void ReleaseAfter(uint64_t end) { release_after_ = end; }
 
  private:
   struct Decoder;
@@ -45,7 +51,8 @@ class ZstdSource final : public FileSource {
   std::shared_ptr<FileSource> file_;
   uint64_t offset_, length_;
   std::string where_;
-  std::unique_ptr<Decoder> d_;
+  std::unique_ptr<Decoder> d_;  // null while idle
+  uint64_t release_after_ = 0;
   std::string head_;            // the first decompressed bytes (up to kKeep)
   std::string tail_;            // the last decompressed bytes, once the end was reached
   uint64_t size_ = 0;           // decompressed size, once known

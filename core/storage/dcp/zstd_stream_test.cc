@@ -96,6 +96,21 @@ TEST(ZstdStream, ReadsInAnyOrder) {
   EXPECT_HAS(ErrorOf([&] { Read(src, data.size() - 4, 8); }), "past the end of the decompressed item");
 }
 
+TEST(ZstdStream, ReadsAgainAfterReleasingTheDecoder) {
+  const std::string data = Data(600000, 7);
+  const std::string frame = OneShot(data);
+  auto file = std::make_shared<StringSource>(frame);
+  ZstdSource src(file, 0, frame.size(), "item");
+  src.ReleaseAfter(400000);
+  EXPECT_EQ(Read(src, 100000, 300000), data.substr(100000, 300000));  // reaches 400000: released
+  const int reads = file->reads_;
+  EXPECT_EQ(Read(src, 300000, 10), data.substr(300000, 10));  // starts over from the first byte
+  EXPECT_GT(file->reads_, reads);
+  EXPECT_EQ(Read(src, 300010, 10), data.substr(300010, 10));  // and goes on from there
+  EXPECT_EQ(src.Size(), data.size());
+  EXPECT_EQ(Read(src, 0, data.size()), data);
+}
+
 TEST(ZstdStream, ReadsBeforeSizeAndEmptyAndSeveralFrames) {
   const std::string a = Data(300000, 3), b = Data(200000, 4);
   const std::string frames = OneShot(a) + OneShot(b) + OneShot("");

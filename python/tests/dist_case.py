@@ -1,7 +1,8 @@
 """A small stand-in for PyTorch's DTensorTestBase/with_comms (torch.testing._internal needs
 expecttest, which the project does not install): each test method decorated with
 @with_comms runs in `world_size` processes started by torch.multiprocessing, each with a gloo
-process group over a FileStore in a fresh folder, and self.rank / self.world_size /
+process group (with backend = "nccl", an NCCL one on GPU `rank`) over a FileStore in a fresh
+folder, and self.rank / self.world_size /
 self.device_type set as PyTorch's tests have them. A failing rank fails the test with its
 traceback. Also the seeds' MLPModule (net1 = Linear(10, 16), ReLU, net2 = Linear(16, 10)).
 """
@@ -31,9 +32,11 @@ class MLPModule(nn.Module):
         return self.net2(self.relu(self.net1(x)))
 
 
-def _rank_main(rank, world, store_path, temp_dir, module, cls_name, method_name):
+def _rank_main(rank, world, store_path, temp_dir, module, cls_name, method_name, backend):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank,
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    dist.init_process_group(backend, store=dist.FileStore(store_path, world), rank=rank,
                             world_size=world)
     try:
         mod = sys.modules.get(module) or __import__(module)
@@ -63,7 +66,7 @@ def with_comms(fn):
                 module = os.path.splitext(os.path.basename(sys.modules["__main__"].__file__))[0]
             mp.spawn(_rank_main, nprocs=self.world_size, join=True,
                      args=(self.world_size, folder + "/store", folder + "/ckpt", module,
-                           type(self).__name__, fn.__name__))
+                           type(self).__name__, fn.__name__, self.backend))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -73,6 +76,7 @@ def with_comms(fn):
 
 class DistTestCase(unittest.TestCase):
     world_size = 2
+    backend = "gloo"  # "nccl" with device_type "cuda": one GPU per rank
     device_type = "cpu"
     rank = 0
     temp_dir = None

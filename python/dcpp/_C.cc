@@ -304,6 +304,7 @@ py::dict ConvertStatsDict(const ConvertStats& st) {
     d["source"] = k.source;
     d["is_bytes"] = k.is_bytes;
     d["dtype"] = k.dtype;
+    d["target_dtype"] = k.target_dtype;
     d["shape"] = k.shape;
     d["source_layout"] = k.source_layout;
     d["target_layout"] = k.target_layout;
@@ -325,7 +326,8 @@ py::dict ConvertStatsDict(const ConvertStats& st) {
 
 py::dict Convert(const std::string& src, const std::string& dst, const std::string& planner,
                  int world_size, const std::map<std::string, std::string>& options,
-                 const std::string& format, bool overwrite, int64_t memory_budget) {
+                 const std::string& format, bool overwrite, int64_t memory_budget,
+                 const std::vector<std::string>& dtype_casts) {
   ConvertOptions co;
   co.planner = planner;
   co.world_size = world_size;
@@ -333,6 +335,7 @@ py::dict Convert(const std::string& src, const std::string& dst, const std::stri
   co.format = FormatOf(format);
   co.overwrite = overwrite;
   co.memory_budget = memory_budget;
+  co.dtype_casts = dtype_casts;
   co.creator = "dcpp convert (python)";
   ConvertStats st;
   {

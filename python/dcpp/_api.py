@@ -114,10 +114,12 @@ def verify(path, *, thread_count=2):
 
 
 def convert(src, dst, *, planner="planners/fsdp_to_tp.lua", world_size=2, options=None,
-            format="native", overwrite=False, memory_budget=1 << 30):
+            format="native", overwrite=False, memory_budget=1 << 30, dtype=None):
     """Converts the checkpoint in `src` into another layout in `dst`, offline, in bounded
     memory (core/tools/convert.h): `planner` is a conversion planner (a path or the name of an
-    embedded one), `options` its options. Returns what moved where."""
+    embedded one), `options` its options; `dtype` casts on the way out, as convert's --dtype
+    ("bf16", or a list such as ["bf16", "*norm*=fp32"]). Returns what moved where."""
     opts = {str(k): str(v) for k, v in (options or {}).items()}
+    casts = [dtype] if isinstance(dtype, str) else [str(r) for r in (dtype or [])]
     return _C.convert(os.fspath(src), os.fspath(dst), os.fspath(planner), int(world_size), opts,
-                      format, bool(overwrite), int(memory_budget))
+                      format, bool(overwrite), int(memory_budget), casts)

@@ -248,6 +248,20 @@ class ApiTest(unittest.TestCase):
         chunks = {t["key"]: len(t["chunks"]) for t in dcpp.inspect(dst)["tensors"]}
         self.assertEqual(chunks["net1.weight"], 2)
 
+        # Casting on the way out: bf16 but net2's bias, as Tensor.to() rounds.
+        bf = os.path.join(self.dir, "bf16")
+        res = dcpp.convert(src, bf, world_size=2, dtype=["net2.bias=keep", "bf16"])
+        self.assertEqual({k["key"]: k["target_dtype"] for k in res["keys"]},
+                         {"net1.weight": "bfloat16", "net1.bias": "bfloat16", "net2.weight": "bfloat16",
+                          "net2.bias": "float32"})
+        got = {"net1.weight": torch.zeros(16, 10, dtype=torch.bfloat16), "net2.bias": torch.zeros(10)}
+        dcpp.load(got, bf, allow_partial_load=True)
+        self.assertTrue(torch.equal(got["net1.weight"], w1.to(torch.bfloat16)))
+        self.assertTrue(torch.equal(got["net2.bias"], torch.ones(10)))
+        with self.assertRaises(dcpp.Error) as cm:
+            dcpp.convert(src, os.path.join(self.dir, "x"), dtype="int3")
+        self.assertIn("unknown dtype 'int3'", str(cm.exception))
+
 
 class Custom:
     def __init__(self, value):

@@ -270,21 +270,6 @@ std::vector<int64_t> SafetensorsShape(const std::string& dcpp_dtype, std::vector
   return shape;
 }
 
-namespace {
-
-std::string FolderOf(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    std::string dir = path;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    return dir;
-  }
-  const std::string parent = fs::path(path).parent_path().string();
-  return parent.empty() ? "." : parent;
-}
-
-}  // namespace
-
 SafetensorsReader::SafetensorsReader(const std::string& path) : dir_(FolderOf(path)), folder_(dir_, Env::Default(), /*follow_links=*/true) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);

@@ -90,17 +90,6 @@ std::map<std::string, std::string> ReadIndex(FileSystemReader& folder, const std
   return map;
 }
 
-std::string FolderOf(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    std::string dir = path;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    return dir;
-  }
-  const std::string parent = fs::path(path).parent_path().string();
-  return parent.empty() ? "." : parent;
-}
-
 std::string ShapeString(const std::vector<int64_t>& v) {
   std::string s = "[";
   for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);

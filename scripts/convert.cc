@@ -3,6 +3,7 @@
 //   bazel run //scripts:convert -- SRC DST --planner planners/fsdp_to_tp.lua --world-size 2
 //       [--planner-instruction-limit N] [--planner-memory-limit 8G]
 //       [--set key=value ...] [--memory-budget 512M] [--dtype bf16 [--dtype '*norm*=fp32']]
+//       [--format native|dcp [--compress zstd]]
 //       [--overwrite] [--quiet] [--list]
 //   bazel run //scripts:convert -- --demo [--out DIR]
 //
@@ -11,11 +12,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/base/error.h"
 #include "core/planner/planner.h"
+#include "core/storage/dcp/dcp.h"
 #include "core/storage/native/filesystem.h"
 #include "core/storage/open.h"
 #include "core/tools/dtype_cast.h"
@@ -55,13 +58,13 @@ void PrintTable(const dcpp::ConvertStats& st, bool all) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Convert a checkpoint (dcpp, PyTorch DCP or safetensors) into another layout, as a Lua "
+  CLI::App app{"Convert a checkpoint (dcpp, PyTorch DCP, safetensors or torch.save files) into another layout, as a Lua "
                "planner decides.", "convert"};
-  std::string src, dst, out, budget = "1G", format = "native";
+  std::string src, dst, out, budget = "1G", format = "native", compress = "none";
   std::vector<std::string> sets;
   bool demo = false, quiet = false, list = false;
   dcpp::ConvertOptions opt;
-  app.add_option("SRC", src, "checkpoint to read: a dcpp or PyTorch DCP folder, or safetensors");
+  app.add_option("SRC", src, "checkpoint to read: a dcpp or PyTorch DCP folder, safetensors, or torch.save files");
   app.add_option("DST", dst, "folder to write the converted checkpoint to");
   app.add_option("--planner", opt.planner,
                  "conversion planner: a Lua file, or an embedded one (planners/fsdp_to_tp.lua, "
@@ -83,6 +86,9 @@ int main(int argc, char** argv) {
   app.add_option("--format", format, "format of DST: native (dcpp) or dcp (PyTorch's, for torch.distributed.checkpoint.load)")
       ->capture_default_str()
       ->check(CLI::IsMember({"native", "dcp"}));
+  app.add_option("--compress", compress, "with --format dcp: zstd compresses every item as PyTorch's ZStandard extension does")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "zstd"}));
   app.add_option("--dtype", opt.dtype_casts, dcpp::kDtypeRulesHelp);
   app.add_flag("--overwrite", opt.overwrite, "replace a checkpoint already in DST (kept until the new one commits)");
   app.add_flag("--wait-for-lock", opt.wait_for_lock, "wait while another save or convert writes into DST (default: fail at once)");
@@ -106,6 +112,7 @@ int main(int argc, char** argv) {
       }
       opt.planner_options[s.substr(0, eq)] = s.substr(eq + 1);
     }
+    if (compress != "none" && format != "dcp") throw dcpp::cli::UsageError("--compress goes with --format dcp");
     opt.memory_budget = dcpp::cli::ParseBytes(budget);
     try {
       dcpp::DtypeCasts::Parse(opt.dtype_casts);
@@ -129,7 +136,11 @@ int main(int argc, char** argv) {
     dcpp::ConvertStats st;
     try {
       const auto reader = dcpp::OpenReader(dcpp::cli::UserPath(src));  // any format
-      const auto writer = dcpp::OpenWriter(dcpp::cli::UserPath(dst), dcpp::ParseFormat(format));
+      dcpp::DcpWriteOptions zstd;
+      zstd.zstd = true;
+      const std::unique_ptr<dcpp::StorageWriter> writer =
+          compress == "zstd" ? std::make_unique<dcpp::DcpWriter>(dcpp::cli::UserPath(dst), dcpp::Env::Default(), zstd)
+                             : dcpp::OpenWriter(dcpp::cli::UserPath(dst), dcpp::ParseFormat(format));
       st = dcpp::convert(*reader, *writer, opt);
     } catch (const dcpp::UnknownOptionError& e) {
       throw dcpp::cli::UsageError(e.what());  // found before any data moves

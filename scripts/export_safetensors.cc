@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
   std::string src, dst, shard = "5GB", budget = "256MiB";
   bool quiet = false;
   dcpp::SafetensorsExportOptions opt;
-  app.add_option("SRC", src, "checkpoint to read: any checkpoint dcpp reads (a dcpp or PyTorch DCP folder, or safetensors)")->required();
+  app.add_option("SRC", src, "checkpoint to read: any checkpoint dcpp reads (a dcpp or PyTorch DCP folder, safetensors, or torch.save files)")->required();
   app.add_option("DST", dst, "folder to write the shards and model.safetensors.index.json to")->required();
   app.add_option("--max-shard-size", shard, "tensor data per shard at most, e.g. 5GB, 500MB, 2GiB")
       ->capture_default_str();

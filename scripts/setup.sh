@@ -19,6 +19,7 @@ APT_PACKAGES=(
   nlohmann-json3-dev                 # inspect --json
   libcli11-dev                       # command-line parsing
   zlib1g-dev                         # CRC-32 of the zip archives inside PyTorch DCP files
+  libzstd-dev                        # DCP items compressed with PyTorch's ZStandard extension
   clang-14 libclang-rt-14-dev        # scripts/fuzz.sh: --config=fuzz (libFuzzer, ASan, UBSan runtimes)
 )
 PY=${DCPP_PYTHON:-python3}
@@ -44,6 +45,8 @@ fi
 "$PY" -c "import numpy" 2>/dev/null || "$PY" -m pip install -q numpy
 # The interop tests check dcpp's safetensors files with Hugging Face's own reader.
 "$PY" -c "import safetensors" 2>/dev/null || "$PY" -m pip install -q safetensors
+# ... and compressed DCP with PyTorch's ZStandard extension, which needs this module.
+"$PY" -c "import zstandard" 2>/dev/null || "$PY" -m pip install -q zstandard
 
 # Bazel's repository rule finds torch through this interpreter.
 if [[ -n ${DCPP_PYTHON:-} ]]; then

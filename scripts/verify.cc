@@ -22,6 +22,7 @@
 #include "core/base/error.h"
 #include "core/storage/dcp/dcp.h"
 #include "core/storage/open.h"
+#include "core/storage/torchsave/torchsave.h"
 #include "core/tools/verify.h"
 #include "scripts/cli.h"
 
@@ -62,8 +63,16 @@ int main(int argc, char** argv) {
     // structure and the globals the bytes items' pickles name.
     dcpp::DcpArchiveCheck crc;
     const bool dcp = format == dcpp::Format::kDcp;
+    // torch.save files (core/storage/torchsave): the CRC-32 of every zip entry of every file.
+    const bool torchsave = std::string(format.name()) == "torchsave";
     if (dcp && r.ok()) {
       crc = dcpp::CheckDcpArchives(path);
+    } else if (torchsave && r.ok()) {
+      const dcpp::TorchSaveCrcCheck c = dcpp::CheckTorchSaveCrcs(path);
+      crc.items = c.files;
+      crc.entries = c.entries;
+      crc.bytes = c.bytes;
+      crc.problems = c.problems;
     } else if (dcp) {
       try {
         crc.problems = dcpp::UnsafeDcpObjects(path);
@@ -76,9 +85,10 @@ int main(int argc, char** argv) {
     if (!quiet) {
       for (const auto& p : r.problems) PrintProblem(p.message);
       for (const auto& p : crc.problems) PrintProblem(p);
-      if (dcp && r.ok()) {
-        std::printf("checked the CRC-32 of %lld archive entries in %lld DCP items (%s)\n",
+      if ((dcp || torchsave) && r.ok()) {
+        std::printf("checked the CRC-32 of %lld archive entries in %lld %s (%s)\n",
                     static_cast<long long>(crc.entries), static_cast<long long>(crc.items),
+                    dcp ? "DCP items" : "torch.save files",
                     dcpp::cli::HumanBytes(static_cast<double>(crc.bytes)).c_str());
       }
       if (r.problems_omitted > 0) {
@@ -86,7 +96,7 @@ int main(int argc, char** argv) {
       }
       for (const auto& n : r.notes) {
         // (DCP's CRC-32s were checked above instead of the missing checksums.)
-        if (!(dcp && n.rfind("checksums are not available", 0) == 0)) std::printf("note: %s\n", n.c_str());
+        if (!((dcp || torchsave) && n.rfind("checksums are not available", 0) == 0)) std::printf("note: %s\n", n.c_str());
       }
       std::printf("checked %lld tensors, %lld chunks, %lld bytes entries, %lld overlaps; read %s\n",
                   static_cast<long long>(r.tensors), static_cast<long long>(r.chunks_checked),

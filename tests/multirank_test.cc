@@ -250,5 +250,94 @@ TEST(MultiRank, UnevenTensorParallelIntoUnallocatedTargets) {
   EXPECT_EQ(Joined(errors), "");
 }
 
+// Save-plan caching (core/engine/plan_cache.h) across 3 gloo ranks: unchanged plans send
+// hashes and reuse the global plan; a change on one rank plans again on every rank; a
+// coordinator without the cache asks for the full plans. Every checkpoint loads back exactly.
+TEST(MultiRank, PlanCachingReusesUnchangedPlansAndFallsBackOnAnyChange) {
+  TempDir base;
+  at::manual_seed(5);
+  const at::Tensor full = at::rand({6, 4});
+  const at::Tensor extra = at::rand({3});
+  struct Step {
+    bool extra_on_rank1;   // rank 1 alone holds one more key
+    int blob_len_rank2;    // the size of rank 2's own blob
+    bool coordinator_caching;
+  };
+  const std::vector<Step> steps = {{false, 4, true}, {false, 4, true}, {true, 4, true},
+                                   {true, 4, true},  {true, 9, true},  {true, 9, false}};
+  std::vector<std::vector<SaveStats>> stats(steps.size(), std::vector<SaveStats>(3));
+  const auto errors = RunRanks(3, [&](int rank, Comm& comm) {
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const Step& st = steps[i];
+      const std::string dir = base / ("s" + std::to_string(i));
+      StateDict sd;
+      sd.AddSharded("w", full * static_cast<float>(i + 1), Layout::Sharded(3, 0), rank);
+      sd.AddBytes("own." + std::to_string(rank), std::string(rank == 2 ? st.blob_len_rank2 : 4, 'a' + rank));
+      if (st.extra_on_rank1 && rank == 1) sd.AddTensor("only_r1", extra);
+      SaveOptions so;
+      so.comm = &comm;
+      so.plan_caching = rank == 0 ? st.coordinator_caching : true;
+      stats[i][rank] = save(sd, dir, so);
+
+      at::Tensor mine = at::zeros({2, 4});
+      StateDict back;
+      back.Add(TensorEntry{"w", at::kFloat, {6, 4}, {{BoxForRank({6, 4}, Layout::Sharded(3, 0), rank), mine}}});
+      back.AddBytes("own." + std::to_string(rank), "");
+      at::Tensor got_extra = at::zeros({3});
+      if (st.extra_on_rank1) back.AddTensor("only_r1", got_extra);
+      LoadOptions lo;
+      lo.comm = &comm;
+      load(back, dir, lo);
+      DCPP_CHECK(at::equal(mine, (full * static_cast<float>(i + 1)).narrow(0, 2 * rank, 2)), "step ", i,
+                 " rank ", rank, ": w differs");
+      DCPP_CHECK(back.FindBytes("own." + std::to_string(rank))->data ==
+                     std::string(rank == 2 ? st.blob_len_rank2 : 4, 'a' + rank),
+                 "step ", i, " rank ", rank, ": blob differs");
+      DCPP_CHECK(!st.extra_on_rank1 || at::equal(got_extra, extra), "step ", i, " rank ", rank, ": only_r1");
+    }
+  });
+  ASSERT_EQ(Joined(errors), "");
+  const std::vector<bool> cached = {false, true, false, true, false, false};
+  for (size_t i = 0; i < steps.size(); ++i) {
+    for (int r = 0; r < 3; ++r) {
+      EXPECT_EQ(stats[i][r].plan_cached, cached[i]) << "step " << i << " rank " << r;
+    }
+  }
+  // Step 1: every rank sent a hash (1 + 16 bytes), the coordinator gathered 3 of them.
+  for (int r = 0; r < 3; ++r) {
+    EXPECT_TRUE(stats[1][r].local_plan_cached) << r;
+    EXPECT_EQ(stats[1][r].plan_bytes_sent, 17) << r;
+  }
+  EXPECT_EQ(stats[1][0].plan_bytes_gathered, 3 * 17);
+  EXPECT_GT(stats[0][0].plan_bytes_gathered, 3 * (17 + 20));
+  // Step 2: rank 1 alone changed: it sent its plan, the others hashes; no second round.
+  EXPECT_TRUE(stats[2][0].local_plan_cached);
+  EXPECT_FALSE(stats[2][1].local_plan_cached);
+  EXPECT_TRUE(stats[2][2].local_plan_cached);
+  EXPECT_EQ(stats[2][0].plan_bytes_gathered, 2 * 17 + stats[2][1].plan_bytes_sent);
+  // Step 4: rank 2's blob grew: rank 2 planned again.
+  EXPECT_FALSE(stats[4][2].local_plan_cached);
+  EXPECT_TRUE(stats[4][1].local_plan_cached);
+  // Step 5: the coordinator does not cache, so the hashes of ranks 1 and 2 cannot be resolved:
+  // a second round of full plans.
+  EXPECT_TRUE(stats[5][1].local_plan_cached);
+  EXPECT_GT(stats[5][1].plan_bytes_sent, 17 + 17 + 20);
+  EXPECT_EQ(stats[5][0].plan_bytes_gathered,
+            stats[5][0].plan_bytes_sent + stats[5][1].plan_bytes_sent + stats[5][2].plan_bytes_sent);
+  // The cached save wrote what the first did: the same metadata, byte for byte (new folders).
+  const auto read = [&](const std::string& dir) {
+    std::ifstream in(dir + "/.metadata", std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const proto::Metadata m0 = ParseMetadata(read(base / "s0"), "s0");
+  const proto::Metadata m1 = ParseMetadata(read(base / "s1"), "s1");
+  ASSERT_EQ(m0.tensors_size(), m1.tensors_size());
+  EXPECT_EQ(m0.tensors(0).chunks_size(), 3);
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_EQ(m0.tensors(0).chunks(c).file(), m1.tensors(0).chunks(c).file());
+    EXPECT_EQ(m0.tensors(0).chunks(c).offset(), m1.tensors(0).chunks(c).offset());
+  }
+}
+
 }  // namespace
 }  // namespace dcpp

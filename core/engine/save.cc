@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -12,6 +13,7 @@
 #include "core/engine/chunk_io.h"
 #include "core/engine/chunk_writer.h"
 #include "core/engine/engine_util.h"
+#include "core/engine/plan_cache.h"
 #include "core/engine/save_internal.h"
 #include "core/engine/save_load.h"
 #include "core/engine/staging.h"
@@ -89,6 +91,23 @@ std::string ItemKey(const proto::PlanItem& it) {
 
 namespace internal {
 
+void PlaceItems(std::vector<proto::SavePlan>& global, const StorageWriter& writer) {
+  for (proto::SavePlan& plan : global) {
+    std::map<std::string, uint64_t> file_end;
+    for (auto& it : *plan.mutable_items()) {
+      uint64_t& end = file_end[it.file()];
+      const ItemFrame frame = FrameOf(writer, it);
+      // Items under a page in a format without framing are packed (docs/format.md: Alignment).
+      const bool small = it.nbytes() < kChunkAlignment && frame.prefix == 0 && frame.suffix == 0;
+      const uint64_t off = it.nbytes() || frame.prefix
+                               ? AlignUp(end + frame.prefix, small ? kSmallChunkAlignment : kChunkAlignment)
+                               : end;
+      it.set_file_offset(off);
+      end = off + it.nbytes() + frame.suffix;
+    }
+  }
+}
+
 void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<proto::SavePlan>& global,
                       const std::vector<std::string>& committed, const std::string& planner,
                       const StorageWriter& writer) {
@@ -113,7 +132,6 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
   std::map<std::string, int> file_rank;
   const std::set<std::string> old(committed.begin(), committed.end());
   for (size_t r = 0; r < global.size(); ++r) {
-    std::map<std::string, uint64_t> file_end;
     for (auto& it : *global[r].mutable_items()) {
       DCPP_CHECK(written.insert(ItemKey(it)).second, where, ": key '", it.fqn(),
                  "' is written twice (the same chunk by two ranks or twice by one)");
@@ -127,16 +145,9 @@ void ValidateAndPlace(const std::vector<proto::SavePlan>& local, std::vector<pro
       auto [pos, inserted] = file_rank.emplace(it.file(), static_cast<int>(r));
       DCPP_CHECK(inserted || pos->second == static_cast<int>(r), where, ": file ", it.file(),
                  " is given to ranks ", pos->second, " and ", r);
-      uint64_t& end = file_end[it.file()];
-      const ItemFrame frame = FrameOf(writer, it);
-      const bool small = it.nbytes() < kChunkAlignment && frame.prefix == 0 && frame.suffix == 0;
-      const uint64_t off = it.nbytes() || frame.prefix
-                               ? internal::AlignUp(end + frame.prefix, small ? kSmallChunkAlignment : kChunkAlignment)
-                               : end;
-      it.set_file_offset(off);
-      end = off + it.nbytes() + frame.suffix;
     }
   }
+  PlaceItems(global, writer);
   for (const std::string& k : wanted) {
     DCPP_CHECK(written.count(k), where, ": dropped '", k.substr(0, k.find('|')),
                "' (the global step may deduplicate, not drop; drop keys in save_local)");
@@ -373,36 +384,51 @@ SaveStats save(const StateDict& sd, StorageWriter& writer, const SaveOptions& op
   ctx.first_file_index = std::stoi(
       Collective("save: prepare", [&] { return comm.Broadcast(std::to_string(ctx.first_file_index), 0); }));
 
-  // Local step (every rank), then the global step on the coordinator.
+  // Local step (every rank), then the global step on the coordinator, each skipped where the
+  // plan cache (plan_cache.h) holds its answer for the same inputs.
+  SaveStats stats;
+  const auto plan_start = std::chrono::steady_clock::now();
   std::vector<Source> sources;
   std::vector<std::string> blobs;
   std::string local_bytes;
+  internal::PlanKeys keys;
   BeforeCommit(comm, "save: local plan", [&] {
-    proto::SavePlan plan = planner->Local(ctx, LocalItems(sd, ctx.rank, writer, &sources, &blobs));
-    plan.SerializeToString(&local_bytes);
+    if (opt.plan_caching) {
+      keys = internal::MakePlanKeys(*planner, ctx, {opt.planner_instruction_limit, opt.planner_memory_limit}, writer);
+    }
+    local_bytes = internal::LocalPlanFor(LocalItems(sd, ctx.rank, writer, &sources, &blobs), *planner, ctx,
+                                         keys.rank, &stats.local_plan_cached);
   });
-  const std::vector<std::string> gathered = Collective("save: local plan", [&] { return comm.Gather(local_bytes, 0); });
-  std::vector<std::string> scattered(comm.size());
+  std::string message = stats.local_plan_cached ? internal::kPlanHash + internal::PlanHash(local_bytes)
+                                                : internal::kPlanFull + local_bytes;
   std::map<std::string, std::string> planner_data;
-  BeforeCommit(comm, "save: global plan", [&] {
-    if (!coordinator) return;
-    std::vector<proto::SavePlan> plans(gathered.size());
-    for (size_t r = 0; r < gathered.size(); ++r) plans[r].ParseFromString(gathered[r]);
-    std::vector<proto::SavePlan> global = planner->Global(ctx, plans, &planner_data);
-    internal::ValidateAndPlace(plans, global, committed, planner->script_name(), writer);
-    for (size_t r = 0; r < global.size(); ++r) global[r].SerializeToString(&scattered[r]);
-  });
-  proto::SavePlan mine;
-  mine.ParseFromString(Collective("save: global plan", [&] { return comm.Scatter(scattered, 0); }));
+  std::string answer;
+  for (int round = 0;; ++round) {  // a second round only when the coordinator asks for full plans
+    stats.plan_bytes_sent += static_cast<int64_t>(message.size());
+    const std::vector<std::string> gathered = Collective("save: local plan", [&] { return comm.Gather(message, 0); });
+    std::vector<std::string> scattered(comm.size());
+    BeforeCommit(comm, "save: global plan", [&] {
+      if (!coordinator) return;
+      stats.plan_bytes_gathered += internal::PlanGlobally(gathered, keys.global, *planner, ctx, committed, writer,
+                                                          &scattered, &planner_data);
+    });
+    answer = Collective("save: global plan", [&] { return comm.Scatter(scattered, 0); });
+    DCPP_CHECK(!answer.empty(), "save: empty global plan from rank 0", kNothingCommitted);
+    if (answer[0] != internal::kResend) break;
+    DCPP_CHECK(round == 0, "save: rank 0 asked twice for the local plans", kNothingCommitted);
+    message = internal::kPlanFull + local_bytes;
+  }
+  stats.plan_cached = answer[0] == internal::kGlobalCached;
 
   // Every rank writes its items; on any failure every rank removes what it wrote. A rank
   // sends its write results only when every rank wrote everything, and the coordinator
   // commits only with every rank's results: a rank that failed here never sees a commit.
-  SaveStats stats;
   std::vector<std::string> created;
   std::string results;
   try {
     BeforeCommit(comm, "save: write", [&] {
+      const proto::SavePlan mine = internal::ReadAnswer(answer, writer);
+      stats.plan_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - plan_start).count();
       if (auto* framer = As<ItemFramer>(writer)) framer->Placed(mine);
       WriteItems(mine, sources, writer, opt, &stats, &created).SerializeToString(&results);
     });

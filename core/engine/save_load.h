@@ -68,6 +68,18 @@ struct SaveOptions {
   // coordinator from planning to commit). When another save or convert holds it: wait for it
   // (true), or fail at once naming the folder (false). Default: false.
   bool wait_for_lock = false;
+  // Save-plan caching (core/engine/plan_cache.h), as PyTorch DCP's enable_plan_caching: when
+  // a rank's items (keys, dtypes, shapes, chunk boxes, blob sizes) are exactly those of its
+  // previous save under the same planner script, planner options, world size, thread_count
+  // and writer kind, it reuses its save_local result and sends a 16-byte hash instead of its
+  // plan; when every rank does, the coordinator reuses its global plan, moved to the new data
+  // file numbers, instead of running save_global. Any change on any rank falls back to
+  // planning (all ranks learn which from the coordinator's answer). On by default: a plan is
+  // reused only for byte-identical inputs to a script that has no clock, randomness seeded
+  // per save or I/O, and the result is the plan the script returned for them, placed again.
+  // A custom save_global that uses ctx.first_file_index other than to number its files (as
+  // the embedded planner does) needs false. Default: true.
+  bool plan_caching = true;
 };
 
 struct LoadOptions {
@@ -113,6 +125,17 @@ struct SaveStats {
   int64_t files = 0;
   int64_t staged_bytes = 0;        // bytes that went through the staging pool
   int64_t staging_peak_bytes = 0;  // host memory the staging pool held at most (all threads)
+  // The plan exchange. plan_cached: the coordinator reused the global plan of an earlier save
+  // (SaveOptions::plan_caching; every rank learns it); local_plan_cached: this rank reused its
+  // save_local result and sent a hash. plan_bytes_sent: bytes of this rank's local-plan
+  // messages; plan_bytes_gathered: on the coordinator, bytes of every rank's (0 elsewhere).
+  // plan_seconds: this rank, from building its local plan to holding its placed items
+  // (the planners and the gather and scatter included).
+  bool plan_cached = false;
+  bool local_plan_cached = false;
+  int64_t plan_bytes_sent = 0;
+  int64_t plan_bytes_gathered = 0;
+  double plan_seconds = 0;
   // What went wrong after the commit, which stands (e.g. the folder could not be synced, so
   // the new checkpoint may not survive a power loss): every rank receives the coordinator's.
   std::vector<std::string> warnings;

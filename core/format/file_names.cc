@@ -37,6 +37,13 @@ bool IsDataFileName(const std::string& name) {
   return ParseDataFileName(name, &r, &n);
 }
 
+bool IsDataFileTempName(const std::string& name) {
+  static const std::string kDistcp = ".distcp.", kTmp = ".tmp";
+  if (name.size() < kTmp.size() || name.compare(name.size() - kTmp.size(), kTmp.size(), kTmp) != 0) return false;
+  const size_t at = name.find(kDistcp);
+  return at != std::string::npos && IsDataFileName(name.substr(0, at + kDistcp.size() - 1));
+}
+
 bool IsPlainFileName(const std::string& name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos &&
          name.find('\0') == std::string::npos && name.find('\\') == std::string::npos;

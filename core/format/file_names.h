@@ -24,6 +24,11 @@ bool IsReservedFileName(const std::string& name);
 // planner cannot overwrite them and debris removal never touches a user's file.
 bool IsDataFileName(const std::string& name);
 
+// True for the temporary of a data file: its name followed by a suffix ending in ".tmp"
+// (e.g. "__0_1.distcp.zstd.tmp", which a compressing DCP commit writes and renames over the
+// file). Never part of a committed checkpoint: debris when found.
+bool IsDataFileTempName(const std::string& name);
+
 // Splits a data file name "__<rank>_<n>.distcp" (dcpp's and PyTorch DCP's) into its rank and
 // number; false for any other name (also for numbers of 2^31 or more).
 bool ParseDataFileName(const std::string& name, long* rank, long* n);

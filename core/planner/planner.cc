@@ -51,8 +51,8 @@ std::pair<std::string, std::string> ResolvePlanner(const std::string& path) {
 int64_t SavePlanner::peak_instructions() const { return vm_->peak_instructions(); }
 int64_t SavePlanner::peak_bytes() const { return vm_->peak_bytes(); }
 
-SavePlanner::SavePlanner(std::unique_ptr<LuaVm> vm, std::string name)
-    : vm_(std::move(vm)), name_(std::move(name)) {}
+SavePlanner::SavePlanner(std::unique_ptr<LuaVm> vm, std::string name, std::string source)
+    : vm_(std::move(vm)), name_(std::move(name)), source_(std::move(source)) {}
 SavePlanner::~SavePlanner() = default;
 
 std::unique_ptr<SavePlanner> SavePlanner::Create(const std::string& script_path,
@@ -65,7 +65,7 @@ std::unique_ptr<SavePlanner> SavePlanner::FromSource(const std::string& name,
                                                      const std::string& source,
                                                      const PlannerLimits& limits) {
   auto vm = LoadModule(name, source, {"save_global"}, limits);
-  return std::unique_ptr<SavePlanner>(new SavePlanner(std::move(vm), name));
+  return std::unique_ptr<SavePlanner>(new SavePlanner(std::move(vm), name, source));
 }
 
 proto::SavePlan SavePlanner::Local(const PlanContext& ctx, const proto::SavePlan& plan) {

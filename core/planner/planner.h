@@ -80,11 +80,13 @@ class SavePlanner {
   int64_t peak_instructions() const;
   int64_t peak_bytes() const;
   const std::string& script_name() const { return name_; }
+  // The script's text (save-plan caching keys its cache on it).
+  const std::string& script_source() const { return source_; }
 
  private:
-  SavePlanner(std::unique_ptr<LuaVm> vm, std::string name);
+  SavePlanner(std::unique_ptr<LuaVm> vm, std::string name, std::string source);
   std::unique_ptr<LuaVm> vm_;
-  std::string name_;
+  std::string name_, source_;
 };
 
 struct LoadTarget {

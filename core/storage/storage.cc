@@ -1,5 +1,7 @@
 #include "core/storage/storage.h"
 
+#include <filesystem>
+
 namespace dcpp {
 
 bool StorageWriter::EncodesBytes() const { return dynamic_cast<const BytesEncoder*>(this) != nullptr; }
@@ -21,6 +23,17 @@ ItemFrame FrameOf(const StorageWriter& writer, const proto::PlanItem& item) {
 std::string LocalPathOf(const StorageReader& reader, const std::string& name) {
   const auto* local = As<const LocalFiles>(reader);
   return local != nullptr ? local->LocalPath(name) : "";
+}
+
+std::string FolderOf(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) {
+    std::string dir = path;
+    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+    return dir;
+  }
+  const std::string parent = std::filesystem::path(path).parent_path().string();
+  return parent.empty() ? "." : parent;
 }
 
 }  // namespace dcpp

@@ -150,6 +150,11 @@ ItemFrame FrameOf(const StorageWriter& writer, const proto::PlanItem& item);
 // Where data file `name` of `reader` sits as it is in a local file (LocalFiles), else "".
 std::string LocalPathOf(const StorageReader& reader, const std::string& name);
 
+// The folder a reader's path names: the path itself when it is a folder (trailing slashes
+// removed), else the folder holding that file ("." for a bare file name). For readers that
+// take a folder or one file of it (safetensors, torch.save).
+std::string FolderOf(const std::string& path);
+
 class StorageReader {
  public:
   virtual ~StorageReader() = default;

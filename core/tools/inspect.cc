@@ -98,6 +98,7 @@ class Table {
 std::string FormatTitle(const proto::Metadata& md, const std::string& format) {
   if (format == "native") return StrCat("dcpp checkpoint, format ", md.format_major(), ".", md.format_minor());
   if (format == "dcp") return "PyTorch DCP checkpoint";  // (its metadata version: the creator line)
+  if (format == "torchsave") return "torch.save checkpoint (plain torch.save files)";
   return format + " checkpoint";
 }
 

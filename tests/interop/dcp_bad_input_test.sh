@@ -2,7 +2,7 @@
 # Bad DCP checkpoints made by the real PyTorch (bad_input.py): a .metadata pickle that would run
 # os.system (as GLOBAL, and as posix.system hidden inside real DCP metadata), a truncated
 # .metadata, an unknown Metadata.version, a truncated data file, a flipped bit in a tensor's
-# data, compressed items. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
+# data, items the metadata calls compressed that are not. dcpp's tools must refuse each with exit code 1 and a message that names the problem,
 # and never run the payload.
 set -uo pipefail
 source "$TEST_SRCDIR/$TEST_WORKSPACE/tests/interop/common.sh"
@@ -62,7 +62,10 @@ check evil-bytes-json 0 '"warnings"' -- "$inspect" "$b/evil_bytes" --json
 check evil-bytes-convert 0 "warning: bytes key 'evil' .*posix.system" -- "$root/scripts/convert" "$b/evil_bytes" "$t/e1" --world-size 2 --format dcp --quiet
 [[ ! -e "$marker" ]] || { echo "FAIL a pickle payload ran: $marker exists"; fails=$((fails + 1)); }
 
-# (f) Items behind a stream transform (compression) that dcpp does not implement: named.
-check stream-transform 1 "uses stream transforms \['stream.zstd/1'\]" -- "$dump" "$b/transformed" "$t/z"
+# (f) Metadata that says every item is zstd-compressed over items that are not: the first one
+# read is refused naming its key, its file and zstd's reason.
+check stream-transform 1 "key '[^']*'.*zstd-compressed item at byte [0-9]*): the zstd data is corrupt" -- \
+  "$dump" "$b/transformed" "$t/z"
+grep -q "$b/transformed/__0_0.distcp" <<<"$out" || { echo "FAIL stream-transform names no file: $out"; fails=$((fails + 1)); }
 
 exit $fails

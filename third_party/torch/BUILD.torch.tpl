@@ -3,7 +3,7 @@ package(default_visibility = ["//visibility:public"])
 
 _RPATH_LINK = %{RPATH_LINK}
 
-exports_files(["python.txt"])
+exports_files(["python.txt", "python.bzl"])
 
 # All LibTorch headers (ATen, c10, torch/csrc including c10d). They are included as system
 # headers so that our -Wall -Wextra does not report warnings from inside LibTorch.
@@ -43,5 +43,28 @@ cc_library(
     deps = [
         ":torch_cpu",
         "@cuda//:cudart",
+    ],
+)
+
+# For Python extension modules (//python): the headers of the Python that has this torch
+# (pybind11 comes with LibTorch's include/) and libtorch_python, which holds torch's pybind11
+# type casters (at::Tensor, ProcessGroup). The interpreter itself provides libpython's symbols.
+cc_library(
+    name = "python_headers",
+    hdrs = glob(["python_include/**/*.h"]),
+    includes = ["python_include"],
+)
+
+cc_library(
+    name = "torch_python",
+    linkopts = [
+        "-L%{LIBDIR}",
+        "-Wl,-rpath,%{LIBDIR}",
+        "-ltorch_python",
+        "-ltorch",
+    ],
+    deps = [
+        ":python_headers",
+        ":torch_cpu",
     ],
 )

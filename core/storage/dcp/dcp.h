@@ -13,6 +13,10 @@
 // copy. A chunk that PyTorch stored non-contiguously (it keeps the saved tensor's strides) is
 // served through a virtual file name ("<file>#strided@<offset>+<length>") that reorders it.
 // Blobs are the torch.save archives, unchanged (torch_archive::DecodeObject reads them).
+// Items compressed by PyTorch's ZStandard extension (transform_descriptors ["stream.zstd/1"])
+// are served through a virtual file "<file>#zstd@<offset>+<length>" holding the decompressed
+// item (zstd_stream.h); items of serialization_format=SAFETENSORS (each file's tensors one
+// safetensors blob) are read in place. docs/dcp.md has the details.
 // DCP records no checksums: the metadata says checksum algorithm "none". torch.save's CRC-32
 // of each archive entry is checked instead as whole items are read (VerifyOwnChecksums), and
 // by CheckDcpArchives (verify) with the archives' zip structure and bytes items' globals.
@@ -20,7 +24,8 @@
 // Accepted .metadata variants: what PyTorch 2.3 and later write (version absent or "1.x",
 // TensorProperties from torch.distributed.checkpoint.metadata or the older
 // torch.distributed._shard.sharded_tensor.metadata, storage_meta absent, checkpoint_id as a
-// pathlib or pathlib._local path, _StorageInfo with or without transform descriptors). Only
+// pathlib or pathlib._local path, _StorageInfo without transform descriptors or with one
+// "stream.zstd/1"; any other transform is refused naming it). Only
 // the classes DCP's metadata uses may appear in the pickle; any other global is refused
 // naming it, and nothing is executed.
 //
@@ -121,9 +126,28 @@ class DcpReader final : public StorageReader, public LocalFiles, public OwnCheck
   std::shared_ptr<std::atomic<int64_t>> checked_ = std::make_shared<std::atomic<int64_t>>(0);
 };
 
+// DcpWriter's options.
+struct DcpWriteOptions {
+  // Compress every item with zstd as PyTorch's ZStandard extension does (_StorageInfo
+  // transform_descriptors ["stream.zstd/1"]; torch.distributed.checkpoint.load reads it with
+  // the `zstandard` or `pyzstd` module installed). The coordinator compresses the data files
+  // at Commit, one frame per item, each file rewritten through "<file>.zstd.tmp". Default: off.
+  bool zstd = false;
+  int zstd_level = 3;  // zstd's compression level. Default: 3 (zstd's own default)
+  int threads = 4;     // files compressed at once. Default: 4
+};
+
+// Where CompressDcpItems put each item: (file, offset before) -> (offset, length) compressed.
+using DcpItemPlaces = std::map<std::pair<std::string, uint64_t>, std::pair<uint64_t, uint64_t>>;
+
+// Compresses, in place, every item of the data files in `dir` that `md` (dcpp metadata whose
+// chunks DcpWriter framed) references. Errors name the file and item.
+DcpItemPlaces CompressDcpItems(const proto::Metadata& md, const std::string& dir, Env* env, int level,
+                               int threads);
+
 class DcpWriter final : public StorageWriter, public ItemFramer, public BytesEncoder {
  public:
-  explicit DcpWriter(std::string dir, Env* env = Env::Default());
+  explicit DcpWriter(std::string dir, Env* env = Env::Default(), DcpWriteOptions options = {});
   void Begin(bool wait_for_lock) override { files_.Begin(wait_for_lock); }
   void End() override { files_.End(); }
   int FirstFreeFileIndex() override { return files_.FirstFreeFileIndex(); }
@@ -150,13 +174,16 @@ class DcpWriter final : public StorageWriter, public ItemFramer, public BytesEnc
  private:
   std::string dir_;
   Env* env_;
+  DcpWriteOptions options_;
   FileSystemWriter files_;
   std::mutex mu_;
   std::map<std::string, std::vector<Item>> placed_;  // by file
 };
 
 // DCP's .metadata pickle for dcpp metadata whose chunks were written by DcpWriter (tensor
-// data framed by torch.save archives; blobs as archives). `checkpoint_id` is recorded.
-std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id);
+// data framed by torch.save archives; blobs as archives). `checkpoint_id` is recorded. With
+// `compressed`, every item is where it says, with transform_descriptors ["stream.zstd/1"].
+std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id,
+                             const DcpItemPlaces* compressed = nullptr);
 
 }  // namespace dcpp

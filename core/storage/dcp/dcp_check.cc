@@ -13,6 +13,7 @@
 #include "core/storage/dcp/dcp_internal.h"
 #include "core/storage/dcp/pickle.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/dcp/zstd_stream.h"
 #include "core/storage/native/filesystem.h"
 
 namespace dcpp {
@@ -27,25 +28,40 @@ DcpArchiveCheck CheckDcpArchives(const std::string& dir) {
   FileSystemReader files(dir);
   const Parsed p = Parse(files.ReadMetadata(), dir + "/.metadata");
   DcpArchiveCheck out;
-  std::map<std::string, std::unique_ptr<FileSource>> open;
+  std::map<std::string, std::shared_ptr<FileSource>> open;
   std::vector<char> buf(8 << 20);
   for (const auto& [key, info] : p.storage) {
     std::string at;
     for (size_t d = 0; d < key.second.size(); ++d) at += (d ? ", " : "") + std::to_string(key.second[d]);
     const std::string what = StrCat("key '", key.first, "'", key.second.empty() ? "" : " chunk at [" + at + "]",
-                                    " in ", dir, "/", info.file, " (item at byte ", info.offset, ")");
+                                    " in ", dir, "/", info.file, info.zstd ? " (zstd-compressed item at byte " : " (item at byte ",
+                                    info.offset, ")");
     out.items += 1;
     try {
-      auto& src = open[info.file];
-      if (!src) src = files.Open(info.file);
-      DCPP_CHECK(info.offset <= src->Size() && info.length <= src->Size() - info.offset, what,
-                 ": the file has only ", src->Size(), " bytes (truncated)");
+      auto& file = open[info.file];
+      if (!file) file = files.Open(info.file);
+      DCPP_CHECK(info.offset <= file->Size() && info.length <= file->Size() - info.offset, what,
+                 ": the file has only ", file->Size(), " bytes (truncated)");
+      // A compressed item is checked as its decompressed bytes.
+      std::shared_ptr<FileSource> src = file;
+      uint64_t length = info.length;
+      if (info.zstd) {
+        src = std::make_shared<ZstdSource>(file, info.offset, info.length, what);
+        length = src->Size();
+      }
+      if (IsSafetensorsBlob(*src, info.ViewOffset())) {
+        // DCP's serialization_format=SAFETENSORS: no archive, only a header to check.
+        const SafetensorsBlob blob = ReadSafetensorsBlob(*src, info.ViewOffset(), what);
+        DCPP_CHECK(blob.entries.count(key.first), what, ": the safetensors blob holds no tensor named '",
+                   key.first, "'");
+        continue;
+      }
       const std::vector<std::string> structure =
-          torch_archive::CheckZipStructure(*src, info.offset, info.length, what);
+          torch_archive::CheckZipStructure(*src, info.ViewOffset(), length, what);
       out.problems.insert(out.problems.end(), structure.begin(), structure.end());
       if (!structure.empty()) continue;  // (its entries cannot be trusted to be where they say)
       for (const torch_archive::ZipEntry& e :
-           torch_archive::ReadZipDirectory(*src, info.offset, info.length, what)) {
+           torch_archive::ReadZipDirectory(*src, info.ViewOffset(), length, what)) {
         uint32_t crc = 0;
         for (uint64_t done = 0; done < e.size;) {
           const size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), e.size - done));
@@ -75,7 +91,6 @@ std::vector<std::string> UnsafeDcpObjects(const std::string& dir) {
   std::vector<std::string> out;
   const ValuePtr sdm = p.root->Attr("state_dict_metadata");
   if (!sdm || !sdm->Is(Value::Kind::kDict)) return out;
-  std::map<std::string, std::unique_ptr<FileSource>> open;
   for (const auto& [k, v] : sdm->dict) {
     if (!k->Is(Value::Kind::kStr) || !v->IsObjectOf(kMd, "BytesStorageMetadata")) continue;
     auto it = p.storage.find({k->str, {}});
@@ -84,12 +99,16 @@ std::vector<std::string> UnsafeDcpObjects(const std::string& dir) {
     const std::string what = StrCat("bytes key '", k->str, "' in ", dir, "/", info.file, " (item at byte ",
                                     info.offset, ")");
     try {
-      auto& src = open[info.file];
-      if (!src) src = files.Open(info.file);
-      DCPP_CHECK(info.length <= (1u << 30), what, ": a bytes item of ", info.length,
+      std::unique_ptr<FileSource> src = files.Open(info.file);
+      uint64_t length = info.length;
+      if (info.zstd) {
+        src = std::make_unique<ZstdSource>(std::shared_ptr<FileSource>(std::move(src)), info.offset, info.length, what);
+        length = src->Size();
+      }
+      DCPP_CHECK(length <= (1u << 30), what, ": a bytes item of ", length,
                  " bytes is too large to search for unsafe globals");
-      std::string data(info.length, '\0');
-      src->ReadAt(info.offset, data.data(), data.size());
+      std::string data(length, '\0');
+      src->ReadAt(info.ViewOffset(), data.data(), data.size());
       // A broken archive is CheckDcpArchives' to report; its pickle is searched when it opens.
       if (!torch_archive::IsTorchSaveArchive(data)) continue;
       const std::vector<std::string> globals = torch_archive::UnsafeGlobals(data, what);

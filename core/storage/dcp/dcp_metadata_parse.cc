@@ -7,6 +7,7 @@
 #include "core/base/error.h"
 #include "core/format/file_names.h"
 #include "core/model/dtype.h"
+#include "core/storage/dcp/zstd_stream.h"
 
 namespace dcpp {
 namespace {
@@ -78,6 +79,10 @@ std::string DtypeOf(const Value& props, const std::string& what) {
   return dtype->name;
 }
 
+std::string StorageInfo::View() const {
+  return zstd ? StrCat(file, kZstd, offset, "+", length) : file;
+}
+
 Parsed Parse(const std::string& bytes, const std::string& where) {
   Parsed p;
   p.root = pickle::Decode(bytes, MetadataGlobal, where);
@@ -107,15 +112,23 @@ Parsed Parse(const std::string& bytes, const std::string& where) {
                ", not a _StorageInfo");
     const ValuePtr path = v->Attr("relative_path"), offset = v->Attr("offset"), length = v->Attr("length");
     DCPP_CHECK(path && offset && length, what, ": incomplete _StorageInfo");
-    const ValuePtr transforms = v->Attr("transform_descriptors");
-    if (transforms && !transforms->Is(Value::Kind::kNone)) {
-      DCPP_CHECK(transforms->AsSeq(what).empty(), what, " uses stream transforms ",
-                 pickle::Repr(*transforms, 120), " (e.g. compression), which dcpp does not read");
-    }
     StorageInfo info;
     info.file = path->AsStr(what + ": relative_path");
-    DCPP_CHECK(IsPlainFileName(info.file) && info.file.find(kStrided) == std::string::npos, what,
-               " names file '", info.file, "', which is not a plain file name inside the checkpoint folder");
+    DCPP_CHECK(IsPlainFileName(info.file) && info.file.find(kStrided) == std::string::npos &&
+                   info.file.find(kZstd) == std::string::npos,
+               what, " names file '",
+               info.file, "', which is not a plain file name inside the checkpoint folder");
+    const ValuePtr transforms = v->Attr("transform_descriptors");
+    if (transforms && !transforms->Is(Value::Kind::kNone)) {
+      // PyTorch's descriptors are "name[@domain]/version"; dcpp reads zstd, version 1.x.
+      for (const ValuePtr& t : transforms->AsSeq(what + ": transform_descriptors")) {
+        const std::string d = t->AsStr(what + ": transform descriptor");
+        const bool zstd = d.rfind("stream.zstd/1", 0) == 0 && (d.size() == 13 || d[13] == '.');
+        DCPP_CHECK(zstd && !info.zstd, what, " uses stream transforms ", pickle::Repr(*transforms, 120),
+                   ": dcpp reads one '", kZstdDescriptor, "' (PyTorch's ZStandard extension) and no other");
+        info.zstd = true;
+      }
+    }
     const int64_t o = offset->AsInt(what), l = length->AsInt(what);
     DCPP_CHECK(o >= 0 && l >= 0, what, ": negative offset or length");
     info.offset = static_cast<uint64_t>(o);

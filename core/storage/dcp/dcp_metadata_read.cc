@@ -22,6 +22,7 @@
 #include "core/storage/dcp/dcp_internal.h"
 #include "core/storage/dcp/pickle.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/dcp/zstd_stream.h"
 
 namespace dcpp {
 namespace {
@@ -68,23 +69,81 @@ struct Pending {
   StorageInfo info;
 };
 
+// The sources one thread reads items through: data files, their compressed items'
+// decompressed views (by View() name), and safetensors blobs already parsed.
+class ItemSources {
+ public:
+  explicit ItemSources(StorageReader& files) : files_(files) {}
+  std::shared_ptr<FileSource> File(const std::string& file) {
+    auto& src = open_[file];
+    if (!src) src = files_.Open(file);
+    return src;
+  }
+  // The source that holds the item's own bytes (at info.ViewOffset()). A decompressed view is
+  // not kept (its buffers are ~0.5 MiB; a folder may hold many thousands of items).
+  std::shared_ptr<FileSource> View(const StorageInfo& info, const std::string& where) {
+    if (!info.zstd) return File(info.file);
+    return std::make_shared<ZstdSource>(File(info.file), info.offset, info.length, where);
+  }
+  const SafetensorsBlob& Blob(const StorageInfo& info, FileSource& view, const std::string& where) {
+    auto it = blobs_.find(info.View());
+    if (it == blobs_.end()) it = blobs_.emplace(info.View(), ReadSafetensorsBlob(view, info.ViewOffset(), where)).first;
+    return it->second;
+  }
+
+ private:
+  StorageReader& files_;
+  std::map<std::string, std::shared_ptr<FileSource>> open_;
+  std::map<std::string, SafetensorsBlob> blobs_;
+};
+
+// The chunk is a tensor of DCP's serialization_format=SAFETENSORS: points it at its bytes.
+void ResolveSafetensors(Pending& p, ItemSources& sources, FileSource& view, const std::string& item) {
+  const SafetensorsBlob& blob = sources.Blob(p.info, view, item);
+  auto e = blob.entries.find(p.fqn);
+  DCPP_CHECK(e != blob.entries.end(), item, ": the safetensors blob (DCP's serialization_format=SAFETENSORS) "
+             "holds no tensor named '", p.fqn, "'");
+  const std::vector<int64_t> offsets(p.chunk->offsets().begin(), p.chunk->offsets().end());
+  const std::vector<int64_t> sizes(p.chunk->sizes().begin(), p.chunk->sizes().end());
+  DCPP_CHECK(e->second.dtype == p.dtype, item, ": holds ", e->second.dtype, " data but the metadata says ", p.dtype);
+  DCPP_CHECK(e->second.shape == sizes, item, ": holds a tensor of shape ", Box{{}, e->second.shape}.ToString(),
+             " but the metadata's chunk has sizes ", Box{{}, sizes}.ToString());
+  DCPP_CHECK(!e->second.has_offsets || e->second.saved_offsets == offsets, item,
+             ": its DCP_SHARDING_INFO places it at ", Box{e->second.saved_offsets, sizes}.ToString(),
+             " but the metadata's chunk is at ", Box{offsets, sizes}.ToString());
+  p.chunk->set_file(p.info.View());
+  p.chunk->set_offset(e->second.offset);
+}
+
 void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const std::string& where,
                    int threads, std::vector<DcpCrcRange>* crcs) {
   if (crcs) crcs->assign(pending.size(), DcpCrcRange{});
   std::atomic<size_t> next{0};
   auto work = [&](int) {
-    std::map<std::string, std::unique_ptr<FileSource>> open;
+    ItemSources sources(files);
     try {
       for (size_t i = next++; i < pending.size(); i = next++) {
         Pending& p = pending[i];
-        auto& src = open[p.info.file];
-        if (!src) src = files.Open(p.info.file);
-        const std::string item = StrCat(where, "/", p.info.file, " (key '", p.fqn, "', item at byte ",
-                                        p.info.offset, ")");
-        DCPP_CHECK(p.info.offset + p.info.length <= src->Size(), item, ": the file has only ",
-                   src->Size(), " bytes (truncated)");
-        const torch_archive::StoredTensor t =
-            torch_archive::ReadTensorItem(*src, p.info.offset, p.info.length, item);
+        const std::shared_ptr<FileSource> file = sources.File(p.info.file);
+        const std::string item = StrCat(where, "/", p.info.file, " (key '", p.fqn, "', ",
+                                        p.info.zstd ? "zstd-compressed " : "", "item at byte ", p.info.offset, ")");
+        DCPP_CHECK(p.info.offset + p.info.length <= file->Size(), item, ": the file has only ",
+                   file->Size(), " bytes (truncated)");
+        // DCP's serialization_format=SAFETENSORS with a stream transform compresses nothing of
+        // a tensor's (an empty frame where its item would be) and appends the tensors plain.
+        DCPP_CHECK(!p.info.zstd || p.chunk->length() == 0 ||
+                       ZstdFrameContentSize(*file, p.info.offset, p.info.length) != 0,
+                   item, ": the item is an empty zstd frame, as DCP's serialization_format=SAFETENSORS "
+                   "writes with stream transforms (its tensors follow uncompressed, where the metadata does "
+                   "not say); dcpp does not read that combination, nor does PyTorch's FileSystemReader");
+        const std::shared_ptr<FileSource> view = sources.View(p.info, item);
+        FileSource& src = *view;
+        const uint64_t length = p.info.zstd ? src.Size() : p.info.length;
+        if (IsSafetensorsBlob(src, p.info.ViewOffset())) {
+          ResolveSafetensors(p, sources, src, item);
+          continue;  // (safetensors records no checksums)
+        }
+        const torch_archive::StoredTensor t = torch_archive::ReadTensorItem(src, p.info.ViewOffset(), length, item);
         const std::vector<int64_t> sizes(p.chunk->sizes().begin(), p.chunk->sizes().end());
         DCPP_CHECK(t.dtype == p.dtype, item, ": holds ", t.dtype, " data but the metadata says ", p.dtype);
         DCPP_CHECK(t.sizes == sizes, item, ": holds a tensor of shape ", Box{{}, t.sizes}.ToString(),
@@ -95,15 +154,15 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
           for (int d = 0; d < p.chunk->offsets_size(); ++d) {
             at += StrCat(d ? ", " : "", p.chunk->offsets(d), ":", p.chunk->offsets(d) + p.chunk->sizes(d));
           }
-          (*crcs)[i] = {p.info.file, t.storage_file_offset, t.storage_bytes, t.storage_crc32, false,
+          (*crcs)[i] = {p.info.View(), t.storage_file_offset, t.storage_bytes, t.storage_crc32, false,
                         StrCat("key '", p.fqn, "' chunk [", at, "] in ", where, "/", p.info.file,
-                               " (item at byte ", p.info.offset, ")")};
+                               p.info.zstd ? " (zstd-compressed item at byte " : " (item at byte ", p.info.offset, ")")};
         }
         if (t.contiguous()) {
-          p.chunk->set_file(p.info.file);
+          p.chunk->set_file(p.info.View());
           p.chunk->set_offset(nbytes == 0 ? t.storage_file_offset : t.data_offset());
         } else {
-          p.chunk->set_file(StrCat(p.info.file, kStrided, p.info.offset, "+", p.info.length));
+          p.chunk->set_file(StrCat(p.info.View(), kStrided, p.info.ViewOffset(), "+", length));
           p.chunk->set_offset(0);
         }
       }
@@ -112,7 +171,10 @@ void ResolveChunks(std::vector<Pending>& pending, StorageReader& files, const st
       throw;
     }
   };
-  ParallelFor(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / 64) + 1)), work);
+  // A header read is cheap (a thread per 64 items); a compressed item is decompressed whole.
+  const bool zstd = std::any_of(pending.begin(), pending.end(), [](const Pending& p) { return p.info.zstd; });
+  const size_t per_thread = zstd ? 1 : 64;
+  ParallelFor(std::max(1, std::min<int>(threads, static_cast<int>(pending.size() / per_thread) + 1)), work);
 }
 
 }  // namespace
@@ -144,15 +206,22 @@ proto::Metadata ReadDcpMetadata(const std::string& bytes, StorageReader& files, 
     if (v->IsObjectOf(kMd, "BytesStorageMetadata")) {
       auto it = p.storage.find({fqn, {}});
       DCPP_CHECK(it != p.storage.end(), what, ": the blob has no storage_data entry");
+      const StorageInfo& info = it->second;
+      uint64_t length = info.length;
+      if (info.zstd) {  // the blob is the decompressed view, whose size only decoding tells
+        const std::string item = StrCat("bytes key '", fqn, "' in ", where, "/", info.file,
+                                        " (zstd-compressed item at byte ", info.offset, ")");
+        length = ItemSources(files).View(info, item)->Size();
+      }
       proto::BytesMeta* b = out.add_bytes();
       b->set_fqn(fqn);
-      b->set_file(it->second.file);
-      b->set_offset(it->second.offset);
-      b->set_length(it->second.length);
-      max_rank = std::max(max_rank, RankOf(it->second.file));
-      blob_crcs.push_back({it->second.file, it->second.offset, it->second.length, 0, true,
-                           StrCat("bytes key '", fqn, "' in ", where, "/", it->second.file,
-                                  " (item at byte ", it->second.offset, ")")});
+      b->set_file(info.View());
+      b->set_offset(info.ViewOffset());
+      b->set_length(length);
+      max_rank = std::max(max_rank, RankOf(info.file));
+      blob_crcs.push_back({info.View(), info.ViewOffset(), length, 0, true,
+                           StrCat("bytes key '", fqn, "' in ", where, "/", info.file,
+                                  info.zstd ? " (zstd-compressed item at byte " : " (item at byte ", info.offset, ")")});
       continue;
     }
     DCPP_CHECK(v->IsObjectOf(kMd, "TensorStorageMetadata"), what, ": ", pickle::Repr(*v, 80),

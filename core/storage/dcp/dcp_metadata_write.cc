@@ -7,13 +7,16 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "core/base/error.h"
 #include "core/storage/dcp/dcp_internal.h"
 #include "core/storage/dcp/pickle.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/dcp/zstd_stream.h"
 
 namespace dcpp {
 namespace {
@@ -46,7 +49,8 @@ std::string NewSaveId() {
 
 }  // namespace
 
-std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id) {
+std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& checkpoint_id,
+                             const DcpItemPlaces* compressed) {
   pickle::Writer w(4);
   BeginObject(w, kMd, "Metadata");
 
@@ -123,10 +127,17 @@ std::string WriteDcpMetadata(const proto::Metadata& md, const std::string& check
 
   w.Str("storage_data").EmptyDict().Mark();
   auto info = [&](const std::string& file, uint64_t offset, uint64_t length) {
+    if (compressed) {
+      auto it = compressed->find({file, offset});
+      DCPP_CHECK(it != compressed->end(), checkpoint_id, "/", file, ": the item at byte ", offset,
+                 " was not compressed");
+      std::tie(offset, length) = it->second;
+    }
     BeginObject(w, kFs, "_StorageInfo");
     w.Str("relative_path").Str(file);
     w.Str("offset").Int(static_cast<int64_t>(offset));
     w.Str("length").Int(static_cast<int64_t>(length));
+    if (compressed) w.Str("transform_descriptors").EmptyList().Str(kZstdDescriptor).Append();
     EndObject(w);
   };
   for (const proto::TensorMeta& t : md.tensors()) {

@@ -21,6 +21,7 @@
 #include "core/model/dtype.h"
 #include "core/storage/dcp/dcp_internal.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/dcp/zstd_stream.h"
 
 namespace dcpp {
 
@@ -178,34 +179,61 @@ void DcpReader::VerifyOwnChecksums(bool on) {
 }
 
 std::string DcpReader::LocalPath(const std::string& name) const {
-  return name.find(kStrided) == std::string::npos ? files_.LocalPath(name) : "";
+  return name.find(kStrided) == std::string::npos && name.find(kZstd) == std::string::npos ? files_.LocalPath(name)
+                                                                                         : "";
 }
 
-std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
-  const size_t at = name.find(kStrided);
-  const std::string file = name.substr(0, at);
-  std::unique_ptr<FileSource> src = files_.Open(file);
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (verify_ && crcs_) {
-      auto it = crcs_->by_file.find(file);
-      if (it != crcs_->by_file.end() && !it->second.empty()) {
-        src = std::make_unique<CrcCheckingSource>(std::move(src), crcs_, &it->second, checked_);
-      }
-    }
-  }
-  if (at == std::string::npos) return src;
-  // "<offset>+<length>", plain decimal numbers that fit in a uint64 (as ResolveChunks wrote).
-  uint64_t offset = 0, length = 0;
-  const char* p = name.data() + at + std::strlen(kStrided);
+namespace {
+
+// "<offset>+<length>" after `mark` in `name`: plain decimal numbers that fit in a uint64 (as
+// ResolveChunks wrote them).
+bool ParseRange(const std::string& name, size_t mark, uint64_t* offset, uint64_t* length) {
+  const char* p = name.data() + mark;
   const char* end = name.data() + name.size();
-  const auto a = std::from_chars(p, end, offset);
-  const bool ok = a.ec == std::errc() && a.ptr != end && *a.ptr == '+' &&
-                  std::from_chars(a.ptr + 1, end, length).ec == std::errc() &&
-                  std::from_chars(a.ptr + 1, end, length).ptr == end;
-  DCPP_CHECK(ok, "checkpoint ", Describe(), ": bad item name '", name, "'");
-  return std::make_unique<StridedSource>(std::move(src), StrCat(Describe(), "/", file, " (item at byte ", offset, ")"),
-                                         offset, length);
+  const auto a = std::from_chars(p, end, *offset);
+  if (a.ec != std::errc() || a.ptr == end || *a.ptr != '+') return false;
+  const auto b = std::from_chars(a.ptr + 1, end, *length);
+  return b.ec == std::errc() && b.ptr == end;
+}
+
+}  // namespace
+
+std::unique_ptr<FileSource> DcpReader::Open(const std::string& name) {
+  uint64_t offset = 0, length = 0;
+  const size_t strided = name.find(kStrided);
+  if (strided != std::string::npos) {  // reorders the item that the name before the mark holds
+    DCPP_CHECK(ParseRange(name, strided + std::strlen(kStrided), &offset, &length), "checkpoint ", Describe(),
+               ": bad item name '", name, "'");
+    const std::string inner = name.substr(0, strided);
+    return std::make_unique<StridedSource>(Open(inner), StrCat(Describe(), "/", inner, " (item at byte ", offset, ")"),
+                                           offset, length);
+  }
+  const size_t zstd = name.find(kZstd);
+  const std::string file = name.substr(0, zstd);
+  std::unique_ptr<FileSource> src = files_.Open(file);
+  std::lock_guard<std::mutex> lock(mu_);
+  const std::vector<DcpCrcRange>* ranges = nullptr;
+  if (crcs_) {
+    auto it = crcs_->by_file.find(name);
+    if (it != crcs_->by_file.end() && !it->second.empty()) ranges = &it->second;
+  }
+  if (zstd != std::string::npos) {
+    DCPP_CHECK(ParseRange(name, zstd + std::strlen(kZstd), &offset, &length), "checkpoint ", Describe(),
+               ": bad item name '", name, "'");
+    // Errors name the key the item holds, when the metadata said.
+    const std::string where = ranges ? ranges->front().what
+                                     : StrCat(Describe(), "/", file, " (zstd-compressed item at byte ", offset, ")");
+    auto z = std::make_unique<ZstdSource>(std::shared_ptr<FileSource>(std::move(src)), offset, length, where);
+    // Once the item's storage (or a bytes item) has been read to its end, the decoder goes.
+    uint64_t end = 0;
+    if (ranges) {
+      for (const DcpCrcRange& r : *ranges) end = std::max(end, r.offset + r.length);
+    }
+    z->ReleaseAfter(end);
+    src = std::move(z);
+  }
+  if (verify_ && ranges) src = std::make_unique<CrcCheckingSource>(std::move(src), crcs_, ranges, checked_);
+  return src;
 }
 
 }  // namespace dcpp

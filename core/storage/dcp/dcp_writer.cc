@@ -110,7 +110,8 @@ std::optional<std::vector<std::string>> DcpOrNativeFiles(const std::string& byte
 
 }  // namespace
 
-DcpWriter::DcpWriter(std::string dir, Env* env) : dir_(std::move(dir)), env_(env), files_(dir_, env, DcpOrNativeFiles) {
+DcpWriter::DcpWriter(std::string dir, Env* env, DcpWriteOptions options)
+    : dir_(std::move(dir)), env_(env), options_(options), files_(dir_, env, DcpOrNativeFiles) {
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
 }
 
@@ -147,7 +148,9 @@ std::string DcpWriter::EncodeBytes(const std::string& blob) const {
 
 CommitReport DcpWriter::Commit(const std::string& metadata, const std::vector<std::string>& keep) {
   const proto::Metadata md = ParseMetadata(metadata, dir_);
-  return files_.Commit(WriteDcpMetadata(md, dir_), keep);
+  if (!options_.zstd) return files_.Commit(WriteDcpMetadata(md, dir_), keep);
+  const DcpItemPlaces places = CompressDcpItems(md, dir_, env_, options_.zstd_level, options_.threads);
+  return files_.Commit(WriteDcpMetadata(md, dir_, &places), keep);
 }
 
 }  // namespace dcpp

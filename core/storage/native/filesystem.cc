@@ -64,7 +64,7 @@ void FileSystemWriter::Begin(bool wait_for_lock) {
   if (!committed) return;
   const std::set<std::string> live(committed->begin(), committed->end());
   for (const std::string& name : env_->List(dir_)) {
-    if (IsDataFileName(name) && !live.count(name)) env_->Remove(dir_ + "/" + name);
+    if ((IsDataFileName(name) && !live.count(name)) || IsDataFileTempName(name)) env_->Remove(dir_ + "/" + name);
   }
 }
 

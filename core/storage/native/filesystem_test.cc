@@ -51,6 +51,11 @@ TEST(FileNames, OnlyDataFileNamesAreWritable) {
     EXPECT_FALSE(IsDataFileName(bad)) << bad;
   }
   EXPECT_TRUE(IsDataFileName("__0_2147483647.distcp"));
+  EXPECT_TRUE(IsDataFileTempName("__0_3.distcp.zstd.tmp"));
+  EXPECT_TRUE(IsDataFileTempName("__1_0.distcp.tmp"));
+  for (const char* bad : {"__0_3.distcp", "__0_3.distcp.zstd", "x__0_3.distcp.tmp", "__a_3.distcp.tmp", ".tmp", ""}) {
+    EXPECT_FALSE(IsDataFileTempName(bad)) << bad;
+  }
 }
 
 TEST(FileSystemWriter, BeginRemovesDebrisButNeitherCommittedNorForeignFiles) {
@@ -58,12 +63,15 @@ TEST(FileSystemWriter, BeginRemovesDebrisButNeitherCommittedNorForeignFiles) {
   save(Sample(1), dir.path());
   const std::set<std::string> committed = Names(dir.path());
   WriteFile(dir / "__0_40.distcp", "debris of a killed save");
+  WriteFile(dir / "__0_0.distcp.zstd.tmp", "a compressing commit killed");
   WriteFile(dir / ".metadata.tmp", "a failed commit");
   WriteFile(dir / "notes.txt", "the user's");
+  WriteFile(dir / "notes.distcp.tmp", "the user's too");
   FileSystemWriter w(dir.path());
   w.Begin(false);
   std::set<std::string> expect = committed;
   expect.insert("notes.txt");
+  expect.insert("notes.distcp.tmp");
   expect.insert(kLockName);
   EXPECT_EQ(Names(dir.path()), expect);
   w.End();

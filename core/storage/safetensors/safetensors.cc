@@ -218,6 +218,33 @@ std::map<std::string, std::string> ReadIndex(FileSystemReader& reader, const std
   return map;
 }
 
+// PyTorch DCP's sharding of a file's tensors (HuggingFaceStorageWriter,
+// serialization_format=SAFETENSORS): __metadata__ "DCP_SHARDING_INFO", JSON
+// {name: {"saved_offsets": [..]}}, where each tensor of the file lies in the whole one.
+constexpr char kDcpShardingKey[] = "DCP_SHARDING_INFO";
+using DcpSharding = std::map<std::string, std::vector<int64_t>>;
+
+DcpSharding ReadDcpSharding(const std::map<std::string, std::string>& metadata, const std::string& path) {
+  DcpSharding out;
+  auto it = metadata.find(kDcpShardingKey);
+  if (it == metadata.end()) return out;
+  const json doc = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  DCPP_CHECK(!doc.is_discarded() && doc.is_object(), "safetensors file ", path, ": __metadata__ ",
+             kDcpShardingKey, " is not a JSON object");
+  for (const auto& [name, v] : doc.items()) {
+    const std::string what = StrCat("safetensors file ", path, ": ", kDcpShardingKey, " of tensor '", name, "'");
+    DCPP_CHECK(v.is_object() && v.contains("saved_offsets") && v["saved_offsets"].is_array(), what,
+               " has no saved_offsets list");
+    std::vector<int64_t>& offsets = out[name];
+    for (const json& o : v["saved_offsets"]) {
+      DCPP_CHECK(o.is_number_unsigned() && o.get<uint64_t>() < (uint64_t{1} << 62), what, ": saved_offsets ",
+                 v["saved_offsets"].dump(), " are not non-negative integers");
+      offsets.push_back(o.get<int64_t>());
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string DtypeFromSafetensors(const std::string& st_dtype) {
@@ -242,21 +269,6 @@ std::vector<int64_t> SafetensorsShape(const std::string& dcpp_dtype, std::vector
   }
   return shape;
 }
-
-namespace {
-
-std::string FolderOf(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    std::string dir = path;
-    while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
-    return dir;
-  }
-  const std::string parent = fs::path(path).parent_path().string();
-  return parent.empty() ? "." : parent;
-}
-
-}  // namespace
 
 SafetensorsReader::SafetensorsReader(const std::string& path) : dir_(FolderOf(path)), folder_(dir_, Env::Default(), /*follow_links=*/true) {
   std::error_code ec;
@@ -301,27 +313,51 @@ std::string SafetensorsReader::ReadMetadata() {
     DCPP_CHECK(index_.empty() || fs::exists(path, ec), "safetensors index ", dir_, "/", index_,
                " names file ", file, ", which is missing");
     const Header h = ReadHeader(folder_, file, path);
-    for (const auto& [k, v] : h.metadata) (*md.mutable_planner_data())[kPlannerPrefix + k] = v;
+    for (const auto& [k, v] : h.metadata) {
+      if (k != kDcpShardingKey) (*md.mutable_planner_data())[kPlannerPrefix + k] = v;
+    }
+    const DcpSharding sharding = ReadDcpSharding(h.metadata, path);
     for (const Entry& e : h.entries) {
+      auto at = sharding.find(e.name);
+      const bool sharded = at != sharding.end();
       auto [it, fresh] = tensors.try_emplace(e.name);
-      DCPP_CHECK(fresh, "safetensors checkpoint ", dir_, ": tensor '", e.name, "' is in both ",
-                 it->second.first, " and ", file);
-      if (!index_.empty()) {
+      proto::TensorMeta& t = it->second.second;
+      // A tensor in several files must be DCP shards of one tensor (saved_offsets in each).
+      DCPP_CHECK(fresh || (sharded && t.dtype() == e.dtype), "safetensors checkpoint ", dir_, ": tensor '", e.name,
+                 "' is in both ", it->second.first, " and ", file, sharded ? " with different dtypes" : "");
+      if (!index_.empty() && !sharded) {
         auto w = weight_map.find(e.name);
         DCPP_CHECK(w != weight_map.end(), "safetensors file ", path, " holds tensor '", e.name,
                    "', which ", index_, " does not list");
         DCPP_CHECK(w->second == file, "safetensors file ", path, " holds tensor '", e.name, "', which ",
                    index_, " places in ", w->second);
       }
-      proto::TensorMeta& t = it->second.second;
-      it->second.first = file;
-      t.set_fqn(e.name);
-      t.set_dtype(e.dtype);
+      std::vector<int64_t> offsets(e.shape.size(), 0);
+      if (sharded) {
+        offsets = at->second;
+        DCPP_CHECK(offsets.size() == e.shape.size(), "safetensors file ", path, ": tensor '", e.name,
+                   "' has ", e.shape.size(), " dimensions but its ", kDcpShardingKey, " saved_offsets ", offsets.size());
+      }
+      if (fresh) {
+        it->second.first = file;
+        t.set_fqn(e.name);
+        t.set_dtype(e.dtype);
+        for (size_t d = 0; d < e.shape.size(); ++d) t.add_shape(0);
+      }
+      DCPP_CHECK(t.shape_size() == static_cast<int>(e.shape.size()), "safetensors checkpoint ", dir_, ": tensor '",
+                 e.name, "' has ", t.shape_size(), " dimensions in ", it->second.first, " but ", e.shape.size(),
+                 " in ", file);
+      for (const proto::ChunkMeta& other : t.chunks()) {
+        DCPP_CHECK(!std::equal(offsets.begin(), offsets.end(), other.offsets().begin(), other.offsets().end()),
+                   "safetensors checkpoint ", dir_, ": tensor '", e.name, "' has a shard at the same offsets in ",
+                   other.file(), " and ", file);
+      }
       proto::ChunkMeta* c = t.add_chunks();
-      for (int64_t s : e.shape) {
-        t.add_shape(s);
-        c->add_offsets(0);
-        c->add_sizes(s);
+      for (size_t d = 0; d < e.shape.size(); ++d) {
+        c->add_offsets(offsets[d]);
+        c->add_sizes(e.shape[d]);
+        // The tensor spans its shards (as PyTorch's HuggingFaceStorageReader takes it).
+        t.set_shape(static_cast<int>(d), std::max(t.shape(static_cast<int>(d)), offsets[d] + e.shape[d]));
       }
       c->set_file(file);
       c->set_offset(h.data_start + e.begin);

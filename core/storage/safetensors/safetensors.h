@@ -9,7 +9,11 @@
 // ReadMetadata() validates every header (length, JSON, dtype, shape, offsets inside the data
 // area and matching numel * element size, no overlaps, the index's weight_map against the
 // files) and returns native metadata bytes (core/format/metadata.h) in which each tensor is one chunk
-// covering it, in the file and at the byte offset where it lies; world size 1, creator
+// covering it, in the file and at the byte offset where it lies. Files that PyTorch's
+// HuggingFaceStorageWriter wrote with save_distributed (one per rank, "shard-0000R-model-...")
+// hold shards: their `__metadata__` "DCP_SHARDING_INFO" (JSON {name: {"saved_offsets": [..]}})
+// places each as a chunk at those offsets, a tensor may then be in several files (one chunk
+// each, none at the same offsets, one dtype), and its shape is what its chunks span; world size 1, creator
 // "safetensors", checksum algorithm kNoChecksum (safetensors records none). `__metadata__`
 // pairs go into planner_data as "safetensors.<key>". Errors are dcpp::Error naming the file
 // and the tensor.

@@ -291,3 +291,64 @@ TEST(SafetensorsReader, Dtypes) {
 
 }  // namespace
 }  // namespace dcpp
+
+namespace dcpp {
+namespace {
+
+// A file as HuggingFaceStorageWriter(save_distributed) writes one rank's: its shard of `w`
+// with DCP's saved_offsets in __metadata__.
+std::string DcpShard(const at::Tensor& shard, int64_t row, int64_t col) {
+  const std::string sharding = "{\\\"w\\\": {\\\"saved_offsets\\\": [" + std::to_string(row) + ", " +
+                               std::to_string(col) + "]}}";
+  return Safetensors(R"({"__metadata__":{"DCP_SHARDING_INFO":")" + sharding +
+                         R"(","DCP_VERSION":"1.0","format":"pt"},"w":{"dtype":"F32","shape":[)" +
+                         std::to_string(shard.size(0)) + "," + std::to_string(shard.size(1)) +
+                         R"(],"data_offsets":[0,)" + std::to_string(shard.nbytes()) + "]}}",
+                     BytesOf(shard));
+}
+
+TEST(SafetensorsReader, DcpShardsInSeveralFilesAreChunks) {
+  TempDir dir;
+  const at::Tensor w = at::arange(35, at::kFloat).reshape({7, 5});
+  // Uneven rows on "rank" 1 and 2, and the last column block on its own.
+  WriteFile(dir / "shard-00001-model-00001-of-00001.safetensors", DcpShard(w.slice(0, 0, 4).slice(1, 0, 3), 0, 0));
+  WriteFile(dir / "shard-00002-model-00001-of-00001.safetensors", DcpShard(w.slice(0, 4, 7).slice(1, 0, 3), 4, 0));
+  WriteFile(dir / "shard-00003-model-00001-of-00001.safetensors", DcpShard(w.slice(1, 3, 5), 0, 3));
+  SafetensorsReader reader(dir.path());
+  const proto::Metadata md = ParseMetadata(reader.ReadMetadata(), dir.path());
+  const proto::TensorMeta& t = Find(md, "w");
+  ASSERT_EQ(t.shape_size(), 2);
+  EXPECT_EQ(t.shape(0), 7);
+  EXPECT_EQ(t.shape(1), 5);
+  ASSERT_EQ(t.chunks_size(), 3);
+  EXPECT_EQ(t.chunks(1).offsets(0), 4);
+  EXPECT_EQ(t.chunks(2).offsets(1), 3);
+  EXPECT_EQ(md.planner_data().count("safetensors.DCP_SHARDING_INFO"), 0u);
+  EXPECT_TRUE(at::equal(LoadKey(reader, "w", w), w));
+  EXPECT_TRUE(at::equal(LoadKey(reader, "w", w, Layout::Sharded(2, 1), 1), w.slice(1, 3, 5)));
+
+  // Two shards at the same offsets, and a dtype that differs, are refused naming both files.
+  WriteFile(dir / "shard-00004-model-00001-of-00001.safetensors", DcpShard(w.slice(1, 3, 5), 0, 3));
+  EXPECT_HAS(ErrorOf([&] { SafetensorsReader(dir.path()).ReadMetadata(); }),
+             "tensor 'w' has a shard at the same offsets in shard-00003-model-00001-of-00001.safetensors and "
+             "shard-00004-model-00001-of-00001.safetensors");
+  std::filesystem::remove(dir / "shard-00004-model-00001-of-00001.safetensors");
+  const at::Tensor d = w.slice(1, 3, 5).to(at::kDouble);
+  WriteFile(dir / "shard-00004-model-00001-of-00001.safetensors",
+            Safetensors(R"({"__metadata__":{"DCP_SHARDING_INFO":"{\"w\": {\"saved_offsets\": [7, 0]}}"},)"
+                        R"("w":{"dtype":"F64","shape":[7,2],"data_offsets":[0,112]}})",
+                        BytesOf(d)));
+  EXPECT_HAS(ErrorOf([&] { SafetensorsReader(dir.path()).ReadMetadata(); }),
+             "tensor 'w' is in both shard-00001-model-00001-of-00001.safetensors and "
+             "shard-00004-model-00001-of-00001.safetensors with different dtypes");
+  // Malformed sharding info names the file.
+  WriteFile(dir / "shard-00004-model-00001-of-00001.safetensors",
+            Safetensors(R"({"__metadata__":{"DCP_SHARDING_INFO":"{\"w\": {\"saved_offsets\": [-1, 0]}}"},)"
+                        R"("w":{"dtype":"F32","shape":[1,1],"data_offsets":[0,4]}})",
+                        std::string(4, '\0')));
+  EXPECT_HAS(ErrorOf([&] { SafetensorsReader(dir.path()).ReadMetadata(); }),
+             "shard-00004-model-00001-of-00001.safetensors: DCP_SHARDING_INFO of tensor 'w': saved_offsets [-1,0]");
+}
+
+}  // namespace
+}  // namespace dcpp

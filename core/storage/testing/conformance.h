@@ -39,6 +39,7 @@ struct ConformanceParams {
   // stores a blob as a torch.save'd Python bytes object, and load() returns that archive.)
   std::function<std::string(const std::string& loaded)> decode_bytes;
   bool detects_corruption = true;  // a flipped data byte fails the load (checksums, CRC-32)
+  bool stores_plain = true;  // tensor bytes lie in the files as they are (false: compressed)
   LoadOptions load;           // how the tests load (e.g. DCP: verify_dcp_crc32)
 };
 

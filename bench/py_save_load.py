@@ -1,0 +1,132 @@
+"""dcpp.save/load against torch.distributed.checkpoint's save/load from Python, on the same state
+dict of DTensors, for each world size in one run (gloo ranks on this host).
+
+  PYTHONPATH=bazel-bin/python/site python bench/py_save_load.py [--gib 2] [--worlds 1,4]
+      [--dir /dev/shm/dcpp_py_bench] [--threads 2] [--repeat 3]
+
+Build the package first (`bazel build -c opt //python:site`). The state dict holds 8 float32
+tensors of (rows, 4096) whose sizes add up to --gib GiB, each Shard(0) over the ranks. Timed,
+each between barriers, as the slowest rank sees it, best of --repeat interleaved runs: a save by dcpp (native format) and by DCP
+(FileSystemWriter with the same thread count), a resharded load (into Shard(1) targets) of
+each checkpoint by its own library (DCP's FileSystemReader has no thread count), and dcpp loading DCP's checkpoint. Prints one line per
+figure and `BENCH <name> <value> <unit>` lines (seconds, dcp/dcpp ratios, and the share of
+dcpp.save's time spent in the Python layer before the C++ engine runs).
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+import torch.multiprocessing as mp
+
+TENSORS = 8
+COLS = 4096
+
+
+def state_dict(mesh, rows, placement, fill):
+    from torch.distributed.tensor import distribute_tensor
+
+    out = {}
+    for i in range(TENSORS):
+        full = torch.empty(rows, COLS) if not fill else torch.rand(rows, COLS)
+        if not fill:
+            full.zero_()
+        out[f"layers.{i}.weight"] = distribute_tensor(full, mesh, [placement])
+    return out
+
+
+def timed(fn):
+    dist.barrier()
+    start = time.perf_counter()
+    fn()
+    dist.barrier()
+    took = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+    dist.all_reduce(took, op=dist.ReduceOp.MAX)
+    return took.item()
+
+
+def rank_main(rank, world, store, args, results):
+    import dcpp
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    dist.init_process_group("gloo", store=dist.FileStore(store, world), rank=rank,
+                            world_size=world)
+    mesh = init_device_mesh("cpu", (world,))
+    rows = int(args.gib * (1 << 30) / (TENSORS * COLS * 4))
+    rows -= rows % (world * 8)
+    torch.manual_seed(rank)
+    sd = state_dict(mesh, rows, Shard(0), fill=True)
+    base = os.path.join(args.dir, f"w{world}")
+    ours, theirs = base + "/dcpp", base + "/dcp"
+    t = {}
+
+    def best(name, fn):
+        t[name] = min(t.get(name, float("inf")), timed(fn))
+
+    from dcpp import _flat
+    ok = True
+    for _ in range(args.repeat):
+        # What the Python layer adds before the engine starts (flattening, DTensor boxes): the
+        # rest of dcpp.save is the C++ save itself.
+        best("python_prep", lambda: _flat.split(sd))
+        best("save_dcpp", lambda: dcpp.save(sd, ours, thread_count=args.threads))
+        best("save_dcp", lambda: dcp.save(
+            sd, storage_writer=dcp.FileSystemWriter(theirs, thread_count=args.threads)))
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcpp", lambda: dcpp.load(target, ours, thread_count=args.threads))
+        ok = ok and all(torch.equal(target[k].full_tensor(), sd[k].full_tensor()) for k in list(sd)[:2])
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcp", lambda: dcp.load(target, checkpoint_id=theirs))  # DCP reads serially
+        target = state_dict(mesh, rows, Shard(1), fill=False)
+        best("load_dcpp_of_dcp", lambda: dcpp.load(target, theirs, thread_count=args.threads))
+        del target
+    if rank == 0:
+        t["bytes"] = TENSORS * rows * COLS * 4
+        t["ok"] = ok
+        results.put(t)
+        shutil.rmtree(base, ignore_errors=True)
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--gib", type=float, default=2.0)
+    p.add_argument("--worlds", default="1,4")
+    p.add_argument("--dir", default="/dev/shm/dcpp_py_bench")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeat", type=int, default=3, help="best of this many runs, interleaved")
+    args = p.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    ctx = mp.get_context("spawn")
+    for world in [int(w) for w in args.worlds.split(",")]:
+        results = ctx.Queue()
+        store = tempfile.mkdtemp(prefix="dcpp_bench_store_")
+        mp.spawn(rank_main, nprocs=world, join=True, args=(world, store + "/s", args, results))
+        shutil.rmtree(store, ignore_errors=True)
+        t = results.get()
+        gib = t["bytes"] / (1 << 30)
+        print(f"world {world}: {gib:.2f} GiB of DTensors, {args.threads} threads per rank, "
+              f"resharded load {'correct' if t['ok'] else 'WRONG'}")
+        for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
+            print(f"  {name:18s} {t[name]:7.3f} s  {gib / t[name]:6.2f} GiB/s")
+        save_ratio, load_ratio = t["save_dcp"] / t["save_dcpp"], t["load_dcp"] / t["load_dcpp"]
+        print(f"  dcp/dcpp: save {save_ratio:.2f}x, load {load_ratio:.2f}x")
+        prep = t["python_prep"] / t["save_dcpp"]
+        print(f"  Python layer's share of dcpp.save: {prep:.4f} ({t['python_prep'] * 1e3:.2f} ms)")
+        print(f"BENCH py_layer_share_of_save_w{world} {prep:.4f} fraction")
+        for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
+            print(f"BENCH py_{name}_w{world} {t[name]:.4f} s")
+        print(f"BENCH py_save_ratio_w{world} {save_ratio:.3f} x")
+        print(f"BENCH py_load_ratio_w{world} {load_ratio:.3f} x")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,10 +7,13 @@ This script builds the same tensors (same shapes, dtypes and content), then time
 torch.distributed.checkpoint.save into DIR with FileSystemWriter(thread_count=T) for each T in
 THREAD_COUNTS (comma-separated; DIR is emptied before each save, outside the timing), and
 torch.distributed.checkpoint.load in place into preallocated tensors. Single process, no
-process group (no_dist=True). The last stdout line is
+process group (no_dist=True). DCP's best configuration is the caller's to pick from the save
+timings (the smallest over THREAD_COUNTS); FileSystemReader's constructor options are printed
+(in torch 2.11 it takes only the path and an extension registry, so load has one configuration). The last stdout line is
     DCP_RESULT {"save": {"T": seconds, ...}, "load": seconds, "bytes": total}
 DIR is removed at the end.
 """
+import inspect
 import json
 import os
 import shutil
@@ -58,6 +61,11 @@ def main():
     nbytes = sum(t.numel() * t.element_size() for t in src.values())
     print(f"dcp_baseline: torch {torch.__version__}, {len(src)} tensors, {nbytes / 2**20:.0f} MiB",
           flush=True)
+
+    reader_opts = [p for p in inspect.signature(dcp.FileSystemReader.__init__).parameters
+                   if p not in ("self", "path")]
+    print(f"dcp FileSystemReader options besides the path: {reader_opts or 'none'} "
+          f"(load runs with the defaults)", flush=True)
 
     def fresh():
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -44,13 +44,31 @@ P.options = {
   param_prefixes = "model.",
 }
 
+-- Options are split once per distinct string (every key consults the same few lists); the
+-- lists returned are shared, so callers must not change them.
+local split_cache = {}
 local function split(s, sep)
-  local out = {}
+  local id = sep .. "\0" .. s
+  local out = split_cache[id]
+  if out ~= nil then return out end
+  out = {}
   for part in string.gmatch(s, "[^" .. sep .. "]+") do
     part = part:match("^%s*(.-)%s*$")
     if part ~= "" then out[#out + 1] = part end
   end
+  split_cache[id] = out
   return out
+end
+
+-- `s` with Lua's magic characters escaped, for a literal match.
+local escape_cache = {}
+local function escape(s)
+  local e = escape_cache[s]
+  if e == nil then
+    e = s:gsub("[%^%$%(%)%%%.%[%]%+%-%?%*]", "%%%0")
+    escape_cache[s] = e
+  end
+  return e
 end
 
 -- A dotted pattern ("layers.*.attention.wq") as a Lua pattern anchored at a dot or the start.
@@ -64,11 +82,19 @@ end
 local function matcher(list)
   local compiled = {}
   for _, p in ipairs(split(list, ",")) do compiled[#compiled + 1] = compile(p) end
+  local seen = {}  -- path -> result (optimizer states look up their parameter's path again)
   return function(path)
+    local hit = seen[path]
+    if hit ~= nil then return hit end
+    hit = false
     for _, c in ipairs(compiled) do
-      if path:find(c[1]) or path:find(c[2]) then return true end
+      if path:find(c[1]) or path:find(c[2]) then
+        hit = true
+        break
+      end
     end
-    return false
+    seen[path] = hit
+    return hit
   end
 end
 
@@ -77,8 +103,10 @@ local function strip_components(key, components, leading_only)
     if leading_only then
       if key:sub(1, #c) == c then key = key:sub(#c + 1) end
     else
-      local plain = c:gsub("[%^%$%(%)%%%.%[%]%+%-%?%*]", "%%%0")
-      key = key:gsub("^" .. plain, ""):gsub("%." .. plain, ".")
+      if key:find(c, 1, true) then  -- (a plain search first: most keys hold none of them)
+        local plain = escape(c)
+        key = key:gsub("^" .. plain, ""):gsub("%." .. plain, ".")
+      end
     end
   end
   return key
@@ -140,13 +168,16 @@ function P.convert(ctx, md)
   local blobs = dcpp.sorted_keys(md.bytes)
 
   -- Parameters by renamed key, so optimizer state can find its parameter's shape.
-  local params = {}
-  for _, k in ipairs(keys) do params[P.rename(ctx, k)] = md.tensors[k] end
+  local params, renamed = {}, {}
+  for i, k in ipairs(keys) do
+    renamed[i] = P.rename(ctx, k)
+    params[renamed[i]] = md.tensors[k]
+  end
 
   local entries = {}
-  for _, k in ipairs(keys) do
+  for i, k in ipairs(keys) do
     local t = md.tensors[k]
-    local key = P.rename(ctx, k)
+    local key = renamed[i]
     if not dropped(key) then
       local layout
       local prefix = optim_prefix(ctx, key)

@@ -33,10 +33,14 @@ class ChunkReader::Impl {
     FileSource& src = Source(u.chunk->file());
     const int64_t es = ElementSize(DtypeFromName(u.meta->dtype()));
     // Distinct overlaps (replicated targets may ask for the same region twice).
-    std::set<Box> distinct;
     int64_t covered = 0;
-    for (const Piece& p : u.pieces) {
-      if (distinct.insert(p.overlap).second) covered += p.overlap.numel();
+    if (u.pieces.size() == 1) {  // the usual case: no set to build
+      covered = u.pieces[0].overlap.numel();
+    } else {
+      std::set<Box> distinct;
+      for (const Piece& p : u.pieces) {
+        if (distinct.insert(p.overlap).second) covered += p.overlap.numel();
+      }
     }
     if (covered >= u.box.numel()) {
       ReadWhole(u, src, es);

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "core/format/metadata.h"
+#include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
 
 namespace dcpp {
@@ -39,6 +41,41 @@ bool AnyDifferent(const StateDict& a, const StateDict& b) {
     if (!at::equal(e.chunks[0].tensor, b.FindTensor(e.fqn)->chunks[0].tensor)) return true;
   }
   return false;
+}
+
+// Many small tensors share pages: chunks under 4 KiB start at 64-byte boundaries right after
+// the previous item, larger ones on a 4 KiB boundary; every value comes back.
+TEST(Layout, SmallChunksArePackedLargeOnesPageAligned) {
+  TempDir dir;
+  StateDict saved;
+  at::manual_seed(3);
+  for (int i = 0; i < 40; ++i) saved.AddTensor("norm" + std::to_string(i), at::rand({3}));  // 12 bytes
+  saved.AddTensor("big", at::rand({2048}));                                                // 8 KiB
+  saved.AddTensor("odd", at::rand({1000}));                                                // 4000 bytes
+  save(saved, dir.path(), SaveOptions());
+  const proto::Metadata md = ParseMetadata(testing::ReadFile(dir / ".metadata"), dir.path());
+  uint64_t small_end = 0;
+  int small = 0;
+  for (const auto& t : md.tensors()) {
+    ASSERT_EQ(t.chunks_size(), 1) << t.fqn();
+    const auto& c = t.chunks(0);
+    if (c.length() >= kChunkAlignment) {
+      EXPECT_EQ(c.offset() % kChunkAlignment, 0u) << t.fqn();
+    } else {
+      EXPECT_EQ(c.offset() % kSmallChunkAlignment, 0u) << t.fqn();
+      if (c.length() == 12) {
+        small_end = std::max(small_end, c.offset() + c.length());
+        ++small;
+      }
+    }
+  }
+  EXPECT_EQ(small, 40);
+  // 40 items of 12 bytes, 64 bytes apart: within one page, not 40 of them.
+  EXPECT_LE(small_end, 4096u + 40 * kSmallChunkAlignment);
+  StateDict loaded;
+  for (const TensorEntry& e : saved.tensors()) loaded.AddTensor(e.fqn, at::zeros_like(e.chunks[0].tensor));
+  load(loaded, dir.path(), LoadOptions());
+  ExpectSameValues(saved, loaded);
 }
 
 class RoundTrip : public ::testing::TestWithParam<int> {};

@@ -35,6 +35,7 @@ void OnEveryRank(Comm& comm, const char* step, F&& fn) {
 
 // The part of `t` (which holds box `origin`) that covers `region`.
 inline at::Tensor ViewOf(const at::Tensor& t, const Box& origin, const Box& region) {
+  if (region == origin) return t;  // the whole of it (no narrow() per dimension)
   at::Tensor v = t;
   for (size_t d = 0; d < region.sizes.size(); ++d) {
     v = v.narrow(static_cast<int64_t>(d), region.offsets[d] - origin.offsets[d], region.sizes[d]);

@@ -97,7 +97,11 @@ void PlaceItems(std::vector<proto::SavePlan>& global, const StorageWriter& write
     for (auto& it : *plan.mutable_items()) {
       uint64_t& end = file_end[it.file()];
       const ItemFrame frame = FrameOf(writer, it);
-      const uint64_t off = it.nbytes() || frame.prefix ? AlignUp(end + frame.prefix, kChunkAlignment) : end;
+      // Items under a page in a format without framing are packed (docs/format.md: Alignment).
+      const bool small = it.nbytes() < kChunkAlignment && frame.prefix == 0 && frame.suffix == 0;
+      const uint64_t off = it.nbytes() || frame.prefix
+                               ? AlignUp(end + frame.prefix, small ? kSmallChunkAlignment : kChunkAlignment)
+                               : end;
       it.set_file_offset(off);
       end = off + it.nbytes() + frame.suffix;
     }
@@ -230,7 +234,7 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
           c->set_offset(it->file_offset());
           c->set_length(it->nbytes());
           cw.Write(*sink, it->file_offset(), src.chunk->tensor,
-                   StrCat("key '", it->fqn(), "' chunk ", src.chunk->box.ToString()),
+                   "key '" + it->fqn() + "' chunk " + src.chunk->box.ToString(),
                    [c](uint64_t checksum) { c->set_checksum(checksum); });
         }
         cw.Drain();
@@ -276,11 +280,11 @@ proto::Metadata BuildMetadata(const std::vector<std::string>& results, const std
     proto::WriteResults r;
     DCPP_CHECK(r.ParseFromString(bytes), "corrupt write results from a rank");
     for (auto& t : *r.mutable_tensors()) {
-      auto [pos, inserted] = tensors.emplace(t.fqn(), t);
-      if (!inserted) {
-        for (auto& c : *t.mutable_chunks()) *pos->second.add_chunks() = c;
-      }
       for (const auto& c : t.chunks()) file_set.insert(c.file());
+      auto [pos, inserted] = tensors.try_emplace(t.fqn(), std::move(t));  // (moves only if new)
+      if (!inserted) {
+        for (auto& c : *t.mutable_chunks()) *pos->second.add_chunks() = std::move(c);
+      }
     }
     for (auto& b : *r.mutable_bytes()) {
       file_set.insert(b.file());

@@ -23,7 +23,12 @@ constexpr char kChecksumAlgorithm[] = "xxh3_64";
 // Formats that record no checksums of their own (PyTorch DCP, safetensors) say this; readers
 // then skip checksum verification.
 constexpr char kNoChecksum[] = "none";
+// Where a writer starts each chunk and blob with bytes (a habit for fast I/O, not a rule:
+// readers never require it): at a multiple of kChunkAlignment, except items smaller than that
+// in a format without item framing, which are packed at multiples of kSmallChunkAlignment
+// (10,000 tensors of 12 bytes would otherwise take a page each).
 constexpr uint64_t kChunkAlignment = 4096;
+constexpr uint64_t kSmallChunkAlignment = 64;
 
 // What ParseMetadata does with a key listed twice and with chunks of one tensor that overlap
 // (including two chunks of the same box). Loading needs kRefuse (it would silently keep one of

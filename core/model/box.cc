@@ -1,7 +1,6 @@
 #include "core/model/box.h"
 
 #include <algorithm>
-#include <sstream>
 
 #include "core/base/checked_math.h"
 #include "core/base/error.h"
@@ -17,26 +16,26 @@ int64_t Box::numel() const {
 // Safe for any box, including malformed ones read from a file (offsets and sizes of different
 // lengths, ends that overflow): it is what error messages about such boxes print.
 std::string Box::ToString() const {
-  std::ostringstream os;
-  os << "[";
+  // (Plain appends, no ostringstream: this runs for every chunk a save writes.)
+  std::string s = "[";
   const size_t nd = std::max(offsets.size(), sizes.size());
   for (size_t d = 0; d < nd; ++d) {
-    os << (d ? ", " : "");
+    if (d) s += ", ";
     if (d >= offsets.size()) {
-      os << "?:+" << sizes[d];
+      s += "?:+" + std::to_string(sizes[d]);
     } else if (d >= sizes.size()) {
-      os << offsets[d] << ":?";
+      s += std::to_string(offsets[d]) + ":?";
     } else if (const auto end = CheckedAdd(offsets[d], sizes[d])) {
-      os << offsets[d] << ":" << *end;
+      s += std::to_string(offsets[d]) + ":" + std::to_string(*end);
     } else {
-      os << offsets[d] << ":+" << sizes[d];
+      s += std::to_string(offsets[d]) + ":+" + std::to_string(sizes[d]);
     }
   }
-  os << "]";
+  s += "]";
   if (offsets.size() != sizes.size()) {
-    os << " (" << offsets.size() << " offsets, " << sizes.size() << " sizes)";
+    s += " (" + std::to_string(offsets.size()) + " offsets, " + std::to_string(sizes.size()) + " sizes)";
   }
-  return os.str();
+  return s;
 }
 
 Box WholeBox(const std::vector<int64_t>& shape) {

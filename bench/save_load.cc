@@ -71,15 +71,6 @@ int64_t TotalBytes(const std::vector<Spec>& specs) {
   return n;
 }
 
-// Deterministic content, cheap to make (an RNG fill of 2 GiB takes ~10 s on one core):
-// frac(k * golden + i * 0.37) for element k of tensor i. Any tensor can be regenerated alone.
-at::Tensor Generate(const Spec& s, size_t i) {
-  int64_t numel = 1;
-  for (int64_t d : s.shape) numel *= d;
-  at::Tensor t = at::arange(numel, at::kFloat).mul_(0.6180339887).add_(0.37 * static_cast<double>(i)).frac_();
-  return t.to(s.dtype).reshape(s.shape).contiguous();
-}
-
 // Contiguous targets, touched so that their pages exist before anything is timed.
 std::vector<at::Tensor> Preallocate(const std::vector<Spec>& specs) {
   std::vector<at::Tensor> out;
@@ -142,7 +133,7 @@ int MemChild(int argc, char** argv) {
 
   // Check a sample of the loaded tensors against regenerated sources (after the measurement).
   bool ok = st.bytes_needed == tensor_bytes;
-  for (size_t i = 0; i < specs.size() && ok; i += 7) ok = at::equal(targets[i], Generate(specs[i], i));
+  for (size_t i = 0; i < specs.size() && ok; i += 7) ok = at::equal(targets[i], GoldenTensor(specs[i], i));
 
   nlohmann::json j;
   j["reset_ok"] = reset && hwm_reset <= rss_before + (16 << 20);
@@ -193,7 +184,7 @@ int Main(int argc, char** argv) {
 
   double t0 = Now();
   std::vector<at::Tensor> src;
-  for (size_t i = 0; i < specs.size(); ++i) src.push_back(Generate(specs[i], i));
+  for (size_t i = 0; i < specs.size(); ++i) src.push_back(GoldenTensor(specs[i], i));
   std::vector<at::Tensor> dst = Preallocate(specs);
   std::cout << "generated sources and targets in " << Now() - t0 << " s\n";
   const dcpp::StateDict src_sd = MakeStateDict(specs, src);

@@ -49,14 +49,6 @@ std::vector<Spec> MakeSpecs(int small, int large) {
   return specs;
 }
 
-// The content bench/dcp_baseline.py gives tensor i: frac(k * golden + i * 0.37), k = element.
-at::Tensor Generate(const Spec& s, size_t i) {
-  int64_t numel = 1;
-  for (int64_t d : s.shape) numel *= d;
-  at::Tensor t = at::arange(numel, at::kFloat).mul_(0.6180339887).add_(0.37 * static_cast<double>(i)).frac_();
-  return t.to(s.dtype).reshape(s.shape).contiguous();
-}
-
 struct Stat {
   double median = 0, lo = 0, hi = 0;
 };
@@ -100,7 +92,7 @@ int Main(int argc, char** argv) {
   std::vector<at::Tensor> src, dst;
   dcpp::StateDict src_sd, dst_sd;
   for (size_t i = 0; i < specs.size(); ++i) {
-    src.push_back(Generate(specs[i], i));
+    src.push_back(GoldenTensor(specs[i], i));
     dst.push_back(at::zeros(specs[i].shape, at::kFloat));
     src_sd.AddTensor(specs[i].name, src.back());
     dst_sd.AddTensor(specs[i].name, dst.back());

@@ -36,9 +36,10 @@ done
 [ -n "$logs" ] || logs="$(mktemp -d /tmp/dcpp-bench.XXXXXX)"
 mkdir -p "$logs"
 
-# The benchmark binaries of bench/BUILD, in file order; gpu_* targets need a GPU.
+# The benchmark binaries of bench/BUILD, in file order, then the Python one (an sh_binary);
+# gpu_* targets need a GPU, and *_twin ones are helpers other benchmarks start.
 mapfile -t targets < <(awk '/^dcpp_cc_binary\(/{b=1} b && /name = "/{gsub(/.*name = "|".*/, ""); print; b=0}' bench/BUILD |
-                       grep -v '^gpu_')
+                       grep -v -e '^gpu_' -e '_twin$'; echo py_save_load)
 if [ -n "$only" ]; then
   IFS=, read -r -a wanted <<< "$only"
   for w in "${wanted[@]}"; do
@@ -57,6 +58,7 @@ quick_args() {
     convert) echo "--gib=0.1 --budget_mib=64 --reps=1" ;;
     dcp_load) echo "--reps=1 --tensors=4 --bf16=2 --rows=512 --cols=256" ;;
     small_tensors) echo "--small=1000 --large=1 --reps=1" ;;
+    py_save_load) echo "--gib 0.125 --repeat 1" ;;
     *) echo "" ;;
   esac
 }

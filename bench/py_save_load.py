@@ -4,18 +4,28 @@ dict of DTensors, for each world size in one run (gloo ranks on this host).
   PYTHONPATH=bazel-bin/python/site python bench/py_save_load.py [--gib 2] [--worlds 1,4]
       [--dir /dev/shm/dcpp_py_bench] [--threads 2] [--repeat 3]
 
-Build the package first (`bazel build -c opt //python:site`). The state dict holds 8 float32
+Build the package first (`bazel build -c opt //python:site`; `bazel run -c opt
+//bench:py_save_load` builds both and passes --twin). The state dict holds 8 float32
 tensors of (rows, 4096) whose sizes add up to --gib GiB, each Shard(0) over the ranks. Timed,
 each between barriers, as the slowest rank sees it, best of --repeat interleaved runs: a save by dcpp (native format) and by DCP
 (FileSystemWriter with the same thread count), a resharded load (into Shard(1) targets) of
 each checkpoint by its own library (DCP's FileSystemReader has no thread count), and dcpp loading DCP's checkpoint. Prints one line per
 figure and `BENCH <name> <value> <unit>` lines (seconds, dcp/dcpp ratios, and the share of
 dcpp.save's time spent in the Python layer before the C++ engine runs).
+
+With --twin PATH (bench/cpp_twin.cc, built as //bench:cpp_twin), the same save and resharded
+load are then timed through the C++ API on the same sizes, one process per rank joined by the
+same kind of gloo group, and the figures py_vs_cpp_{save,load}_w<world> (Python time / C++ time;
+the target is <= 1.1) are printed too.
 """
 
 import argparse
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -96,6 +106,33 @@ def rank_main(rank, world, store, args, results):
     dist.destroy_process_group()
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_twin(twin, world, rows, args):
+    """The C++ API on the same data: `world` cpp_twin processes under a torchrun-like
+    environment; returns rank 0's {"save": s, "load": s, "ok": bool}."""
+    folder = os.path.join(args.dir, f"w{world}", "twin")
+    os.makedirs(folder, exist_ok=True)
+    port = free_port()
+    cmd = [twin, "--dir", folder, "--tensors", str(TENSORS), "--rows", str(rows), "--cols",
+           str(COLS), "--threads", str(args.threads), "--repeat", str(args.repeat)]
+    procs = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
+    outs = [p.communicate()[0] for p in procs]
+    shutil.rmtree(os.path.join(args.dir, f"w{world}"), ignore_errors=True)
+    if any(p.returncode != 0 for p in procs):
+        sys.exit(f"cpp_twin failed at world {world} (exit codes {[p.returncode for p in procs]})")
+    line = next(l for l in outs[0].splitlines() if l.startswith("TWIN "))
+    return json.loads(line[len("TWIN "):])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--gib", type=float, default=2.0)
@@ -103,6 +140,8 @@ def main():
     p.add_argument("--dir", default="/dev/shm/dcpp_py_bench")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeat", type=int, default=3, help="best of this many runs, interleaved")
+    p.add_argument("--twin", default=os.environ.get("DCPP_CPP_TWIN"),
+                   help="the cpp_twin binary: also time the C++ API on the same data")
     args = p.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     ctx = mp.get_context("spawn")
@@ -126,6 +165,15 @@ def main():
             print(f"BENCH py_{name}_w{world} {t[name]:.4f} s")
         print(f"BENCH py_save_ratio_w{world} {save_ratio:.3f} x")
         print(f"BENCH py_load_ratio_w{world} {load_ratio:.3f} x")
+        if not args.twin:
+            print("  (no --twin: the C++ API was not timed on this data)")
+            continue
+        rows = t["bytes"] // (TENSORS * COLS * 4)
+        c = run_twin(args.twin, world, rows, args)
+        print(f"  C++ API on the same data: save {c['save']:.3f} s, resharded load {c['load']:.3f} s "
+              f"({'correct' if c['ok'] else 'WRONG'})")
+        for op in ("save", "load"):
+            print(f"BENCH py_vs_cpp_{op}_w{world} {t[op + '_dcpp'] / c[op]:.3f} ratio")
 
 
 if __name__ == "__main__":

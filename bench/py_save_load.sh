@@ -7,5 +7,6 @@ runfiles="${RUNFILES_DIR:-$0.runfiles}/dcpp"
 py=$(head -n1 "${RUNFILES_DIR:-$0.runfiles}/torch/python.txt" 2>/dev/null || true)
 [[ -n "$py" ]] || { echo "py_save_load: LibTorch did not come from a Python install" >&2; exit 1; }
 export PYTHONPATH="$runfiles/python${PYTHONPATH:+:$PYTHONPATH}"
+export DCPP_CPP_TWIN="$runfiles/bench/cpp_twin"
 cd "${BUILD_WORKING_DIRECTORY:-.}"
 exec "$py" "$runfiles/bench/py_save_load.py" "$@"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every CPU benchmark of bench/BUILD (`bazel run -c opt //bench:<name>`, each target but
-# the gpu_* ones) one after the other, keeps each one's full output in a log folder, collects
-# their `BENCH <name> <value> <unit>` lines and prints them as the table README.md's
-# "## Benchmarks" section shows (benchmark, figure, value).
+# the gpu_* and *_twin ones, and py_save_load) one after the other, keeps each one's full
+# output in a log folder, collects their `BENCH <name> <value> <unit>` lines and prints them as
+# the table README.md's "## Benchmarks" section shows (benchmark, figure, value), followed by
+# their `BASELINE <text>` lines: the machine's own figures (raw write/read GB/s, PyTorch DCP's
+# times) that the ratios were taken against in the same run.
 #
 #   bench/all.sh [--quick] [--logs DIR] [--only NAME[,NAME...]]
 #
@@ -28,7 +30,7 @@ while [ $# -gt 0 ]; do
     --logs=*) logs="${1#--logs=}" ;;
     --only) only="$2"; shift ;;
     --only=*) only="${1#--only=}" ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "all.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -75,7 +77,9 @@ fi
 
 failed=0
 results="$logs/results.tsv"
+baselines="$logs/baselines.tsv"
 : > "$results"
+: > "$baselines"
 for t in "${targets[@]}"; do
   args=""
   [ $quick = 1 ] && args="$(quick_args "$t")"
@@ -100,6 +104,8 @@ for t in "${targets[@]}"; do
   grep '^BENCH ' "$logs/$t.log" | while read -r _ name value unit; do
     printf '%s\t%s\t%s %s\n' "$t" "$name" "$value" "$unit" >> "$results"
   done
+  # The baselines' own figures in this run (`BASELINE <text>` lines), printed under the table.
+  grep '^BASELINE ' "$logs/$t.log" | sed "s/^BASELINE /$t\t/" >> "$baselines" || true
 done
 
 echo
@@ -112,6 +118,11 @@ while IFS=$'\t' read -r bench figure value; do
   prev="$bench"
   printf '| %s | `%s` | %s |\n' "$shown" "$figure" "$value"
 done < "$results"
+echo
+echo "Baselines measured in the same runs (what each ratio is taken against):"
+while IFS=$'\t' read -r bench text; do
+  printf -- '- `%s`: %s\n' "$bench" "$text"
+done < "$baselines"
 echo
 echo "PyTorch DCP baselines run at their best configuration: FileSystemWriter thread_count 1, 2 and 4"
 echo "(save_load, small_tensors) and the best taken; FileSystemReader has no tuning options in torch 2.11;"

@@ -495,6 +495,8 @@ int Main(int argc, char** argv) {
               colwise.c_str(), rowwise.c_str(), replicated.c_str(), rank);
 
   const double vs_copy = GBps(bytes, best->seconds) / GBps(copied, best_copy);
+  std::printf("BASELINE plain copy of the source files %.2f GB/s (%.3f s, best buffer size)\n",
+              GBps(copied, best_copy), best_copy);
   std::printf("BENCH convert_vs_copy %.3f ratio\n", vs_copy);
   std::printf("BENCH convert_peak_rss_vs_limit %.3f ratio\n", static_cast<double>(peak) / limit);
   std::printf("BENCH convert_peak_rss_mib %.0f MiB\n", MiB(peak));

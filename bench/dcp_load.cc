@@ -359,10 +359,15 @@ int Main(int argc, char** argv) {
   if (!o.skip_pytorch) {
     std::printf("best: pytorch single %.3f s, dcpp single %.3f s; pytorch %d ranks %.3f s, dcpp %d ranks %.3f s\n",
                 py_single, d1, kRanks, py_ranks, kRanks, d4);
+    std::printf("BASELINE PyTorch dcp.load: 1 process %.3f s (%.2f GB/s), %d ranks %.3f s", py_single,
+                GBps(bytes, py_single), kRanks, py_ranks);
+    if (!o.skip_sharded) std::printf(", %d ranks of the sharded checkpoint %.3f s", kRanks, py_sharded);
+    std::printf("\n");
     std::printf("BENCH dcp_load_single_vs_pytorch %.3f ratio\n", py_single / d1);
     std::printf("BENCH dcp_load_4ranks_vs_pytorch %.3f ratio\n", py_ranks / d4);
     if (!o.skip_sharded) std::printf("BENCH dcp_load_4ranks_sharded_vs_pytorch %.3f ratio\n", py_sharded / s4);
   }
+  std::printf("BASELINE raw read() of the data files %.2f GB/s (16 MiB calls, 1 thread)\n", GBps(file_bytes, raw));
   std::printf("BENCH dcp_load_single_vs_read %.3f ratio\n", GBps(bytes, d1) / GBps(file_bytes, raw));
   return 0;
 }

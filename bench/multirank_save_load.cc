@@ -187,6 +187,8 @@ int Main(int argc, char** argv) {
   std::printf("all loads checked; the 4 ranks wrote %.1f MiB and read %.1f MiB\n", MiB(written), MiB(needed));
 
   // Ratios > 1 mean 4 ranks were faster; bounded by memory bandwidth and 2 cores here.
+  std::printf("BASELINE one process (thread_count 1): save %.2f GB/s, load %.2f GB/s\n", GBps(total, single_save),
+              GBps(total, single_load));
   std::printf("BENCH multirank4_save_vs_single %.3f ratio\n", single_save / multi_save);
   std::printf("BENCH multirank4_load_vs_single %.3f ratio\n", single_load / multi_load);
   return 0;

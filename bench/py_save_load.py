@@ -163,6 +163,8 @@ def main():
         print(f"BENCH py_layer_share_of_save_w{world} {prep:.4f} fraction")
         for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
             print(f"BENCH py_{name}_w{world} {t[name]:.4f} s")
+        print(f"BASELINE w{world}: dcp.save {gib / t['save_dcp']:.2f} GiB/s, dcp.load (resharded) "
+              f"{gib / t['load_dcp']:.2f} GiB/s")
         print(f"BENCH py_save_ratio_w{world} {save_ratio:.3f} x")
         print(f"BENCH py_load_ratio_w{world} {load_ratio:.3f} x")
         if not args.twin:
@@ -172,6 +174,8 @@ def main():
         c = run_twin(args.twin, world, rows, args)
         print(f"  C++ API on the same data: save {c['save']:.3f} s, resharded load {c['load']:.3f} s "
               f"({'correct' if c['ok'] else 'WRONG'})")
+        print(f"BASELINE w{world}: the C++ API, save {gib / c['save']:.2f} GiB/s, resharded load "
+              f"{gib / c['load']:.2f} GiB/s")
         for op in ("save", "load"):
             print(f"BENCH py_vs_cpp_{op}_w{world} {t[op + '_dcpp'] / c[op]:.3f} ratio")
 

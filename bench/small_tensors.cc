@@ -177,6 +177,8 @@ int Main(int argc, char** argv) {
     dcp_load = r["load"].get<double>();
     std::printf("dcp best: save %.4f s (FileSystemWriter thread_count %s of %s), load %.4f s "
                 "(FileSystemReader: no options in this torch)\n", dcp_save, best_t.c_str(), kDcpThreadCounts, dcp_load);
+    std::printf("BASELINE PyTorch DCP on the %lld items: dcp.save %.4f s (thread_count %s), dcp.load %.4f s\n",
+                static_cast<long long>(items), dcp_save, best_t.c_str(), dcp_load);
     std::printf("BENCH small_save_vs_dcp %.3f ratio\n", dcp_save / save.median);
     std::printf("BENCH small_load_vs_dcp %.3f ratio\n", dcp_load / load.median);
     std::printf("BENCH small_convert_vs_dcp_load %.3f ratio\n", dcp_load / cv.median);

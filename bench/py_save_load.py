@@ -11,7 +11,10 @@ each between barriers, as the slowest rank sees it, best of --repeat interleaved
 (FileSystemWriter with the same thread count), a resharded load (into Shard(1) targets) of
 each checkpoint by its own library (DCP's FileSystemReader has no thread count), and dcpp loading DCP's checkpoint. Prints one line per
 figure and `BENCH <name> <value> <unit>` lines (seconds, dcp/dcpp ratios, and the share of
-dcpp.save's time spent in the Python layer before the C++ engine runs).
+dcpp.save's time spent in the Python layer before the C++ engine runs). A raw baseline runs in
+the same loop: every rank writes its own bytes to plain files (fsynced) and reads them back,
+with the same thread count; py_{save,load}_room_w<world> (DCP's time over the raw time) is
+the most any library could show against DCP on this machine, the room the >= 3x target needs.
 
 With --twin PATH (bench/cpp_twin.cc, built as //bench:cpp_twin), the same save and resharded
 load are then timed through the C++ API on the same sizes, one process per rank joined by the
@@ -60,6 +63,39 @@ def timed(fn):
     return took.item()
 
 
+def raw_write(folder, tensors, threads):
+    """The raw baseline of a save: each tensor's bytes written to a file of its own with plain
+    unbuffered writes, `threads` at a time, each file fsynced (as a save's files are)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    os.makedirs(folder, exist_ok=True)
+
+    def one(i):
+        with open(os.path.join(folder, str(i)), "wb", buffering=0) as f:
+            view = memoryview(tensors[i].numpy()).cast("B")
+            while view:
+                view = view[f.write(view):]
+            os.fsync(f.fileno())
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(tensors))))
+
+
+def raw_read(folder, tensors, threads):
+    """The raw baseline of a load: the files of raw_write read back into `tensors` (the same
+    bytes a rank holds; a resharded load needs as many)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i):
+        with open(os.path.join(folder, str(i)), "rb", buffering=0) as f:
+            view = memoryview(tensors[i].numpy()).cast("B")
+            while view:
+                view = view[f.readinto(view):]
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(len(tensors))))
+
+
 def rank_main(rank, world, store, args, results):
     import dcpp
     from torch.distributed.device_mesh import init_device_mesh
@@ -74,7 +110,9 @@ def rank_main(rank, world, store, args, results):
     torch.manual_seed(rank)
     sd = state_dict(mesh, rows, Shard(0), fill=True)
     base = os.path.join(args.dir, f"w{world}")
-    ours, theirs = base + "/dcpp", base + "/dcp"
+    ours, theirs, raw = base + "/dcpp", base + "/dcp", f"{base}/raw{rank}"
+    local = [v.to_local() for v in sd.values()]
+    back = [torch.empty_like(v) for v in local]
     t = {}
 
     def best(name, fn):
@@ -86,6 +124,8 @@ def rank_main(rank, world, store, args, results):
         # What the Python layer adds before the engine starts (flattening, DTensor boxes): the
         # rest of dcpp.save is the C++ save itself.
         best("python_prep", lambda: _flat.split(sd))
+        best("raw_write", lambda: raw_write(raw, local, args.threads))
+        best("raw_read", lambda: raw_read(raw, back, args.threads))
         best("save_dcpp", lambda: dcpp.save(sd, ours, thread_count=args.threads))
         best("save_dcp", lambda: dcp.save(
             sd, storage_writer=dcp.FileSystemWriter(theirs, thread_count=args.threads)))
@@ -154,7 +194,7 @@ def main():
         gib = t["bytes"] / (1 << 30)
         print(f"world {world}: {gib:.2f} GiB of DTensors, {args.threads} threads per rank, "
               f"resharded load {'correct' if t['ok'] else 'WRONG'}")
-        for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
+        for name in ("raw_write", "raw_read", "save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
             print(f"  {name:18s} {t[name]:7.3f} s  {gib / t[name]:6.2f} GiB/s")
         save_ratio, load_ratio = t["save_dcp"] / t["save_dcpp"], t["load_dcp"] / t["load_dcpp"]
         print(f"  dcp/dcpp: save {save_ratio:.2f}x, load {load_ratio:.2f}x")
@@ -163,8 +203,14 @@ def main():
         print(f"BENCH py_layer_share_of_save_w{world} {prep:.4f} fraction")
         for name in ("save_dcpp", "save_dcp", "load_dcpp", "load_dcp", "load_dcpp_of_dcp"):
             print(f"BENCH py_{name}_w{world} {t[name]:.4f} s")
-        print(f"BASELINE w{world}: dcp.save {gib / t['save_dcp']:.2f} GiB/s, dcp.load (resharded) "
-              f"{gib / t['load_dcp']:.2f} GiB/s")
+        # The most any library could show against DCP here: DCP's time over the raw I/O time.
+        room_save, room_load = t["save_dcp"] / t["raw_write"], t["load_dcp"] / t["raw_read"]
+        print(f"  room left by raw I/O (DCP time / raw time): save {room_save:.2f}x, load {room_load:.2f}x")
+        print(f"BASELINE w{world}: raw write {gib / t['raw_write']:.2f} GiB/s, raw read {gib / t['raw_read']:.2f} GiB/s "
+              f"(every rank its own bytes, {args.threads} threads); dcp.save {gib / t['save_dcp']:.2f} GiB/s, "
+              f"dcp.load (resharded) {gib / t['load_dcp']:.2f} GiB/s")
+        print(f"BENCH py_save_room_w{world} {room_save:.3f} x")
+        print(f"BENCH py_load_room_w{world} {room_load:.3f} x")
         print(f"BENCH py_save_ratio_w{world} {save_ratio:.3f} x")
         print(f"BENCH py_load_ratio_w{world} {load_ratio:.3f} x")
         if not args.twin:

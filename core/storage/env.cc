@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "core/base/error.h"
+#include "core/storage/batch_read.h"
 
 namespace dcpp {
 namespace {
@@ -70,6 +71,11 @@ class PosixSource final : public FileSource {
       offset += static_cast<uint64_t>(n);
       length -= static_cast<size_t>(n);
     }
+  }
+  void ReadV(const std::vector<ReadRequest>& requests) override {
+    const BatchMode mode = BatchModeFromEnv();
+    if (mode == BatchMode::kOff) return FileSource::ReadV(requests);
+    ReadBatch(fd_, path_, size_, requests, mode);
   }
   uint64_t Size() override { return size_; }
 

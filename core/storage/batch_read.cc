@@ -1,7 +1,9 @@
 #include "core/storage/batch_read.h"
 
 #include <liburing.h>
+#include <linux/magic.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -168,18 +170,26 @@ void ReadByRing(int fd, const std::string& path, const std::vector<const ReadReq
 
 BatchMode BatchModeFromEnv() {
   const char* v = std::getenv("DCPP_READ_BATCH");
-  if (v == nullptr || *v == '\0') return kDefaultBatchMode;
+  if (v == nullptr || *v == '\0') return BatchMode::kAuto;
   const std::string s = v;
+  if (s == "auto") return BatchMode::kAuto;
   if (s == "off" || s == "0") return BatchMode::kOff;
   if (s == "preadv") return BatchMode::kPreadv;
   if (s == "io_uring") return BatchMode::kIoUring;
-  throw Error(StrCat("DCPP_READ_BATCH=", s, " is not one of off, preadv, io_uring"));
+  throw Error(StrCat("DCPP_READ_BATCH=", s, " is not one of off, preadv, io_uring, auto"));
+}
+
+BatchMode AutoBatchMode(int fd) {
+  struct statfs fs;
+  if (::fstatfs(fd, &fs) == 0 && (fs.f_type == TMPFS_MAGIC || fs.f_type == RAMFS_MAGIC)) return BatchMode::kPreadv;
+  return BatchMode::kIoUring;
 }
 
 bool IoUringAvailable() { return ThisThreadRing().Usable(); }
 
 void ReadBatch(int fd, const std::string& path, uint64_t size, const std::vector<ReadRequest>& requests,
                BatchMode mode) {
+  if (mode == BatchMode::kAuto) mode = AutoBatchMode(fd);
   std::vector<const ReadRequest*> order;
   order.reserve(requests.size());
   for (const ReadRequest& q : requests) {

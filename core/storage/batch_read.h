@@ -7,7 +7,7 @@
 //
 // The mode comes from the environment at each batch, so that a benchmark can compare them in
 // one run: DCPP_READ_BATCH=off (FileSource's default ReadV: one pread per merged span, through
-// a scratch buffer), preadv, or io_uring. Unset: kDefaultBatchMode.
+// a scratch buffer), preadv (preadv and pread only), io_uring, or auto (the default).
 #pragma once
 
 #include <cstdint>
@@ -18,22 +18,23 @@
 
 namespace dcpp {
 
-enum class BatchMode { kOff, kPreadv, kIoUring };
+enum class BatchMode { kOff, kPreadv, kIoUring, kAuto };
 
-// preadv for near requests, pread for the others (see bench/README.md, reshard: io_uring
-// measured slower on tmpfs).
-constexpr BatchMode kDefaultBatchMode = BatchMode::kPreadv;
-
-// DCPP_READ_BATCH's mode (kDefaultBatchMode when unset); throws dcpp::Error on a value it does
-// not know.
+// DCPP_READ_BATCH's mode (kAuto when unset); throws dcpp::Error on a value it does not know.
 BatchMode BatchModeFromEnv();
+
+// What kAuto means for the file open as `fd`: kPreadv on a file in memory (tmpfs, ramfs),
+// where io_uring hands every read to a worker thread and costs twice pread's CPU time per
+// 4 KiB read (measured, bench/README.md), kIoUring elsewhere (a disk: many reads in flight
+// at once, several times faster than one pread after another on a cold cache).
+BatchMode AutoBatchMode(int fd);
 
 // Whether this thread can use io_uring (its ring is set up on first use, once per thread).
 bool IoUringAvailable();
 
 // Reads every request from `fd`, the file `path` of `size` bytes, with `mode` (kOff is taken
-// as kPreadv). Throws dcpp::Error naming `path` (a request past the end: the file is
-// truncated). Destinations must not overlap.
+// as kPreadv, kAuto asks AutoBatchMode). Throws dcpp::Error naming `path` (a request past
+// the end: the file is truncated). Destinations must not overlap.
 void ReadBatch(int fd, const std::string& path, uint64_t size, const std::vector<ReadRequest>& requests,
                BatchMode mode);
 

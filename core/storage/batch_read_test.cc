@@ -74,9 +74,17 @@ class PlainSource final : public FileSource {
   std::unique_ptr<FileSource> in_;
 };
 
-enum class Way { kPreadv, kIoUring, kIoUringRefused, kDefault, kEnvOff, kEnvPreadv, kEnvIoUring };
-const Way kWays[] = {Way::kPreadv,  Way::kIoUring,   Way::kIoUringRefused, Way::kDefault,
-                     Way::kEnvOff, Way::kEnvPreadv, Way::kEnvIoUring};
+enum class Way { kPreadv, kIoUring, kIoUringRefused, kAuto, kDefault, kEnvOff, kEnvPreadv, kEnvIoUring, kEnvAuto };
+const Way kWays[] = {Way::kPreadv,  Way::kIoUring,   Way::kIoUringRefused, Way::kAuto,       Way::kDefault,
+                     Way::kEnvOff, Way::kEnvPreadv, Way::kEnvIoUring,     Way::kEnvAuto};
+
+BatchMode ModeOf(Way way) {
+  return way == Way::kPreadv ? BatchMode::kPreadv : way == Way::kAuto ? BatchMode::kAuto : BatchMode::kIoUring;
+}
+
+const char* EnvOf(Way way) {
+  return way == Way::kEnvOff ? "off" : way == Way::kEnvPreadv ? "preadv" : way == Way::kEnvIoUring ? "io_uring" : "auto";
+}
 
 // Reads `reqs` from the file at `path` (opened before `before_read` runs) the way `way` says.
 void Read(Way way, const std::string& path, const std::vector<ReadRequest>& reqs,
@@ -87,12 +95,13 @@ void Read(Way way, const std::string& path, const std::vector<ReadRequest>& reqs
   switch (way) {
     case Way::kPreadv:
     case Way::kIoUring:
-    case Way::kIoUringRefused: {
+    case Way::kIoUringRefused:
+    case Way::kAuto: {
       // The file's own descriptor is private to PosixSource: read through a second one.
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       ASSERT_GE(fd, 0);
       const std::string err = ErrorOf([&] {
-        ReadBatch(fd, path, src->Size(), reqs, way == Way::kPreadv ? BatchMode::kPreadv : BatchMode::kIoUring);
+        ReadBatch(fd, path, src->Size(), reqs, ModeOf(way));
       });
       ::close(fd);
       internal::g_refuse_io_uring = false;
@@ -103,7 +112,7 @@ void Read(Way way, const std::string& path, const std::vector<ReadRequest>& reqs
       PlainSource(std::move(src)).ReadV(reqs);
       return;
     default:
-      ::setenv("DCPP_READ_BATCH", way == Way::kEnvOff ? "off" : way == Way::kEnvPreadv ? "preadv" : "io_uring", 1);
+      ::setenv("DCPP_READ_BATCH", EnvOf(way), 1);
       const std::string err = ErrorOf([&] { src->ReadV(reqs); });
       ::unsetenv("DCPP_READ_BATCH");
       if (err != "(no error)") throw Error(err);
@@ -169,6 +178,15 @@ TEST(ReadBatch, AFileThatShrankNamesTheFile) {
     EXPECT_HAS(err, path);
     EXPECT_HAS(err, "unexpected end of file");
   }
+}
+
+TEST(ReadBatch, AutoReadsFilesInMemoryWithoutIoUring) {
+  const std::string path = "/dev/shm/dcpp_batch_read_test_" + std::to_string(::getpid());
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) GTEST_SKIP() << "no /dev/shm here";
+  ::unlink(path.c_str());
+  EXPECT_EQ(AutoBatchMode(fd), BatchMode::kPreadv);
+  ::close(fd);
 }
 
 TEST(ReadBatch, AnUnknownModeIsRefused) {

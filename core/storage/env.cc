@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "core/base/error.h"
 #include "core/storage/batch_read.h"
@@ -73,8 +74,12 @@ class PosixSource final : public FileSource {
     }
   }
   void ReadV(const std::vector<ReadRequest>& requests) override {
-    const BatchMode mode = BatchModeFromEnv();
+    BatchMode mode = BatchModeFromEnv();
     if (mode == BatchMode::kOff) return FileSource::ReadV(requests);
+    if (mode == BatchMode::kAuto) {
+      if (!auto_mode_) auto_mode_ = AutoBatchMode(fd_);
+      mode = *auto_mode_;
+    }
     ReadBatch(fd_, path_, size_, requests, mode);
   }
   uint64_t Size() override { return size_; }
@@ -83,6 +88,7 @@ class PosixSource final : public FileSource {
   std::string path_;
   int fd_;
   uint64_t size_;
+  std::optional<BatchMode> auto_mode_;  // what kAuto means for this file, once asked
 };
 
 // Released by removing the lock file while still holding it, then closing: a waiter that got

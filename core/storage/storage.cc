@@ -12,8 +12,10 @@ void FileSource::ReadV(const std::vector<ReadRequest>& requests) {
   std::iota(order.begin(), order.end(), size_t{0});
   auto by_offset = [&](size_t a, size_t b) { return requests[a].offset < requests[b].offset; };
   if (!std::is_sorted(order.begin(), order.end(), by_offset)) std::stable_sort(order.begin(), order.end(), by_offset);
-  // Kept by the thread between calls: a span is at most what one batch asks for.
-  thread_local std::vector<uint8_t> scratch;
+  // Spans up to a block reuse the thread's buffer; a larger one gets its own, freed at return,
+  // so that a thread keeps at most kIoBlockBytes.
+  thread_local std::vector<uint8_t> kept;
+  std::vector<uint8_t> large;
   size_t i = 0;
   while (i < order.size()) {
     const ReadRequest& first = requests[order[i]];
@@ -29,6 +31,7 @@ void FileSource::ReadV(const std::vector<ReadRequest>& requests) {
     } else {
       // Several requests and the small gaps between them: one read, then copies out.
       const size_t span = static_cast<size_t>(end - first.offset);
+      std::vector<uint8_t>& scratch = span <= static_cast<size_t>(kIoBlockBytes) ? kept : large;
       if (scratch.size() < span) scratch.resize(span);
       ReadAt(first.offset, scratch.data(), span);
       for (size_t k = i; k < j; ++k) {

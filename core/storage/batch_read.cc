@@ -26,7 +26,7 @@ namespace {
 
 using internal::g_read_call_cap;
 
-constexpr unsigned kRingEntries = 64;
+constexpr unsigned kRingEntries = 256;  // cold disk, 4 KiB reads: 256 in flight ~15 us each, 64 ~19 us
 constexpr size_t kMaxIov = IOV_MAX < 1024 ? IOV_MAX : 1024;
 // io_uring's read length is 32 bits and its result an int: larger requests go by pread.
 constexpr size_t kMaxRingRead = size_t{1} << 30;

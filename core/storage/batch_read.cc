@@ -97,11 +97,17 @@ struct Ring {
   bool tried = false;
   bool ok = false;
   ~Ring() { Close(); }
+  pid_t owner = 0;  // a child forked after set-up shares the ring's memory: it sets up its own
   bool Usable() {
     if (internal::g_refuse_io_uring) return false;
+    if (tried && ok && owner != ::getpid()) {
+      Close();  // the child's copies of the mapping and descriptor only
+      tried = false;
+    }
     if (!tried) {
       tried = true;
       ok = io_uring_queue_init(kRingEntries, &ring, 0) == 0;
+      owner = ::getpid();
     }
     return ok;
   }

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -187,6 +188,34 @@ TEST(ReadBatch, AutoReadsFilesInMemoryWithoutIoUring) {
   ::unlink(path.c_str());
   EXPECT_EQ(AutoBatchMode(fd), BatchMode::kPreadv);
   ::close(fd);
+}
+
+// Strided reads of `bytes` (the file at `path`) through io_uring; whether each got its bytes.
+bool StridedReadsAreRight(const std::string& path, const std::string& bytes) {
+  std::vector<std::string> out;
+  std::vector<ReadRequest> reqs;
+  for (uint64_t o = 0; o + 4096 <= bytes.size(); o += 65536) out.emplace_back(4096, '\0');
+  for (size_t i = 0; i < out.size(); ++i) reqs.push_back({i * 65536, out[i].data(), 4096});
+  Read(Way::kIoUring, path, reqs);
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (out[i] != bytes.substr(i * 65536, 4096)) return false;
+  }
+  return true;
+}
+
+TEST(ReadBatch, ReadsStayRightInAChildForkedAfterIoUring) {
+  TempDir dir;
+  const std::string path = dir / "data";
+  const std::string bytes = Pattern();
+  WriteFile(path, bytes);
+  ASSERT_TRUE(StridedReadsAreRight(path, bytes));  // this thread's ring is set up
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(StridedReadsAreRight(path, bytes) ? 0 : 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_TRUE(StridedReadsAreRight(path, bytes));
 }
 
 TEST(ReadBatch, AnUnknownModeIsRefused) {

@@ -140,6 +140,7 @@ void ReadByRing(int fd, const std::string& path, const std::vector<const ReadReq
       io_uring_prep_read(sqe, fd, q.data, static_cast<unsigned>(Capped(q.length)), q.offset);
       io_uring_sqe_set_data64(sqe, next + queued);
     }
+    if (queued == 0) break;  // no room in the ring (cannot happen: every batch is reaped)
     size_t submitted = 0;
     bool broken = false;
     while (submitted < queued) {

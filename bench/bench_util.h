@@ -249,8 +249,9 @@ inline bool ResetPeakRss() {
 // A fresh scratch folder under /dev/shm (falling back to /tmp), removed by the destructor.
 class ScratchDir {
  public:
-  explicit ScratchDir(const std::string& tag) {
-    const std::string base = std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
+  // Under `in` when given, else /dev/shm (or /tmp without it).
+  explicit ScratchDir(const std::string& tag, const std::string& in = "") {
+    const std::string base = !in.empty() ? in : std::filesystem::is_directory("/dev/shm") ? "/dev/shm" : "/tmp";
     path_ = base + "/dcpp_bench_" + tag + "_" + std::to_string(::getpid());
     std::filesystem::remove_all(path_);
     std::filesystem::create_directories(path_);

@@ -13,10 +13,17 @@
 //   reshard_load_vs_raw         dcpp throughput (bytes_needed / time of the 4 loads) over plain
 //                               sequential read() throughput of the checkpoint's data files into a
 //                               preallocated buffer (one thread per file group); informational
+// Then an A/B of the batched-read modes (DCPP_READ_BATCH=off|preadv|io_uring, default), each
+// load timed in every rep: median [min, max] and the medians' ratio to raw, and the median CPU
+// time of the process (less sensitive than wall time to other work on a shared machine).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -49,10 +56,20 @@ dcpp::StateDict Targets(int tensors, int64_t dim, int rank, bool preallocate) {
   return sd;
 }
 
+// CPU seconds of the whole process (every thread, io_uring's workers included) so far.
+double CpuSeconds() {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
 int Main(int argc, char** argv) {
   int tensors = 8;
   int64_t dim = 4096;
   int reps = 3;
+  std::string dir;    // where the checkpoint goes (default /dev/shm)
+  bool cold = false;  // drop the data files from the page cache before every timed read
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a.rfind("--tensors=", 0) == 0) {
@@ -61,19 +78,23 @@ int Main(int argc, char** argv) {
       dim = std::stoll(a.substr(6));
     } else if (a.rfind("--reps=", 0) == 0) {
       reps = std::stoi(a.substr(7));
+    } else if (a.rfind("--dir=", 0) == 0) {
+      dir = a.substr(6);
+    } else if (a == "--cold") {
+      cold = true;
     } else {
-      std::cerr << "usage: reshard [--tensors=N] [--dim=N] [--reps=N]\n";
+      std::cerr << "usage: reshard [--tensors=N] [--dim=N] [--reps=N] [--dir=PATH] [--cold]\n";
       return 2;
     }
   }
   at::set_num_threads(1);  // the benchmark's parallelism is the engine's thread_count
 
-  ScratchDir scratch("reshard");
+  ScratchDir scratch("reshard", dir);
   const std::string ckpt = scratch.Sub("ckpt");
   const int64_t total = static_cast<int64_t>(tensors) * dim * dim * 4;
   std::cout << "reshard: " << tensors << " x [" << dim << ", " << dim << "] float32 (" << MiB(total)
             << " MiB), saved as Shard(0)@[4], loaded as Shard(1)@[4], in " << scratch.path()
-            << ", best of " << reps << "\n";
+            << ", best of " << reps << (cold ? ", page cache dropped before every timed read" : "") << "\n";
 
   // Save: every rank's row chunk in one state dict, two writer threads (two files).
   at::manual_seed(7);
@@ -122,9 +143,25 @@ int Main(int argc, char** argv) {
   std::vector<int64_t> file_offset(files.size(), 0);
   for (size_t f = 1; f < files.size(); ++f) file_offset[f] = file_offset[f - 1] + file_bytes[f - 1];
 
+  // --cold: the data files out of the page cache (they were synced by the save).
+  auto drop_cache = [&] {
+    if (!cold) return;
+    for (const std::string& f : files) {
+      const int fd = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) Fail("open " + f);
+      ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+      ::close(fd);
+    }
+  };
+
   // Raw reads and dcpp loads, interleaved rep by rep so that background load on a shared
-  // machine hits both alike.
+  // machine hits both alike. The loads run once per batched-read mode (DCPP_READ_BATCH, core/
+  // storage/batch_read.h) in each rep: the default, then off (one pread per merged run, as
+  // before batching), preadv and io_uring, for the A/B below.
+  const std::vector<std::string> modes = {"", "off", "preadv", "io_uring"};
   std::map<int, double> raw, dc;
+  std::map<int, std::vector<double>> raw_all, raw_cpu;  // wall and CPU seconds
+  std::map<std::string, std::map<int, std::vector<double>>> mode_all, mode_cpu;
   std::map<int, std::vector<dcpp::StateDict>> targets;
   for (int threads : kThreadCounts) {
     for (int r = 0; r < kRanks; ++r) targets[threads].push_back(Targets(tensors, dim, r, /*preallocate=*/true));
@@ -135,7 +172,9 @@ int Main(int argc, char** argv) {
   for (int rep = 0; rep < reps; ++rep) {
     for (int threads : kThreadCounts) {
       const auto groups = Balance(file_bytes, threads);
-      keep_best(raw, threads, Time([&] {
+      drop_cache();
+      const double raw_c0 = CpuSeconds();
+      const double t_raw = Time([&] {
         std::vector<std::function<void()>> jobs;
         for (const auto& g : groups) {
           jobs.push_back([&, g] {
@@ -148,17 +187,56 @@ int Main(int argc, char** argv) {
           });
         }
         RunParallel(jobs);
-      }));
+      });
+      keep_best(raw, threads, t_raw);
+      raw_all[threads].push_back(t_raw);
+      raw_cpu[threads].push_back(CpuSeconds() - raw_c0);
       dcpp::LoadOptions lo;
       lo.thread_count = threads;
-      keep_best(dc, threads, Time([&] {
-        for (int r = 0; r < kRanks; ++r) dcpp::load(targets[threads][r], ckpt, lo);
-      }));
+      for (const std::string& mode : modes) {
+        if (mode.empty()) {
+          ::unsetenv("DCPP_READ_BATCH");
+        } else {
+          ::setenv("DCPP_READ_BATCH", mode.c_str(), 1);
+        }
+        drop_cache();
+        const double c0 = CpuSeconds();
+        const double t = Time([&] {
+          for (int r = 0; r < kRanks; ++r) dcpp::load(targets[threads][r], ckpt, lo);
+        });
+        if (mode.empty()) keep_best(dc, threads, t);
+        mode_all[mode][threads].push_back(t);
+        mode_cpu[mode][threads].push_back(CpuSeconds() - c0);
+      }
+      ::unsetenv("DCPP_READ_BATCH");
     }
   }
   for (int threads : kThreadCounts) {
     std::printf("threads=%d  raw read %.3f s %.2f GB/s   dcpp 4 loads %.3f s %.2f GB/s (of bytes needed)\n",
                 threads, raw[threads], GBps(raw_bytes, raw[threads]), dc[threads], GBps(needed, dc[threads]));
+  }
+  // A/B of the batched-read modes: median [min, max] over the reps, in ms, and the median's
+  // ratio to the median raw read of the same thread count.
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  };
+  auto spread = [&](const std::vector<double>& v) {
+    char buf[96];
+    std::snprintf(buf, sizeof buf, "%7.1f [%6.1f, %6.1f] ms", 1e3 * median(v),
+                  1e3 * *std::min_element(v.begin(), v.end()), 1e3 * *std::max_element(v.begin(), v.end()));
+    return std::string(buf);
+  };
+  for (int threads : kThreadCounts) {
+    const double raw_gbps = GBps(raw_bytes, median(raw_all[threads]));
+    std::printf("threads=%d  %-25s %s  cpu %.1f ms\n", threads, "raw read", spread(raw_all[threads]).c_str(),
+                1e3 * median(raw_cpu[threads]));
+    for (const std::string& mode : modes) {
+      const std::vector<double>& v = mode_all[mode][threads];
+      std::printf("threads=%d  %-25s %s  vs raw %.3f  cpu %.1f ms\n", threads,
+                  mode.empty() ? "default" : ("DCPP_READ_BATCH=" + mode).c_str(), spread(v).c_str(),
+                  GBps(needed, median(v)) / raw_gbps, 1e3 * median(mode_cpu[mode][threads]));
+    }
   }
 
   auto best = [](const std::map<int, double>& m) {

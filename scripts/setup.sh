@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libcli11-dev                       # command-line parsing
   zlib1g-dev                         # CRC-32 of the zip archives inside PyTorch DCP files
   libzstd-dev                        # DCP items compressed with PyTorch's ZStandard extension
+  liburing-dev                       # batched reads through io_uring where the kernel allows it
   clang-14 libclang-rt-14-dev        # scripts/fuzz.sh: --config=fuzz (libFuzzer, ASan, UBSan runtimes)
 )
 PY=${DCPP_PYTHON:-python3}

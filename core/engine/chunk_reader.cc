@@ -171,26 +171,17 @@ class ChunkReader::Impl {
       StagingRing::Buffer buf;
       if (!direct) buf = ring_.Acquire(block_bytes, dst.is_cuda());
       uint8_t* out = direct ? static_cast<uint8_t*>(dst.mutable_data_ptr()) : buf.data;
+      // One batch for the block: the source merges runs with small gaps (kReadGapBytes) and
+      // reads the rest at once where it can (a local file: preadv, io_uring).
       const std::vector<ByteRun> runs = RunsOf(u.box, block, es);
-      const std::vector<ByteRun> reads = CoalesceRuns(runs, 4096);
-      size_t ri = 0;
+      requests_.clear();
       int64_t pos = 0;  // bytes of `out` filled
-      for (const ByteRun& rd : reads) {
-        if (ri < runs.size() && runs[ri].offset == rd.offset && runs[ri].length == rd.length) {
-          Pread(src, u.chunk->offset() + rd.offset, out + pos, rd.length);
-          pos += rd.length;
-          ++ri;
-          continue;
-        }
-        // A coalesced read spanning several runs and the gaps between them.
-        if (scratch_.size() < static_cast<size_t>(rd.length)) scratch_.resize(rd.length);
-        Pread(src, u.chunk->offset() + rd.offset, scratch_.data(), rd.length);
-        while (ri < runs.size() && runs[ri].offset < rd.offset + rd.length) {
-          std::memcpy(out + pos, scratch_.data() + (runs[ri].offset - rd.offset), runs[ri].length);
-          pos += runs[ri].length;
-          ++ri;
-        }
+      for (const ByteRun& r : runs) {
+        requests_.push_back({u.chunk->offset() + r.offset, out + pos, static_cast<size_t>(r.length)});
+        pos += r.length;
       }
+      src.ReadV(requests_);
+      for (const ByteRun& rd : CoalesceRuns(runs, static_cast<int64_t>(kReadGapBytes))) Count(rd.length, 1);
       CheckBoolBytes(u, out, block);
       if (!direct) ring_.Scatter(buf, {{dst, ring_.View(buf, 0, dtype, block.sizes)}});
     }
@@ -203,7 +194,7 @@ class ChunkReader::Impl {
   StagingRing ring_;
   std::map<std::string, std::unique_ptr<GdsFile>> gds_files_;  // null: staged instead
   bool gpu_ordered_ = false;
-  std::vector<uint8_t> scratch_;
+  std::vector<ReadRequest> requests_;  // ReadPart's batch, kept for its capacity
 };
 
 ChunkReader::ChunkReader(StorageReader& reader, const LoadOptions& opt, Counters& counters)

@@ -8,8 +8,10 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "core/base/error.h"
+#include "core/storage/batch_read.h"
 
 namespace dcpp {
 namespace {
@@ -71,12 +73,22 @@ class PosixSource final : public FileSource {
       length -= static_cast<size_t>(n);
     }
   }
+  void ReadV(const std::vector<ReadRequest>& requests) override {
+    BatchMode mode = BatchModeFromEnv();
+    if (mode == BatchMode::kOff) return FileSource::ReadV(requests);
+    if (mode == BatchMode::kAuto) {
+      if (!auto_mode_) auto_mode_ = AutoBatchMode(fd_);
+      mode = *auto_mode_;
+    }
+    ReadBatch(fd_, path_, size_, requests, mode);
+  }
   uint64_t Size() override { return size_; }
 
  private:
   std::string path_;
   int fd_;
   uint64_t size_;
+  std::optional<BatchMode> auto_mode_;  // what kAuto means for this file, once asked
 };
 
 // Released by removing the lock file while still holding it, then closing: a waiter that got

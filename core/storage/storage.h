@@ -39,12 +39,36 @@ class FileSink {
   virtual void Finish() = 0;
 };
 
+// Two reads close together in a file are merged into one read of the whole span (the gap's
+// bytes are read and dropped) when the gap is at most kReadGapBytes and at most 5% of the
+// merged read: one call instead of two then costs less than the extra bytes. The engine counts
+// bytes and calls with the same rule (CoalesceRuns in core/model/box.h).
+constexpr uint64_t kReadGapBytes = 4096;
+
+// Whether a read of file bytes [begin, end) merges the next one, [next, next_end).
+inline bool MergesReads(uint64_t begin, uint64_t end, uint64_t next, uint64_t next_end) {
+  return next >= end && next - end <= kReadGapBytes && (next - end) * 20 <= next_end - begin;
+}
+
+// One read of a batch: `length` bytes at file offset `offset` into `data`.
+struct ReadRequest {
+  uint64_t offset = 0;
+  void* data = nullptr;
+  size_t length = 0;
+};
+
 class FileSource {
  public:
   virtual ~FileSource() = default;
   // Reads exactly `length` bytes or throws dcpp::Error naming the file (e.g. truncated).
   virtual void ReadAt(uint64_t offset, void* data, size_t length) = 0;
   virtual uint64_t Size() = 0;
+  // Reads every request exactly, as ReadAt would, in any order and possibly at once; throws
+  // dcpp::Error naming the file. Destinations must not overlap. The default merges requests
+  // sorted by offset as MergesReads says into one ReadAt through a scratch buffer and reads
+  // the others one by one; a local file reads them with preadv or io_uring
+  // (core/storage/batch_read.h).
+  virtual void ReadV(const std::vector<ReadRequest>& requests);
 };
 
 // What a commit did once the new metadata is in place: anything that went wrong afterwards

@@ -21,6 +21,9 @@
 //   convert_vs_copy             conversion throughput / copy throughput     target >= 0.7
 //   convert_peak_rss_vs_limit   peak RSS / (1.25 x budget + 100 MiB)        target <= 1
 //   convert_peak_rss_mib        peak RSS of the conversion, MiB (a memory figure, not a time)
+//   convert_dcp_format_vs_native  time of the conversion / time of the same conversion with
+//                               `--format dcp` (PyTorch DCP's format), best against best; the
+//                               DCP-format runs alternate with the others   target >= 0.9
 // Also printed: the RSS of `convert --help` (LibTorch loaded, nothing else). At the end, one
 // column-wise, one row-wise and one replicated key of the result are loaded for one TP rank and
 // compared with the source tensors.
@@ -419,7 +422,14 @@ int Main(int argc, char** argv) {
                      "--quiet"},
                     scratch.Sub("convert.log"));
   };
-  std::vector<ChildRun> runs, warmups;
+  const std::string dst_dcp = scratch.Sub("converted_dcp");
+  auto convert_dcp_once = [&] {
+    std::filesystem::remove_all(dst_dcp);
+    return RunChild({convert, src, dst_dcp, "--world-size", std::to_string(kTargetRanks), "--memory-budget",
+                     budget_arg, "--format", "dcp", "--quiet"},
+                    scratch.Sub("convert_dcp.log"));
+  };
+  std::vector<ChildRun> runs, warmups, dcp_runs;
   for (int rep = 0; rep < reps; ++rep) {
     for (size_t b = 0; b < std::size(kCopyBuffers); ++b) {
       copy_warmups[b].push_back(copy_once(b));
@@ -427,6 +437,8 @@ int Main(int argc, char** argv) {
     }
     warmups.push_back(convert_once());
     runs.push_back(convert_once());
+    convert_dcp_once();  // (its warm-up)
+    dcp_runs.push_back(convert_dcp_once());
   }
   std::filesystem::remove_all(copy_dir);
   double best_copy = 1e300;
@@ -474,6 +486,11 @@ int Main(int argc, char** argv) {
   std::vector<double> warm_secs;
   for (const ChildRun& r : warmups) warm_secs.push_back(r.seconds);
   row("  its warm-ups (untimed)", warm_secs, "%9.3f", *std::min_element(warm_secs.begin(), warm_secs.end()), "");
+  std::vector<double> dcp_secs;
+  for (const ChildRun& r : dcp_runs) dcp_secs.push_back(r.seconds);
+  const double best_dcp = *std::min_element(dcp_secs.begin(), dcp_secs.end());
+  std::snprintf(gbps, sizeof gbps, "%.2f", GBps(bytes, best_dcp));
+  row("convert --format dcp", dcp_secs, "%9.3f", best_dcp, gbps);
   std::printf("convert --help: %.3f s, peak RSS %.0f MiB (LibTorch loaded, nothing converted)\n", help.seconds,
               MiB(help.peak_rss));
   const double limit = 1.25 * static_cast<double>(budget_mib << 20) + static_cast<double>(100 << 20);
@@ -490,7 +507,10 @@ int Main(int argc, char** argv) {
   const bool ok = LoadsAs(dst, colwise, kept[colwise], dcpp::Layout::Sharded(kTargetRanks, 0), rank) &&
                   LoadsAs(dst, rowwise, kept[rowwise], dcpp::Layout::Sharded(kTargetRanks, 1), rank) &&
                   LoadsAs(dst, replicated, kept[replicated], dcpp::Layout::Replicated(kTargetRanks), rank);
+  const bool dcp_ok = LoadsAs(dst_dcp, colwise, kept[colwise], dcpp::Layout::Sharded(kTargetRanks, 0), rank) &&
+                      LoadsAs(dst_dcp, rowwise, kept[rowwise], dcpp::Layout::Sharded(kTargetRanks, 1), rank);
   if (!ok) throw std::runtime_error("the converted checkpoint differs from the source");
+  if (!dcp_ok) throw std::runtime_error("the checkpoint converted with --format dcp differs from the source");
   std::printf("checked %s (Shard(0)), %s (Shard(1)), %s (Replicate()) as TP rank %d: equal to the source\n",
               colwise.c_str(), rowwise.c_str(), replicated.c_str(), rank);
 
@@ -500,6 +520,7 @@ int Main(int argc, char** argv) {
   std::printf("BENCH convert_vs_copy %.3f ratio\n", vs_copy);
   std::printf("BENCH convert_peak_rss_vs_limit %.3f ratio\n", static_cast<double>(peak) / limit);
   std::printf("BENCH convert_peak_rss_mib %.0f MiB\n", MiB(peak));
+  std::printf("BENCH convert_dcp_format_vs_native %.3f ratio\n", best->seconds / best_dcp);
   return 0;
 }
 

@@ -11,6 +11,9 @@
 // and 2 (DCP's FileSystemWriter: 1, 2 and 4). Targets:
 //   save_vs_raw, load_vs_raw  >= 0.8   (dcpp throughput / raw write() or read() throughput)
 //   save_vs_dcp, load_vs_dcp  >= 3     (DCP time / dcpp time)
+//   dcp_format_save_vs_native >= 0.9   (dcpp save time / dcpp save time with format=kDcp, at
+//                                       thread_count 2, the median of the interleaved pairs)
+//   dcp_format_save_vs_dcp    >= 2     (DCP's best save time / dcpp's best format=kDcp save)
 //   load_peak_extra_mib       <= staging_budget_mib + 64   (budget = thread_count * staging_bytes)
 //
 // The Python interpreter is $DCPP_PYTHON, else python3 on the PATH.
@@ -19,6 +22,7 @@
 #include <nlohmann/json.hpp>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -196,11 +200,13 @@ int Main(int argc, char** argv) {
   // Raw baseline and dcpp, interleaved rep by rep so that background load on a shared machine
   // hits both alike. Every write goes into an empty folder; every read or load goes into the
   // preallocated targets (zeroed and checked against the sources on the first rep).
-  std::map<int, double> raw_w, raw_r, dcpp_w, dcpp_r;
+  std::map<int, double> raw_w, raw_r, dcpp_w, dcpp_r, dcpfmt_w;
+  std::vector<double> pair_native, pair_dcpfmt;  // thread_count 2's native and format=kDcp saves, rep by rep
   std::map<int, dcpp::SaveStats> save_stats;
   std::map<int, dcpp::LoadStats> load_stats;
   const std::string raw_dir = scratch.Sub("raw");
   const std::string ckpt = scratch.Sub("dcpp");
+  const std::string dcpfmt = scratch.Sub("dcpp_dcp_format");
   auto keep_best = [](std::map<int, double>& m, int k, double t) {
     m[k] = m.count(k) ? std::min(m[k], t) : t;
   };
@@ -213,7 +219,20 @@ int Main(int argc, char** argv) {
       ResetDir(raw_dir);
       std::filesystem::remove_all(ckpt);
       keep_best(raw_w, threads, Time([&] { RawWrite(raw_dir, src, threads); }));
-      keep_best(dcpp_w, threads, Time([&] { save_stats[threads] = dcpp::save(src_sd, ckpt, so); }));
+      const double native_s = Time([&] { save_stats[threads] = dcpp::save(src_sd, ckpt, so); });
+      keep_best(dcpp_w, threads, native_s);
+      // The same tensors in PyTorch DCP's format (each chunk a torch.save archive with its CRC-32).
+      std::filesystem::remove_all(dcpfmt);
+      dcpp::SaveOptions dso = so;
+      dso.format = dcpp::Format::kDcp;
+      dcpp::SaveStats dst_stats;
+      const double dcpfmt_s = Time([&] { dst_stats = dcpp::save(src_sd, dcpfmt, dso); });
+      keep_best(dcpfmt_w, threads, dcpfmt_s);
+      if (dst_stats.bytes_written != bytes) throw std::runtime_error("format=kDcp save wrote an unexpected byte count");
+      if (threads == 2) {
+        pair_native.push_back(native_s);
+        pair_dcpfmt.push_back(dcpfmt_s);
+      }
       if (rep == 0) zero_dst();
       keep_best(raw_r, threads, Time([&] { RawRead(raw_dir, dst, threads); }));
       if (rep == 0 && !AllEqual(src, dst)) throw std::runtime_error("raw read-back differs from the source");
@@ -227,6 +246,16 @@ int Main(int argc, char** argv) {
     }
   }
   std::filesystem::remove_all(raw_dir);
+  {
+    // The DCP-format folder loads back (values compared; torch's dcp.load of such folders is
+    // the interop tests' business).
+    zero_dst();
+    dcpp::LoadOptions lo;
+    lo.thread_count = 2;
+    const dcpp::LoadStats ls = dcpp::load(dst_sd, dcpfmt, lo);
+    if (!AllEqual(src, dst) || ls.bytes_needed != bytes) throw std::runtime_error("format=kDcp save loads back wrong");
+    std::filesystem::remove_all(dcpfmt);
+  }
   for (int threads : kThreadCounts) {
     std::printf("raw  threads=%d  write %6.3f s %6.2f GB/s   read %6.3f s %6.2f GB/s\n", threads,
                 raw_w[threads], GBps(bytes, raw_w[threads]), raw_r[threads], GBps(bytes, raw_r[threads]));
@@ -234,7 +263,16 @@ int Main(int argc, char** argv) {
                 threads, dcpp_w[threads], GBps(bytes, dcpp_w[threads]), dcpp_r[threads],
                 GBps(bytes, dcpp_r[threads]), static_cast<long long>(save_stats[threads].files),
                 static_cast<long long>(load_stats[threads].read_calls));
+    std::printf("dcpp threads=%d  save format=kDcp %6.3f s %6.2f GB/s\n", threads, dcpfmt_w[threads],
+                GBps(bytes, dcpfmt_w[threads]));
   }
+  std::vector<double> pair_ratio;
+  for (size_t i = 0; i < pair_native.size(); ++i) pair_ratio.push_back(pair_native[i] / pair_dcpfmt[i]);
+  std::sort(pair_ratio.begin(), pair_ratio.end());
+  const double fmt_ratio = pair_ratio[pair_ratio.size() / 2];
+  std::printf("threads=2 native/format=kDcp save, rep by rep:");
+  for (size_t i = 0; i < pair_native.size(); ++i) std::printf(" %.3f/%.3f", pair_native[i], pair_dcpfmt[i]);
+  std::printf("  (ratio median %.3f, min %.3f, max %.3f)\n", fmt_ratio, pair_ratio.front(), pair_ratio.back());
 
   // Diagnostics (not figures): what the checksums cost. (In core/engine/load.cc the hash is computed
   // even when verify_checksums is false; only the comparison is skipped.)
@@ -312,7 +350,9 @@ int Main(int argc, char** argv) {
               best(raw_r), best(dcpp_w), best(dcpp_r));
   std::printf("BENCH save_vs_raw %.3f ratio\n", best(raw_w) / best(dcpp_w));
   std::printf("BENCH load_vs_raw %.3f ratio\n", best(raw_r) / best(dcpp_r));
+  std::printf("BENCH dcp_format_save_vs_native %.3f ratio\n", fmt_ratio);
   if (!skip_dcp) {
+    std::printf("BENCH dcp_format_save_vs_dcp %.3f ratio\n", dcp_w / best(dcpfmt_w));
     std::printf("BENCH save_vs_dcp %.3f ratio\n", dcp_w / best(dcpp_w));
     std::printf("BENCH load_vs_dcp %.3f ratio\n", dcp_r / best(dcpp_r));
   }

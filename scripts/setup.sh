@@ -18,7 +18,8 @@ APT_PACKAGES=(
   libgloo-dev                        # gloo headers for c10d's ProcessGroupGloo.hpp
   nlohmann-json3-dev                 # inspect --json
   libcli11-dev                       # command-line parsing
-  zlib1g-dev                         # CRC-32 of the zip archives inside PyTorch DCP files
+  zlib1g-dev                         # crc32_combine for the zip archives inside PyTorch DCP files
+  libdeflate-dev                     # their CRC-32 itself (PCLMULQDQ, ~5x zlib's crc32)
   libzstd-dev                        # DCP items compressed with PyTorch's ZStandard extension
   liburing-dev                       # batched reads through io_uring where the kernel allows it
   clang-14 libclang-rt-14-dev        # scripts/fuzz.sh: --config=fuzz (libFuzzer, ASan, UBSan runtimes)

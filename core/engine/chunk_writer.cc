@@ -16,20 +16,20 @@ void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, co
            std::function<void(uint64_t)> done) {
   const int64_t es = static_cast<int64_t>(t.element_size());
   const int64_t nbytes = t.numel() * es;
-  if (nbytes == 0) return done(Checksum::Of(nullptr, 0));
+  if (nbytes == 0) return done(hash_ ? Checksum::Of(nullptr, 0) : 0);
   if (t.device().is_cpu() && t.is_contiguous()) {
     // Hash each block right before writing it, while it is in cache: one pass over memory.
     Checksum sum;
     try {
-      WriteHashed(sink, offset, t.const_data_ptr(), nbytes, &sum);
+      WriteHashed(sink, offset, t.const_data_ptr(), nbytes, hash_ ? &sum : nullptr);
     } catch (const std::exception& e) {
       throw Error(StrCat(what, ": ", ErrorMessage(e)));
     }
-    return done(sum.Digest());
+    return done(hash_ ? sum.Digest() : 0);
   }
   // CUDA or non-contiguous: blocks through the staging ring, whose copy of block k+1 runs
   // while block k is hashed and written (blocks retire in order, so the hash streams).
-  auto sum = std::make_shared<Checksum>();
+  auto sum = hash_ ? std::make_shared<Checksum>() : nullptr;
   const Box whole = WholeBox(t.sizes().vec());
   const std::vector<Block> blocks = SplitRowMajor(whole, es, ring_.block_bytes());
   for (size_t i = 0; i < blocks.size(); ++i) {
@@ -38,12 +38,12 @@ void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, co
     const uint64_t at = offset + static_cast<uint64_t>(b.byte_offset);
     auto on_host = [&sink, at, sum, last, what, done](const uint8_t* data, int64_t n) {
       try {
-        sum->Update(data, static_cast<size_t>(n));
+        if (sum) sum->Update(data, static_cast<size_t>(n));
         sink.WriteAt(at, data, static_cast<size_t>(n));
       } catch (const std::exception& e) {
         throw Error(StrCat(what, ": ", ErrorMessage(e)));
       }
-      if (last) done(sum->Digest());
+      if (last) done(sum ? sum->Digest() : 0);
     };
     try {
       ring_.ToHost(ViewOf(t, whole, b.box), on_host);

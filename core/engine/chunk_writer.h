@@ -17,11 +17,13 @@ namespace dcpp::internal {
 
 class ChunkWriter {
  public:
-  explicit ChunkWriter(const SaveOptions& opt) : ring_(opt.staging_bytes, opt.staging_buffers) {}
+  // `hash`: compute each chunk's XXH3-64 (off for a writer whose format keeps none,
+  // storage.h NoChunkChecksums).
+  ChunkWriter(const SaveOptions& opt, bool hash) : ring_(opt.staging_bytes, opt.staging_buffers), hash_(hash) {}
 
-  // Writes `t` (sizes = box) row-major at `offset`; `done` receives its XXH3-64 once the last
-  // byte is written: at once for contiguous CPU memory, else when the staging ring gets there
-  // (at the latest in Drain()). Errors name `what`.
+  // Writes `t` (sizes = box) row-major at `offset`; `done` receives its XXH3-64 (0 without
+  // `hash`) once the last byte is written: at once for contiguous CPU memory, else when the
+  // staging ring gets there (at the latest in Drain()). Errors name `what`.
   void Write(FileSink& sink, uint64_t offset, const at::Tensor& t, const std::string& what,
              std::function<void(uint64_t)> done);
 
@@ -31,6 +33,7 @@ class ChunkWriter {
 
  private:
   StagingRing ring_;
+  bool hash_;
 };
 
 }  // namespace dcpp::internal

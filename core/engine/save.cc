@@ -202,25 +202,27 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
   *created = files;
 
   const int threads = std::max(1, std::min<int>(opt.thread_count, static_cast<int>(files.size())));
+  const bool hash = KeepsChunkChecksums(writer);  // (DCP's format keeps none: no XXH3 pass)
   std::vector<proto::WriteResults> results(threads);
   std::vector<int64_t> staged(threads, 0), staging_host(threads, 0);
   std::vector<std::function<void()>> jobs;
   for (int t = 0; t < threads; ++t) {
     jobs.push_back([&, t] {
-      ChunkWriter cw(opt);
+      ChunkWriter cw(opt, hash);
       for (size_t f = t; f < files.size(); f += threads) {
         auto sink = writer.Open(files[f]);
         for (const proto::PlanItem* it : by_file[files[f]]) {
           const Source& src = sources.at(it->index());
           if (src.bytes != nullptr) {
             Checksum sum;
-            WriteHashed(*sink, it->file_offset(), src.bytes->data(), static_cast<int64_t>(src.bytes->size()), &sum);
+            WriteHashed(*sink, it->file_offset(), src.bytes->data(), static_cast<int64_t>(src.bytes->size()),
+                        hash ? &sum : nullptr);
             proto::BytesMeta* b = results[t].add_bytes();
             b->set_fqn(it->fqn());
             b->set_file(files[f]);
             b->set_offset(it->file_offset());
             b->set_length(src.bytes->size());
-            b->set_checksum(sum.Digest());
+            b->set_checksum(hash ? sum.Digest() : 0);
             continue;
           }
           proto::TensorMeta* tm = results[t].add_tensors();

@@ -101,8 +101,8 @@ struct LoadOptions {
   // Verify the XXH3 checksum of every chunk read whole. Default: true.
   bool verify_checksums = true;
   // PyTorch DCP sources (which record no XXH3): check the CRC-32 that torch.save records for
-  // each item read whole (with verify_checksums). Off by default: zlib's CRC-32 runs at 1-2
-  // GB/s here, slower than the read itself, where convert and verify always check it.
+  // each item read whole (with verify_checksums). Off by default (a CRC-32 pass on the
+  // coordinator's reads; convert and verify always check it).
   // Default: false.
   bool verify_dcp_crc32 = false;
   // The staging pool, per reader thread (as SaveOptions): reads into one buffer overlap the

@@ -54,6 +54,10 @@ void VerifyOwnChecksums(StorageReader& reader, bool on) {
   if (auto* c = As<OwnChecksums>(reader)) c->VerifyOwnChecksums(on);
 }
 
+bool KeepsChunkChecksums(const StorageWriter& writer) {
+  return As<const NoChunkChecksums>(writer) == nullptr;
+}
+
 ItemFrame FrameOf(const StorageWriter& writer, const proto::PlanItem& item) {
   const auto* framer = As<const ItemFramer>(writer);
   return framer != nullptr ? framer->Frame(item) : ItemFrame{};

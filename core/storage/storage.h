@@ -156,6 +156,15 @@ class OwnChecksums {
   virtual void VerifyOwnChecksums(bool on) = 0;
 };
 
+// Writers of formats whose metadata keeps no per-chunk checksums (PyTorch DCP records none:
+// torch.save's CRC-32 of each archive entry, which the writer computes itself as the bytes
+// pass, stands in). The engine then skips the XXH3 of what it writes there; the checksum
+// fields of the metadata it commits are 0.
+class NoChunkChecksums {
+ public:
+  virtual ~NoChunkChecksums() = default;
+};
+
 // `backend` as a Capability, or null when it does not offer it.
 template <class Capability, class Backend>
 Capability* As(Backend& backend) {
@@ -167,6 +176,9 @@ std::string EncodeBlob(const StorageWriter& writer, const std::string& blob);
 
 // Turns a reader's own checksums (OwnChecksums) on or off; nothing for other readers.
 void VerifyOwnChecksums(StorageReader& reader, bool on);
+
+// Whether `writer` keeps the chunk checksums the engine computes (it is no NoChunkChecksums).
+bool KeepsChunkChecksums(const StorageWriter& writer);
 
 // The frame `writer` keeps around `item` (an ItemFramer's), else none.
 ItemFrame FrameOf(const StorageWriter& writer, const proto::PlanItem& item);

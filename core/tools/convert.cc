@@ -237,6 +237,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
   }
 
   std::vector<std::unique_ptr<Output>> outputs;
+  const bool hash = KeepsChunkChecksums(dst);  // (DCP's format keeps none: no XXH3 pass)
   std::vector<std::vector<Output*>> by_entry(entries.size());
   std::map<std::string, std::unique_ptr<FileSink>> sinks;
   std::vector<std::string> created;
@@ -259,7 +260,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
         o->file = it.file();
         o->file_offset = it.file_offset();
         o->length = static_cast<int64_t>(it.nbytes());
-        if (o->length == 0) o->checksum = Checksum::Of(nullptr, 0);
+        if (o->length == 0 && hash) o->checksum = Checksum::Of(nullptr, 0);
         auto& sink = sinks[it.file()];
         if (!sink) {
           created.push_back(it.file());
@@ -283,7 +284,7 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     std::exception_ptr write_error;
     std::thread writer([&] {
       try {
-        WriteJobs(pipe, total, opt, &stats.bytes_written);
+        WriteJobs(pipe, total, opt, hash, &stats.bytes_written);
       } catch (...) {
         write_error = std::current_exception();
         pipe.Fail();
@@ -316,9 +317,9 @@ ConvertStats convert(StorageReader& src, StorageWriter& dst, const ConvertOption
     for (const auto& o : outputs) {
       if (!is_encoded[o->entry]) continue;
       const std::string& data = encoded[o->entry];
-      WriteHashed(*o->sink, o->file_offset, data.data(), static_cast<int64_t>(data.size()), &o->sum);
+      WriteHashed(*o->sink, o->file_offset, data.data(), static_cast<int64_t>(data.size()), hash ? &o->sum : nullptr);
       o->written = o->length;
-      o->checksum = o->sum.Digest();
+      if (hash) o->checksum = o->sum.Digest();
       stats.bytes_written += o->length;
     }
     for (auto& [name, sink] : sinks) sink->Finish();

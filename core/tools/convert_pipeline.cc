@@ -10,14 +10,13 @@
 
 namespace dcpp::internal {
 
-// The destination's writer thread: hashes and writes each job's pieces in order.
-void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t* written) {
+void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, bool hash, int64_t* written) {
   Job job;
   while (pipe.Pop(&job)) {
     for (const Write& w : job.writes) {
-      WriteHashed(*w.out->sink, w.offset, w.data, w.length, &w.out->sum);
+      WriteHashed(*w.out->sink, w.offset, w.data, w.length, hash ? &w.out->sum : nullptr);
       w.out->written += w.length;
-      if (w.out->written == w.out->length) w.out->checksum = w.out->sum.Digest();
+      if (hash && w.out->written == w.out->length) w.out->checksum = w.out->sum.Digest();
       *written += w.length;
     }
     pipe.Release(job.slot);

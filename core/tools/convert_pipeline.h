@@ -122,8 +122,9 @@ class Pipeline {
   int64_t used_by_writer_ = 0, in_use_ = 0;
 };
 
-// The destination's writer thread: hashes and writes each job's pieces in order.
-void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, int64_t* written);
+// The destination's writer thread: hashes (when `hash`: the destination keeps chunk checksums)
+// and writes each job's pieces in order.
+void WriteJobs(Pipeline& pipe, int64_t total, const ConvertOptions& opt, bool hash, int64_t* written);
 
 // Streams one entry's source through the pipeline into its outputs, band by band.
 class EntryStreamer {

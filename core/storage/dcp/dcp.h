@@ -145,7 +145,7 @@ using DcpItemPlaces = std::map<std::pair<std::string, uint64_t>, std::pair<uint6
 DcpItemPlaces CompressDcpItems(const proto::Metadata& md, const std::string& dir, Env* env, int level,
                                int threads);
 
-class DcpWriter final : public StorageWriter, public ItemFramer, public BytesEncoder {
+class DcpWriter final : public StorageWriter, public ItemFramer, public BytesEncoder, public NoChunkChecksums {
  public:
   explicit DcpWriter(std::string dir, Env* env = Env::Default(), DcpWriteOptions options = {});
   void Begin(bool wait_for_lock) override { files_.Begin(wait_for_lock); }

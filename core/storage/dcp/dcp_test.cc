@@ -18,6 +18,8 @@
 #include "core/storage/dcp/dcp_test_util.h"
 #include "core/storage/dcp/pickle.h"
 #include "core/storage/dcp/torch_archive.h"
+#include "core/storage/native/filesystem.h"
+#include "core/storage/storage.h"
 #include "core/testing/errors.h"
 #include "core/testing/temp_dir.h"
 #include "core/tools/convert.h"
@@ -45,6 +47,21 @@ TEST(Dcp, RoundTripEveryDtypeLayoutAndBlob) {
   const pickle::ValuePtr v = torch_archive::DecodeObject(archive, "blob");
   ASSERT_TRUE(v->Is(pickle::Value::Kind::kBytes)) << pickle::Repr(*v);
   EXPECT_EQ(v->str, saved.FindBytes("blob")->data);
+}
+
+TEST(Dcp, SaveComputesNoXxh3ForDcpButDoesForNative) {
+  // DCP keeps no chunk checksums, so save and convert skip the XXH3 pass for its writer; a
+  // native save of the same state dict still records one per chunk.
+  TempDir dir;
+  EXPECT_FALSE(KeepsChunkChecksums(DcpWriter(dir.path() + "/dcp")));
+  EXPECT_TRUE(KeepsChunkChecksums(FileSystemWriter(dir.path() + "/native")));
+  save(Sample(), dir.path() + "/native");
+  const proto::Metadata md = ParseMetadata(ReadFile(dir.path() + "/native/.metadata"), dir.path());
+  int hashed = 0;
+  for (const auto& t : md.tensors()) {
+    for (const auto& c : t.chunks()) hashed += c.length() > 0 && c.checksum() != 0;
+  }
+  EXPECT_GT(hashed, 0);
 }
 
 TEST(Dcp, MetadataDescribesChunksAsPyTorchDoes) {

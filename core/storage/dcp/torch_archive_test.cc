@@ -2,10 +2,14 @@
 // object's, and CRC-32.
 #include "core/storage/dcp/torch_archive.h"
 
+#include <cstdint>
+#include <random>
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include "core/storage/dcp/dcp_test_util.h"
 #include "core/storage/dcp/pickle.h"
@@ -42,6 +46,33 @@ TEST(TorchArchive, Crc32CombinesPieces) {
                                         torch_archive::Crc32(b.data(), b.size()), b.size()),
             torch_archive::Crc32((a + b).data(), a.size() + b.size()));
   EXPECT_EQ(torch_archive::Crc32("123456789", 9), 0xCBF43926u);  // the standard check value
+}
+
+TEST(TorchArchive, Crc32AgreesWithZlibAtEveryLengthAndAlignment) {
+  // Crc32 is libdeflate's (PCLMULQDQ folding with scalar heads and tails): it must give zlib's
+  // value for any start alignment and length, whole or continued piece by piece.
+  std::mt19937_64 rng(17);
+  std::vector<unsigned char> buf((1 << 20) + 256);
+  for (auto& b : buf) b = static_cast<unsigned char>(rng());
+  std::vector<size_t> lengths;
+  for (size_t n = 0; n <= 300; ++n) lengths.push_back(n);
+  for (size_t n : {1023, 1024, 1025, 4095, 4096, 65537, 1 << 20}) lengths.push_back(n);
+  for (int i = 0; i < 40; ++i) lengths.push_back(static_cast<size_t>(rng() % (1 << 20)));
+  for (size_t n : lengths) {
+    for (size_t align : {0, 1, 3, 7, 8, 15, 16, 31, 63}) {
+      const unsigned char* p = buf.data() + align;
+      const auto want = static_cast<uint32_t>(::crc32(0, p, static_cast<uInt>(n)));
+      ASSERT_EQ(torch_archive::Crc32(p, n), want) << "length " << n << ", alignment " << align;
+      const size_t cut = n == 0 ? 0 : static_cast<size_t>(rng() % (n + 1));
+      ASSERT_EQ(torch_archive::Crc32(p + cut, n - cut, torch_archive::Crc32(p, cut)), want)
+          << "length " << n << " continued after " << cut;
+      ASSERT_EQ(torch_archive::Crc32Combine(torch_archive::Crc32(p, cut), torch_archive::Crc32(p + cut, n - cut),
+                                            n - cut),
+                want)
+          << "length " << n << " combined at " << cut;
+    }
+  }
+  EXPECT_EQ(torch_archive::Crc32(nullptr, 0, 0x1234u), 0x1234u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Reading a zip archive's directory as torch.save writes it, checking its entries' CRC-32s,
-// and CRC-32 itself (zlib's).
+// and CRC-32 itself (libdeflate's, which folds with PCLMULQDQ: ~12 GB/s in cache against
+// zlib 1.2.13's ~2.3 GB/s; zlib's crc32_combine64 for Crc32Combine, which libdeflate lacks).
 #include "core/storage/dcp/torch_archive.h"
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include <libdeflate.h>
 #include <zlib.h>
 
 #include "core/base/error.h"
@@ -43,15 +45,8 @@ void CheckEntryCrcs(const void* data, size_t length, const std::string& where) {
 }
 
 uint32_t Crc32(const void* data, size_t length, uint32_t crc) {
-  const auto* p = static_cast<const Bytef*>(data);
-  uLong c = crc;
-  while (length > 0) {
-    const uInt n = static_cast<uInt>(std::min<size_t>(length, 1u << 30));
-    c = ::crc32(c, p, n);
-    p += n;
-    length -= n;
-  }
-  return static_cast<uint32_t>(c);
+  if (length == 0) return crc;  // (data may then be null)
+  return ::libdeflate_crc32(crc, data, length);
 }
 
 uint32_t Crc32Combine(uint32_t a, uint32_t b, uint64_t length_b) {

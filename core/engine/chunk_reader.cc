@@ -131,7 +131,7 @@ class ChunkReader::Impl {
         // Read in blocks and hash each one while it is in cache: one pass over memory.
         Checksum sum;
         ReadHashed(src, u.chunk->offset(), dst.mutable_data_ptr(), nbytes, opt_.verify_checksums ? &sum : nullptr);
-        Count(nbytes, (nbytes + kIoBlockBytes - 1) / kIoBlockBytes);
+        Count(nbytes, (nbytes + kHashedBlockBytes - 1) / kHashedBlockBytes);
         CheckSum(u, sum);
         CheckBoolBytes(u, dst.const_data_ptr(), u.box);
         return;

@@ -16,6 +16,7 @@
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
 #include "core/storage/gds/gds.h"
+#include "core/storage/native/direct_file.h"
 
 namespace dcpp::internal {
 
@@ -52,7 +53,20 @@ class ChunkReader::Impl {
  private:
   FileSource& Source(const std::string& file) {
     auto& s = sources_[file];
-    if (!s) s = reader_.Open(file);
+    if (!s) {
+      s = reader_.Open(file);  // checks the name; the ordinary reader where O_DIRECT is not used
+      const std::string path = opt_.direct_io ? LocalPathOf(reader_, file) : "";
+      if (!path.empty()) {
+        std::string why;
+        if (auto direct = OpenDirect(path, &direct_buffer_, &why)) {
+          s = std::move(direct);
+        } else {
+          counters_.NoteDirectIo(why);
+        }
+      } else if (opt_.direct_io) {
+        counters_.NoteDirectIo(StrCat(reader_.Describe(), "/", file, " is not a plain local file"));
+      }
+    }
     return *s;
   }
 
@@ -199,6 +213,7 @@ class ChunkReader::Impl {
   StorageReader& reader_;
   const LoadOptions& opt_;
   Counters& counters_;
+  DirectBuffer direct_buffer_;  // declared before the sources that use it (LoadOptions::direct_io)
   std::map<std::string, std::unique_ptr<FileSource>> sources_;
   StagingRing ring_;
   std::map<std::string, std::unique_ptr<GdsFile>> gds_files_;  // null: staged instead

@@ -54,6 +54,7 @@ fi
 quick_args() {
   case "$1" in
     save_load) echo "--total_mib=64 --reps=1" ;;
+    disk) echo "--mib=64 --reps=1" ;;
     reshard) echo "--tensors=2 --dim=1024 --reps=1" ;;
     planning) echo "--items=2000 --reps=1" ;;
     multirank_save_load) echo "--tensors=8 --dim=512 --reps=1" ;;

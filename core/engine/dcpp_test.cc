@@ -2,7 +2,12 @@
 #include "core/dcpp.h"
 
 #include <ATen/ATen.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "core/format/metadata.h"
 #include "core/testing/errors.h"
@@ -257,6 +262,98 @@ TEST(Staging, GpuDirectWithChecksumsOnSaysWhyItIsNotUsed) {
   lo.verify_checksums = false;  // CPU targets never use it: nothing to say
   st = load(back, dir.path(), lo);
   EXPECT_EQ(st.gpudirect_note, "");
+}
+
+}  // namespace
+}  // namespace dcpp
+
+namespace dcpp {
+namespace {
+
+// LoadOptions::direct_io: the same values as an ordinary load, whole chunks, partial reads
+// (a reshard) and staged (non-contiguous) targets alike, from a folder that allows O_DIRECT.
+TEST(DirectIo, LoadsTheSameValuesWholePartAndStaged) {
+  TempDir dir;
+  const StateDict saved = PlainStateDict(1);
+  save(saved, dir.path());
+  for (int threads : {1, 2}) {
+    StateDict loaded = PlainStateDict(2);
+    ASSERT_TRUE(AnyDifferent(saved, loaded));
+    LoadOptions lo;
+    lo.thread_count = threads;
+    lo.direct_io = true;
+    const LoadStats ls = load(loaded, dir.path(), lo);
+    ExpectSameValues(saved, loaded);
+    EXPECT_EQ(ls.checksums_verified, 5);
+    // The test's temporary folder is on a disk here; where it is not, the note says why.
+    if (!ls.direct_io_note.empty()) {
+      EXPECT_NE(ls.direct_io_note.find("refuses O_DIRECT"), std::string::npos) << ls.direct_io_note;
+    }
+  }
+  // Row-wise shards read column-wise (partial reads), into transposed (staged) targets.
+  TempDir dir2;
+  at::manual_seed(5);
+  const at::Tensor full = at::rand({64, 96});
+  StateDict rows;
+  for (int r = 0; r < 4; ++r) rows.AddSharded("t", full, Layout::Sharded(4, 0), r);
+  rows.AddTensor("w", full);
+  save(rows, dir2.path());
+  StateDict cols;
+  for (int r = 0; r < 3; ++r) cols.AddUnallocated("t", at::kFloat, {64, 96}, Layout::Sharded(3, 1), r);
+  const at::Tensor w = at::zeros({96, 64}).t();  // [64, 96], not contiguous: staged
+  cols.AddTensor("w", w);
+  LoadOptions lo;
+  lo.direct_io = true;
+  load(cols, dir2.path(), lo);
+  const TensorEntry* t = cols.FindTensor("t");
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(at::equal(t->chunks[r].tensor, full.narrow(1, 32 * r, 32))) << r;
+  EXPECT_TRUE(at::equal(w, full));
+}
+
+// A corrupt byte read with O_DIRECT is still caught by the checksum, naming the key and file.
+TEST(DirectIo, CorruptDataIsStillReported) {
+  TempDir dir;
+  StateDict sd;
+  sd.AddTensor("w", at::arange(100000, at::kFloat));
+  save(sd, dir.path());
+  const std::string file = dir.path() + "/__0_0.distcp";
+  std::string bytes = testing::ReadFile(file);
+  bytes[bytes.size() / 2] ^= 0x40;
+  std::ofstream(file, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  StateDict loaded;
+  loaded.AddTensor("w", at::zeros({100000}));
+  LoadOptions lo;
+  lo.direct_io = true;
+  try {
+    load(loaded, dir.path(), lo);
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("checksum mismatch for key 'w'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("__0_0.distcp"), std::string::npos) << e.what();
+  }
+}
+
+// On a tmpfs, which may refuse O_DIRECT, the load falls back to ordinary reads and says so.
+TEST(DirectIo, FallsBackWhereTheFileSystemRefusesIt) {
+  if (!std::filesystem::is_directory("/dev/shm")) GTEST_SKIP() << "no /dev/shm";
+  const std::string path = "/dev/shm/dcpp_direct_io_test_" + std::to_string(::getpid());
+  std::filesystem::remove_all(path);
+  const StateDict saved = PlainStateDict(1);
+  save(saved, path);
+  StateDict loaded = PlainStateDict(2);
+  LoadOptions lo;
+  lo.direct_io = true;
+  const LoadStats ls = load(loaded, path, lo);
+  ExpectSameValues(saved, loaded);
+  const int probe = ::open((path + "/.metadata").c_str(), O_RDONLY | O_DIRECT);
+  if (probe >= 0) {
+    ::close(probe);
+    EXPECT_EQ(ls.direct_io_note, "");
+  } else {
+    EXPECT_NE(ls.direct_io_note.find("refuses O_DIRECT"), std::string::npos) << ls.direct_io_note;
+    EXPECT_NE(ls.direct_io_note.find(path), std::string::npos) << ls.direct_io_note;
+  }
+  std::filesystem::remove_all(path);
 }
 
 }  // namespace

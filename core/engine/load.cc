@@ -392,6 +392,7 @@ LoadStats load(StateDict& sd, StorageReader& reader, const LoadOptions& opt) {
   stats.staging_peak_bytes = counters.staging_host;
   stats.gpudirect_bytes = counters.gpudirect;
   stats.gpudirect_note = counters.gpudirect_note;
+  stats.direct_io_note = counters.direct_io_note;
   return stats;
 }
 

@@ -18,8 +18,9 @@
 
 namespace dcpp {
 
-// Chunk data moves in blocks of this size: each read, write and checksum update of a chunk
-// larger than a block covers one block at a time (so a chunk needs no buffer of its own size).
+// The buffer of a backend that streams chunk data through memory of its own (the DCP writer,
+// zstd, torch.save checks): a chunk needs no buffer of its own size. (The engine's hashed reads
+// and writes use a smaller block, core/engine/chunk_io.h: kHashedBlockBytes.)
 constexpr int64_t kIoBlockBytes = 1 << 20;
 
 // Bytes a backend keeps free before and after an item's data in its file, to wrap the item

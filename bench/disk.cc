@@ -277,6 +277,9 @@ int Main(int argc, char** argv) {
   std::printf("load direct_io: dd %.2f GB/s, dcpp %.2f GB/s (threads=%d); spread of the ratio over runs %.3f..%.3f\n",
               GBps(bytes, dd_load.Median()), GBps(bytes, d.Median()), best_direct, dd_load.Min() / d.Max(),
               dd_load.Max() / d.Min());
+  std::printf("BASELINE dd on this disk: write+fsync %.2f GB/s (O_DIRECT %.2f), cold read %.2f GB/s (O_DIRECT %.2f)\n",
+              GBps(bytes, dd_save.Median()), GBps(bytes, dd_direct_save.Median()), GBps(bytes, dd_load.Median()),
+              GBps(bytes, dd_direct_load.Median()));
   std::printf("BENCH disk_save_vs_dd %.3f ratio\n", dd_save.Median() / s.Median());
   std::printf("BENCH disk_load_vs_dd %.3f ratio\n", dd_load.Median() / l.Median());
   std::printf("BENCH disk_load_direct_vs_dd %.3f ratio\n", dd_load.Median() / d.Median());

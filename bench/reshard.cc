@@ -247,6 +247,7 @@ int Main(int argc, char** argv) {
   const double raw_gbps = GBps(raw_bytes, best(raw));
   const double dcpp_gbps = GBps(needed, best(dc));
   std::printf("BENCH reshard_read_amplification %.4f ratio\n", static_cast<double>(read) / needed);
+  std::printf("BASELINE raw read() of the same files %.2f GB/s\n", raw_gbps);
   std::printf("BENCH reshard_load_vs_raw %.3f ratio\n", dcpp_gbps / raw_gbps);
   return 0;
 }

@@ -349,6 +349,10 @@ int Main(int argc, char** argv) {
   };
   std::printf("best: raw write %.3f s, raw read %.3f s, dcpp save %.3f s, dcpp load %.3f s\n", best(raw_w),
               best(raw_r), best(dcpp_w), best(dcpp_r));
+  std::printf("BASELINE raw write() %.2f GB/s, raw read() %.2f GB/s (best thread count)", GBps(bytes, best(raw_w)),
+              GBps(bytes, best(raw_r)));
+  if (dcp_w > 0) std::printf("; PyTorch dcp.save %.2f GB/s, dcp.load %.2f GB/s", GBps(bytes, dcp_w), GBps(bytes, dcp_r));
+  std::printf("\n");
   std::printf("BENCH save_vs_raw %.3f ratio\n", best(raw_w) / best(dcpp_w));
   std::printf("BENCH load_vs_raw %.3f ratio\n", best(raw_r) / best(dcpp_r));
   std::printf("BENCH dcp_format_save_vs_native %.3f ratio\n", fmt_ratio);

@@ -35,7 +35,8 @@ std::string Errno(int err) { return std::strerror(err); }
 
 size_t Capped(size_t n) { return g_read_call_cap > 0 ? std::min(n, g_read_call_cap) : n; }
 
-// Reads exactly `length` bytes at `offset`, retrying short reads and EINTR.
+}  // namespace
+
 void PreadExactly(int fd, const std::string& path, uint64_t offset, void* data, size_t length) {
   char* p = static_cast<char*>(data);
   while (length > 0) {
@@ -48,6 +49,8 @@ void PreadExactly(int fd, const std::string& path, uint64_t offset, void* data, 
     length -= static_cast<size_t>(n);
   }
 }
+
+namespace {
 
 // Reads the file range [offset, offset + sum of lengths) into `iov`, retrying short reads and
 // EINTR. Changes `iov`.

@@ -32,6 +32,10 @@ BatchMode AutoBatchMode(int fd);
 // Whether this thread can use io_uring (its ring is set up on first use, once per thread).
 bool IoUringAvailable();
 
+// Reads exactly `length` bytes at `offset` of `fd` (the file `path`) into `data`, retrying
+// short reads and EINTR; throws dcpp::Error naming `path` on an error or an early end of file.
+void PreadExactly(int fd, const std::string& path, uint64_t offset, void* data, size_t length);
+
 // Reads every request from `fd`, the file `path` of `size` bytes, with `mode` (kOff is taken
 // as kPreadv, kAuto asks AutoBatchMode). Throws dcpp::Error naming `path` (a request past
 // the end: the file is truncated). Destinations must not overlap.

@@ -62,16 +62,7 @@ class PosixSource final : public FileSource {
   void ReadAt(uint64_t offset, void* data, size_t length) override {
     DCPP_CHECK(offset <= size_ && length <= size_ - offset, path_, " is truncated: need bytes [",
                offset, ", ", offset + length, ") but the file has ", size_);
-    char* p = static_cast<char*>(data);
-    while (length > 0) {
-      const ssize_t n = ::pread(fd_, p, length, static_cast<off_t>(offset));
-      if (n < 0 && errno == EINTR) continue;
-      DCPP_CHECK(n > 0, "read ", path_, " at offset ", offset, ": ",
-                 n < 0 ? Errno(errno) : std::string("unexpected end of file (truncated)"));
-      p += n;
-      offset += static_cast<uint64_t>(n);
-      length -= static_cast<size_t>(n);
-    }
+    PreadExactly(fd_, path_, offset, data, length);
   }
   void ReadV(const std::vector<ReadRequest>& requests) override {
     BatchMode mode = BatchModeFromEnv();

@@ -12,6 +12,12 @@
 
 namespace dcpp::internal {
 
+uint64_t ChunkWriter::WriteBytes(FileSink& sink, uint64_t offset, const std::string& data) {
+  Checksum sum;
+  WriteHashed(sink, offset, data.data(), static_cast<int64_t>(data.size()), hash_ ? &sum : nullptr);
+  return hash_ ? sum.Digest() : 0;
+}
+
 void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, const std::string& what,
            std::function<void(uint64_t)> done) {
   const int64_t es = static_cast<int64_t>(t.element_size());

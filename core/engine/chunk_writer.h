@@ -27,6 +27,9 @@ class ChunkWriter {
   void Write(FileSink& sink, uint64_t offset, const at::Tensor& t, const std::string& what,
              std::function<void(uint64_t)> done);
 
+  // Writes the blob `data` at `offset`; returns its XXH3-64 (0 without `hash`).
+  uint64_t WriteBytes(FileSink& sink, uint64_t offset, const std::string& data);
+
   // Completes every staged write.
   void Drain() { ring_.Drain(); }
   const StagingRing& ring() const { return ring_; }

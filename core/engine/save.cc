@@ -10,14 +10,12 @@
 #include <set>
 
 #include "core/base/parallel.h"
-#include "core/engine/chunk_io.h"
 #include "core/engine/chunk_writer.h"
 #include "core/engine/engine_util.h"
 #include "core/engine/plan_cache.h"
 #include "core/engine/save_internal.h"
 #include "core/engine/save_load.h"
 #include "core/engine/staging.h"
-#include "core/format/checksum.h"
 #include "core/format/file_names.h"
 #include "core/format/metadata.h"
 #include "core/model/dtype.h"
@@ -214,15 +212,12 @@ proto::WriteResults WriteItems(const proto::SavePlan& mine, const std::vector<So
         for (const proto::PlanItem* it : by_file[files[f]]) {
           const Source& src = sources.at(it->index());
           if (src.bytes != nullptr) {
-            Checksum sum;
-            WriteHashed(*sink, it->file_offset(), src.bytes->data(), static_cast<int64_t>(src.bytes->size()),
-                        hash ? &sum : nullptr);
             proto::BytesMeta* b = results[t].add_bytes();
             b->set_fqn(it->fqn());
             b->set_file(files[f]);
             b->set_offset(it->file_offset());
             b->set_length(src.bytes->size());
-            b->set_checksum(hash ? sum.Digest() : 0);
+            b->set_checksum(cw.WriteBytes(*sink, it->file_offset(), *src.bytes));
             continue;
           }
           proto::TensorMeta* tm = results[t].add_tensors();

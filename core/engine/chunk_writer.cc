@@ -24,7 +24,7 @@ void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, co
   const int64_t nbytes = t.numel() * es;
   if (nbytes == 0) return done(hash_ ? Checksum::Of(nullptr, 0) : 0);
   if (t.device().is_cpu() && t.is_contiguous()) {
-    // Hash each block right before writing it, while it is in cache: one pass over memory.
+    // Each block is hashed right after it is written, while it is in cache (chunk_io.h).
     Checksum sum;
     try {
       WriteHashed(sink, offset, t.const_data_ptr(), nbytes, hash_ ? &sum : nullptr);

@@ -162,6 +162,18 @@ inline void ReadAll(int fd, void* data, size_t n) {
   }
 }
 
+inline void PreadAll(int fd, void* data, size_t n, uint64_t offset) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t k = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (k < 0 && errno == EINTR) continue;
+    if (k <= 0) Fail("pread");
+    p += k;
+    offset += static_cast<uint64_t>(k);
+    n -= static_cast<size_t>(k);
+  }
+}
+
 // Runs jobs[t] on its own thread (job 0 on the calling thread) and waits for all of them.
 inline void RunParallel(const std::vector<std::function<void()>>& jobs) {
   std::vector<std::thread> threads;
@@ -195,7 +207,13 @@ inline std::vector<std::vector<size_t>> RawGroups(const std::vector<at::Tensor>&
   return Balance(sizes, threads);
 }
 
-inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads) {
+// With `each_block` set, the bytes go through write() (read()) in blocks of `block` bytes and
+// each_block(tensor index, block, length) runs right after its block's call, on the same thread
+// (the hashed baselines of bench/save_load.cc).
+using BlockFn = std::function<void(size_t, const void*, size_t)>;
+
+inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads,
+                     const BlockFn& each_block = nullptr, size_t block = 0) {
   const auto groups = RawGroups(ts, threads);
   std::vector<std::function<void()>> jobs;
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -203,7 +221,18 @@ inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, 
       const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
       const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) WriteAll(fd, ts[i].const_data_ptr(), ts[i].nbytes());
+      for (size_t i : groups[g]) {
+        const char* p = static_cast<const char*>(ts[i].const_data_ptr());
+        if (!each_block) {
+          WriteAll(fd, p, ts[i].nbytes());
+          continue;
+        }
+        for (size_t o = 0; o < ts[i].nbytes(); o += block) {
+          const size_t n = std::min(block, ts[i].nbytes() - o);
+          WriteAll(fd, p + o, n);
+          each_block(i, p + o, n);
+        }
+      }
       if (::fsync(fd) != 0) Fail("fsync " + path);
       ::close(fd);
     });
@@ -211,7 +240,8 @@ inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, 
   RunParallel(jobs);
 }
 
-inline void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads) {
+inline void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int threads,
+                    const BlockFn& each_block = nullptr, size_t block = 0) {
   const auto groups = RawGroups(ts, threads);
   std::vector<std::function<void()>> jobs;
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -219,7 +249,18 @@ inline void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int thr
       const std::string path = dir + "/raw_" + std::to_string(g) + ".bin";
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) Fail("open " + path);
-      for (size_t i : groups[g]) ReadAll(fd, ts[i].mutable_data_ptr(), ts[i].nbytes());
+      for (size_t i : groups[g]) {
+        char* p = static_cast<char*>(ts[i].mutable_data_ptr());
+        if (!each_block) {
+          ReadAll(fd, p, ts[i].nbytes());
+          continue;
+        }
+        for (size_t o = 0; o < ts[i].nbytes(); o += block) {
+          const size_t n = std::min(block, ts[i].nbytes() - o);
+          ReadAll(fd, p + o, n);
+          each_block(i, p + o, n);
+        }
+      }
       ::close(fd);
     });
   }

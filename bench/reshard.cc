@@ -12,7 +12,13 @@
 //   reshard_read_amplification  sum(bytes_read) / sum(bytes_needed) over the 4 loads; target <= 1.05
 //   reshard_load_vs_raw         dcpp throughput (bytes_needed / time of the 4 loads) over plain
 //                               sequential read() throughput of the checkpoint's data files into a
-//                               preallocated buffer (one thread per file group); informational
+//                               preallocated buffer (one thread per file group); target >= 0.9
+//   reshard_load_vs_raw_runs    dcpp throughput over that of the same runs read without the
+//                               engine: one pread(2) per 4 KiB run, straight into the targets,
+//                               from the same thread count (the floor of any reader that reads
+//                               only the bytes it needs, one system call per run)
+//   reshard_runs_vs_raw         that floor's throughput over the sequential read(): what the
+//                               kernel's cost per read call leaves of the sequential speed
 // Then an A/B of the batched-read modes (DCPP_READ_BATCH=off|preadv|io_uring, default), each
 // load timed in every rep: median [min, max] and the medians' ratio to raw, and the median CPU
 // time of the process (less sensitive than wall time to other work on a shared machine).
@@ -32,6 +38,8 @@
 
 #include "bench/bench_util.h"
 #include "core/dcpp.h"
+#include "core/format/metadata.h"
+#include "core/storage/native/filesystem.h"
 
 namespace {
 
@@ -54,6 +62,41 @@ dcpp::StateDict Targets(int tensors, int64_t dim, int rank, bool preallocate) {
     }
   }
   return sd;
+}
+
+// One run of a column-wise load: `length` bytes at `offset` of data file `file`, into `dst`.
+struct Run {
+  size_t file;
+  uint64_t offset;
+  size_t length;
+  uint8_t* dst;
+};
+
+// The runs that rank `rank`'s load reads, split over `threads` lists (chunk by chunk, round
+// robin), from the checkpoint's metadata: every row of every saved (row-wise) chunk gives the
+// 4 KiB run of the target's columns.
+std::vector<std::vector<Run>> RunsOf(const dcpp::proto::Metadata& md, const std::vector<std::string>& files,
+                                     dcpp::StateDict& targets, int threads) {
+  std::vector<std::vector<Run>> out(static_cast<size_t>(threads));
+  size_t next = 0;
+  for (const dcpp::proto::TensorMeta& t : md.tensors()) {
+    const dcpp::LocalChunk& target = targets.FindTensor(t.fqn())->chunks.at(0);
+    const int64_t dim = t.shape(1), c0 = target.box.offsets[1], cw = target.box.sizes[1];
+    uint8_t* base = static_cast<uint8_t*>(target.tensor.data_ptr());
+    for (const dcpp::proto::ChunkMeta& c : t.chunks()) {
+      if (c.offsets(1) != 0 || c.sizes(1) != dim) throw std::runtime_error("saved chunks are not row-wise");
+      const auto f = std::find_if(files.begin(), files.end(), [&](const std::string& p) {
+        return std::filesystem::path(p).filename() == c.file();
+      });
+      if (f == files.end()) throw std::runtime_error("no data file " + c.file());
+      std::vector<Run>& list = out[next++ % out.size()];
+      for (int64_t row = 0; row < c.sizes(0); ++row) {
+        list.push_back({static_cast<size_t>(f - files.begin()), c.offset() + static_cast<uint64_t>((row * dim + c0) * 4),
+                        static_cast<size_t>(cw * 4), base + (c.offsets(0) + row) * cw * 4});
+      }
+    }
+  }
+  return out;
 }
 
 // CPU seconds of the whole process (every thread, io_uring's workers included) so far.
@@ -159,13 +202,30 @@ int Main(int argc, char** argv) {
   // storage/batch_read.h) in each rep: the default, then off (one pread per merged run, as
   // before batching), preadv and io_uring, for the A/B below.
   const std::vector<std::string> modes = {"", "off", "preadv", "io_uring"};
-  std::map<int, double> raw, dc;
-  std::map<int, std::vector<double>> raw_all, raw_cpu;  // wall and CPU seconds
+  std::map<int, double> raw, raw_runs, dc;
+  std::map<int, std::vector<double>> raw_all, raw_cpu, runs_all, runs_cpu;  // wall and CPU seconds
   std::map<std::string, std::map<int, std::vector<double>>> mode_all, mode_cpu;
   std::map<int, std::vector<dcpp::StateDict>> targets;
+  std::map<int, std::vector<std::vector<std::vector<Run>>>> runs;  // [threads][rank][thread]
+  const dcpp::proto::Metadata md = dcpp::ParseMetadata(dcpp::FileSystemReader(ckpt).ReadMetadata(), ckpt);
   for (int threads : kThreadCounts) {
-    for (int r = 0; r < kRanks; ++r) targets[threads].push_back(Targets(tensors, dim, r, /*preallocate=*/true));
+    for (int r = 0; r < kRanks; ++r) {
+      targets[threads].push_back(Targets(tensors, dim, r, /*preallocate=*/true));
+      runs[threads].push_back(RunsOf(md, files, targets[threads].back(), threads));
+    }
   }
+  // Whether every target of `threads` holds its columns (then zeroed for the next reader).
+  auto Check = [&](int threads, const std::string& who) {
+    for (int r = 0; r < kRanks; ++r) {
+      for (int i = 0; i < tensors; ++i) {
+        dcpp::LocalChunk& c = targets[threads][r].FindTensor(Name(i))->chunks.at(0);
+        if (!at::equal(c.tensor, full[i].narrow(1, c.box.offsets[1], c.box.sizes[1]))) {
+          throw std::runtime_error(who + " gave rank " + std::to_string(r) + " wrong data for " + Name(i));
+        }
+        c.tensor.zero_();
+      }
+    }
+  };
   auto keep_best = [](std::map<int, double>& m, int k, double t) {
     m[k] = m.count(k) ? std::min(m[k], t) : t;
   };
@@ -191,6 +251,30 @@ int Main(int argc, char** argv) {
       keep_best(raw, threads, t_raw);
       raw_all[threads].push_back(t_raw);
       raw_cpu[threads].push_back(CpuSeconds() - raw_c0);
+      // The same runs as the 4 loads, one pread each, with the files opened once per rep.
+      drop_cache();
+      const double runs_c0 = CpuSeconds();
+      const double t_runs = Time([&] {
+        std::vector<int> fds;
+        for (const std::string& f : files) {
+          fds.push_back(::open(f.c_str(), O_RDONLY | O_CLOEXEC));
+          if (fds.back() < 0) Fail("open " + f);
+        }
+        for (const auto& lists : runs[threads]) {
+          std::vector<std::function<void()>> jobs;
+          for (const std::vector<Run>& list : lists) {
+            jobs.push_back([&] {
+              for (const Run& run : list) PreadAll(fds[run.file], run.dst, run.length, run.offset);
+            });
+          }
+          RunParallel(jobs);
+        }
+        for (int fd : fds) ::close(fd);
+      });
+      if (rep == 0) Check(threads, "the raw runs");
+      keep_best(raw_runs, threads, t_runs);
+      runs_all[threads].push_back(t_runs);
+      runs_cpu[threads].push_back(CpuSeconds() - runs_c0);
       dcpp::LoadOptions lo;
       lo.thread_count = threads;
       for (const std::string& mode : modes) {
@@ -205,6 +289,7 @@ int Main(int argc, char** argv) {
           for (int r = 0; r < kRanks; ++r) dcpp::load(targets[threads][r], ckpt, lo);
         });
         if (mode.empty()) keep_best(dc, threads, t);
+        if (rep == 0) Check(threads, "dcpp::load (DCPP_READ_BATCH=" + (mode.empty() ? "default" : mode) + ")");
         mode_all[mode][threads].push_back(t);
         mode_cpu[mode][threads].push_back(CpuSeconds() - c0);
       }
@@ -231,6 +316,9 @@ int Main(int argc, char** argv) {
     const double raw_gbps = GBps(raw_bytes, median(raw_all[threads]));
     std::printf("threads=%d  %-25s %s  cpu %.1f ms\n", threads, "raw read", spread(raw_all[threads]).c_str(),
                 1e3 * median(raw_cpu[threads]));
+    std::printf("threads=%d  %-25s %s  vs raw %.3f  cpu %.1f ms\n", threads, "raw runs (pread each)",
+                spread(runs_all[threads]).c_str(), GBps(needed, median(runs_all[threads])) / raw_gbps,
+                1e3 * median(runs_cpu[threads]));
     for (const std::string& mode : modes) {
       const std::vector<double>& v = mode_all[mode][threads];
       std::printf("threads=%d  %-25s %s  vs raw %.3f  cpu %.1f ms\n", threads,
@@ -246,9 +334,13 @@ int Main(int argc, char** argv) {
   };
   const double raw_gbps = GBps(raw_bytes, best(raw));
   const double dcpp_gbps = GBps(needed, best(dc));
+  const double runs_gbps = GBps(needed, best(raw_runs));
   std::printf("BENCH reshard_read_amplification %.4f ratio\n", static_cast<double>(read) / needed);
-  std::printf("BASELINE raw read() of the same files %.2f GB/s\n", raw_gbps);
+  std::printf("BASELINE raw read() of the same files %.2f GB/s; the same runs, one pread each, %.2f GB/s\n",
+              raw_gbps, runs_gbps);
   std::printf("BENCH reshard_load_vs_raw %.3f ratio\n", dcpp_gbps / raw_gbps);
+  std::printf("BENCH reshard_load_vs_raw_runs %.3f ratio\n", dcpp_gbps / runs_gbps);
+  std::printf("BENCH reshard_runs_vs_raw %.3f ratio\n", runs_gbps / raw_gbps);
   return 0;
 }
 

@@ -55,7 +55,9 @@ TEST(ChunkIo, WriteHashedWritesEveryByteInBlocksAndHashesThemAll) {
     WriteHashed(f, at, data.data(), n, &sum);
     EXPECT_EQ(sum.Digest(), Checksum::Of(data.data(), data.size())) << n;
     ASSERT_EQ(f.bytes.size(), n == 0 ? 0 : at + n) << n;
-    if (n > 0) EXPECT_EQ(f.bytes.substr(at), data) << n;
+    if (n > 0) {
+      EXPECT_EQ(f.bytes.substr(at), data) << n;
+    }
     uint64_t next = at;
     for (const auto& [off, len] : f.calls) {  // in order, contiguous, one block at most each
       EXPECT_EQ(off, next) << n;

@@ -212,6 +212,21 @@ inline std::vector<std::vector<size_t>> RawGroups(const std::vector<at::Tensor>&
 // (the hashed baselines of bench/save_load.cc).
 using BlockFn = std::function<void(size_t, const void*, size_t)>;
 
+// io(p, n) over the `n` bytes at `p` (item `index`): in one call, or with `each_block` set in
+// calls of `block` bytes, each followed by each_block(index, block start, its length).
+template <typename Ptr, typename Io>
+void InBlocks(Ptr p, size_t n, size_t index, const BlockFn& each_block, size_t block, const Io& io) {
+  if (!each_block) {
+    io(p, n);
+    return;
+  }
+  for (size_t o = 0; o < n; o += block) {
+    const size_t len = std::min(block, n - o);
+    io(p + o, len);
+    each_block(index, p + o, len);
+  }
+}
+
 inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, int threads,
                      const BlockFn& each_block = nullptr, size_t block = 0) {
   const auto groups = RawGroups(ts, threads);
@@ -222,16 +237,8 @@ inline void RawWrite(const std::string& dir, const std::vector<at::Tensor>& ts, 
       const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
       if (fd < 0) Fail("open " + path);
       for (size_t i : groups[g]) {
-        const char* p = static_cast<const char*>(ts[i].const_data_ptr());
-        if (!each_block) {
-          WriteAll(fd, p, ts[i].nbytes());
-          continue;
-        }
-        for (size_t o = 0; o < ts[i].nbytes(); o += block) {
-          const size_t n = std::min(block, ts[i].nbytes() - o);
-          WriteAll(fd, p + o, n);
-          each_block(i, p + o, n);
-        }
+        InBlocks(static_cast<const char*>(ts[i].const_data_ptr()), ts[i].nbytes(), i, each_block, block,
+                 [&](const char* p, size_t n) { WriteAll(fd, p, n); });
       }
       if (::fsync(fd) != 0) Fail("fsync " + path);
       ::close(fd);
@@ -250,16 +257,8 @@ inline void RawRead(const std::string& dir, std::vector<at::Tensor>& ts, int thr
       const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0) Fail("open " + path);
       for (size_t i : groups[g]) {
-        char* p = static_cast<char*>(ts[i].mutable_data_ptr());
-        if (!each_block) {
-          ReadAll(fd, p, ts[i].nbytes());
-          continue;
-        }
-        for (size_t o = 0; o < ts[i].nbytes(); o += block) {
-          const size_t n = std::min(block, ts[i].nbytes() - o);
-          ReadAll(fd, p + o, n);
-          each_block(i, p + o, n);
-        }
+        InBlocks(static_cast<char*>(ts[i].mutable_data_ptr()), ts[i].nbytes(), i, each_block, block,
+                 [&](char* p, size_t n) { ReadAll(fd, p, n); });
       }
       ::close(fd);
     });

@@ -72,10 +72,10 @@ struct Run {
   uint8_t* dst;
 };
 
-// The runs that rank `rank`'s load reads, split over `threads` lists (chunk by chunk, round
-// robin), from the checkpoint's metadata: every row of every saved (row-wise) chunk gives the
-// 4 KiB run of the target's columns.
-std::vector<std::vector<Run>> RunsOf(const dcpp::proto::Metadata& md, const std::vector<std::string>& files,
+// The runs a load into `targets` (one rank's column chunks, float32) reads, split over
+// `threads` lists (chunk by chunk, round robin), from the checkpoint's metadata: every row of
+// every saved (row-wise) chunk gives the run of the target's columns, 4 KiB at the defaults.
+std::vector<std::vector<Run>> LoadRuns(const dcpp::proto::Metadata& md, const std::vector<std::string>& files,
                                      dcpp::StateDict& targets, int threads) {
   std::vector<std::vector<Run>> out(static_cast<size_t>(threads));
   size_t next = 0;
@@ -211,11 +211,11 @@ int Main(int argc, char** argv) {
   for (int threads : kThreadCounts) {
     for (int r = 0; r < kRanks; ++r) {
       targets[threads].push_back(Targets(tensors, dim, r, /*preallocate=*/true));
-      runs[threads].push_back(RunsOf(md, files, targets[threads].back(), threads));
+      runs[threads].push_back(LoadRuns(md, files, targets[threads].back(), threads));
     }
   }
   // Whether every target of `threads` holds its columns (then zeroed for the next reader).
-  auto Check = [&](int threads, const std::string& who) {
+  auto check = [&](int threads, const std::string& who) {
     for (int r = 0; r < kRanks; ++r) {
       for (int i = 0; i < tensors; ++i) {
         dcpp::LocalChunk& c = targets[threads][r].FindTensor(Name(i))->chunks.at(0);
@@ -271,7 +271,7 @@ int Main(int argc, char** argv) {
         }
         for (int fd : fds) ::close(fd);
       });
-      if (rep == 0) Check(threads, "the raw runs");
+      if (rep == 0) check(threads, "the raw runs");
       keep_best(raw_runs, threads, t_runs);
       runs_all[threads].push_back(t_runs);
       runs_cpu[threads].push_back(CpuSeconds() - runs_c0);
@@ -289,7 +289,7 @@ int Main(int argc, char** argv) {
           for (int r = 0; r < kRanks; ++r) dcpp::load(targets[threads][r], ckpt, lo);
         });
         if (mode.empty()) keep_best(dc, threads, t);
-        if (rep == 0) Check(threads, "dcpp::load (DCPP_READ_BATCH=" + (mode.empty() ? "default" : mode) + ")");
+        if (rep == 0) check(threads, "dcpp::load (DCPP_READ_BATCH=" + (mode.empty() ? "default" : mode) + ")");
         mode_all[mode][threads].push_back(t);
         mode_cpu[mode][threads].push_back(CpuSeconds() - c0);
       }

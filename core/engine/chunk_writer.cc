@@ -34,7 +34,8 @@ void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, co
     return done(hash_ ? sum.Digest() : 0);
   }
   // CUDA or non-contiguous: blocks through the staging ring, whose copy of block k+1 runs
-  // while block k is hashed and written (blocks retire in order, so the hash streams).
+  // while block k is written and hashed by WriteHashed (blocks retire in order, so the hash
+  // streams).
   auto sum = hash_ ? std::make_shared<Checksum>() : nullptr;
   const Box whole = WholeBox(t.sizes().vec());
   const std::vector<Block> blocks = SplitRowMajor(whole, es, ring_.block_bytes());
@@ -44,8 +45,7 @@ void ChunkWriter::Write(FileSink& sink, uint64_t offset, const at::Tensor& t, co
     const uint64_t at = offset + static_cast<uint64_t>(b.byte_offset);
     auto on_host = [&sink, at, sum, last, what, done](const uint8_t* data, int64_t n) {
       try {
-        if (sum) sum->Update(data, static_cast<size_t>(n));
-        sink.WriteAt(at, data, static_cast<size_t>(n));
+        WriteHashed(sink, at, data, n, sum.get());
       } catch (const std::exception& e) {
         throw Error(StrCat(what, ": ", ErrorMessage(e)));
       }
